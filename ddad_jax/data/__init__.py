@@ -1,0 +1,102 @@
+"""Datasets by name: what a model sees (size, channels, normalisation) and how to read them.
+
+Splits are read through ``tfds.data_source`` (array_record, no TensorFlow needed) once,
+into host memory as uint8 arrays: every dataset used here fits, and batches are then
+a gather, so the input never stalls the step. Each host reads its own even shard.
+"""
+
+import dataclasses
+import os
+from typing import Iterator, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddad_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    tfds_name: str
+    num_classes: int
+    channels: int
+    source_size: int  # stored image height = width
+    image_size: int  # what models see (Fashion-MNIST is zero-padded 28 -> 32 as in DAFL)
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    augment: bool  # random crop + flip for supervised training
+    prepare_hint: str
+
+
+DATASETS = {
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", "fashion_mnist_offline", 10, 1, 28, 32, (0.2860,), (0.3530,), False,
+        "prepare it offline with `python -m ddad_jax.data.prepare fashion_mnist` "
+        "(needs `apt-get install dataset-fashion-mnist`)"),
+    "cifar10": DatasetSpec(
+        "cifar10", "cifar10", 10, 3, 32, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), True,
+        "prepare it with `python -m ddad_jax.data.prepare cifar10` (needs network and tensorflow)"),
+    "cifar100": DatasetSpec(
+        "cifar100", "cifar100", 100, 3, 32, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
+        "prepare it with `python -m ddad_jax.data.prepare cifar100` (needs network and tensorflow)"),
+}
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def load_split(spec: DatasetSpec, split: str, data_dir: Optional[str] = None,
+               shard_index: Optional[int] = None, shard_count: Optional[int] = None,
+               chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
+    """Reads this host's even shard of ``split`` as (uint8 images NHWC, int32 labels)."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    data_dir = data_dir or default_data_dir()
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+    try:
+        sources = tfds.data_source(spec.tfds_name, data_dir=data_dir)
+    except Exception as e:  # pylint: disable=broad-except
+        raise UserError(f"dataset '{spec.name}' is not prepared in {data_dir} as array_record "
+                        f"({type(e).__name__}); {spec.prepare_hint}") from None
+    if split not in sources:
+        raise UserError(f"dataset '{spec.name}' has no split '{split}' (has {sorted(sources)})")
+    source = sources[split]
+    lo, hi = (len(source) * shard_index) // shard_count, (len(source) * (shard_index + 1)) // shard_count
+    images, labels = [], []
+    for start in range(lo, hi, chunk):
+        records = source.__getitems__(list(range(start, min(start + chunk, hi))))
+        images.append(np.stack([r["image"] for r in records]))
+        labels.append(np.asarray([r["label"] for r in records], np.int32))
+    images = np.concatenate(images).reshape(-1, spec.source_size, spec.source_size, spec.channels)
+    return images.astype(np.uint8), np.concatenate(labels)
+
+
+def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
+    """Index batches of one epoch, in an order fixed by (seed, epoch); drops the remainder."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    for i in range(num_examples // batch_size):
+        yield order[i * batch_size:(i + 1) * batch_size]
+
+
+def normalize(images: jnp.ndarray, spec: DatasetSpec) -> jnp.ndarray:
+    """uint8 NHWC -> float32, zero-padded to ``spec.image_size``, standardised per channel."""
+    x = images.astype(jnp.float32) / 255.0
+    pad = (spec.image_size - spec.source_size) // 2
+    if pad:
+        x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return (x - jnp.asarray(spec.mean)) / jnp.asarray(spec.std)
+
+
+def denormalize(x: jnp.ndarray, spec: DatasetSpec) -> jnp.ndarray:
+    """Model-space images -> [0, 1] for display."""
+    return jnp.clip(x * jnp.asarray(spec.std) + jnp.asarray(spec.mean), 0.0, 1.0)

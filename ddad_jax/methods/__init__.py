@@ -1,0 +1,1 @@
+"""Data-free distillation methods: what each one's generator and student steps compute."""

@@ -1,0 +1,43 @@
+"""Capture the statistics of every BatchNorm layer's *input* while a model runs.
+
+DDAD's first discriminator compares, layer by layer, the batch mean and variance of
+what enters each of the teacher's BatchNorm layers on generated images against the
+running averages in the teacher's ``batch_stats`` collection. A method interceptor sows
+those statistics into a mutable collection, ``bn_input_stats``, whose tree mirrors
+``batch_stats`` exactly, so no model code needs to know about it.
+"""
+
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+COLLECTION = "bn_input_stats"
+
+
+def _moments(x: jnp.ndarray, axis_name: Optional[str]) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    x = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean, mean_sq = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)
+    if axis_name is not None:  # statistics of the global batch, not of one replica
+        mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
+    return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+
+
+def apply_with_bn_stats(model: nn.Module, variables: Any, x: jnp.ndarray,
+                        axis_name: Optional[str] = None, **kwargs) -> Tuple[jnp.ndarray, Any]:
+    """Runs ``model`` in inference mode; returns (output, stats) where ``stats`` has the
+    structure of ``variables['batch_stats']`` with the batch mean and (biased) variance
+    of each BatchNorm layer's input, reduced over ``axis_name`` when given."""
+
+    def interceptor(next_fun, args, fun_kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            mean, var = _moments(args[0], axis_name)
+            context.module.sow(COLLECTION, "mean", mean, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+            context.module.sow(COLLECTION, "var", var, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+        return next_fun(*args, **fun_kwargs)
+
+    with nn.intercept_methods(interceptor):
+        out, collections = model.apply(variables, x, train=False, mutable=[COLLECTION], **kwargs)
+    return out, collections.get(COLLECTION, {})

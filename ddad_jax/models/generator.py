@@ -1,0 +1,35 @@
+"""The DAFL/DFAD generator: latent -> linear -> BN -> (upsample, conv, BN, LeakyReLU) x2
+-> conv -> tanh -> BN without affine parameters (images come out already normalised)."""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ddad_jax.models.layers import batch_norm, conv3x3
+
+
+def _upsample2(x):
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class Generator(nn.Module):
+    base_channels: int = 64
+    image_size: int = 32
+    channels: int = 3
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, z: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+        if self.image_size % 4:
+            raise ValueError(f"generator image_size must be a multiple of 4, got {self.image_size}")
+        s, c = self.image_size // 4, self.base_channels
+        bn = lambda **kw: batch_norm(train, self.bn_axis_name, **kw)
+        x = nn.Dense(2 * c * s * s)(z).reshape((z.shape[0], s, s, 2 * c))
+        x = bn()(x)
+        x = conv3x3(2 * c, use_bias=True)(_upsample2(x))
+        x = nn.leaky_relu(bn()(x), 0.2)
+        x = conv3x3(c, use_bias=True)(_upsample2(x))
+        x = nn.leaky_relu(bn()(x), 0.2)
+        x = jnp.tanh(conv3x3(self.channels, use_bias=True)(x))
+        return bn(use_bias=False, use_scale=False)(x)

@@ -1,0 +1,38 @@
+"""LeNet-5 as used by DAFL/DFAD (32x32 inputs), its half-width student, and a BN variant.
+
+DAFL's LeNet-5 has no BatchNorm; ``use_bn=True`` adds one after each convolution so the
+network carries the running statistics DDAD's first discriminator needs.
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ddad_jax.models.layers import batch_norm
+
+
+class LeNet5(nn.Module):
+    num_classes: int = 10
+    width: float = 1.0  # 0.5 gives LeNet-5-half: 3, 8, 60 channels and 42 hidden units
+    use_bn: bool = False
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        c1, c2, c3, hidden = (int(c * self.width) for c in (6, 16, 120, 84))
+
+        def conv_block(x, features):
+            x = nn.Conv(features, (5, 5), padding="VALID")(x)
+            if self.use_bn:
+                x = batch_norm(train, self.bn_axis_name)(x)
+            return nn.relu(x)
+
+        x = conv_block(x, c1)
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = conv_block(x, c2)
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = conv_block(x, c3)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(hidden)(x))
+        return nn.Dense(self.num_classes)(x)

@@ -1,0 +1,45 @@
+"""Wide ResNets for CIFAR (pre-activation blocks): WRN-depth-k, e.g. 16-1, 16-2, 40-2."""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ddad_jax.models.layers import batch_norm, conv3x3
+
+
+class WideBlock(nn.Module):
+    features: int
+    stride: int
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        bn = lambda: batch_norm(train, self.bn_axis_name)
+        out = nn.relu(bn()(x))
+        y = conv3x3(self.features, strides=self.stride)(out)
+        y = conv3x3(self.features)(nn.relu(bn()(y)))
+        if x.shape[-1] != self.features or self.stride != 1:
+            x = nn.Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(out)
+        return x + y
+
+
+class WideResNet(nn.Module):
+    depth: int
+    widen_factor: int
+    num_classes: int = 10
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if (self.depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n+4, got {self.depth}")
+        n = (self.depth - 4) // 6
+        x = conv3x3(16)(x)
+        for i, width in enumerate((16, 32, 64)):
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                x = WideBlock(width * self.widen_factor, stride, self.bn_axis_name)(x, train)
+        x = nn.relu(batch_norm(train, self.bn_axis_name)(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes)(x)

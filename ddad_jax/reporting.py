@@ -1,0 +1,87 @@
+"""What a user sees during a run: progress lines, a JSON-lines metrics file, TensorBoard
+scalars (tensorboardX, no TensorFlow needed) and PNG grids of images."""
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, Optional
+
+import numpy as np
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Reporter:
+    """Writes metrics to ``workdir/metrics.jsonl`` and ``workdir/tb``; prints progress."""
+
+    def __init__(self, workdir: str, total_steps: int, start_step: int = 0, stream=None):
+        self.workdir, self.total_steps = workdir, total_steps
+        self.stream = stream or sys.stdout
+        os.makedirs(workdir, exist_ok=True)
+        self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        self._drop_records_after(start_step)  # a resumed run rewrites what came after its checkpoint
+        self._t0, self._step0 = time.time(), start_step
+        try:
+            from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+        except ImportError:
+            self._tb = None
+
+    def _drop_records_after(self, step: int) -> None:
+        if not os.path.exists(self.jsonl_path):
+            return
+        with open(self.jsonl_path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+        with open(self.jsonl_path, "w") as f:
+            f.writelines(keep)
+
+    def write(self, step: int, metrics: Dict[str, float]) -> None:
+        metrics = {k: float(v) for k, v in metrics.items()}
+        with open(self.jsonl_path, "a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def progress(self, step: int, metrics: Dict[str, float], prefix: str = "") -> None:
+        elapsed = time.time() - self._t0
+        rate = (step - self._step0) / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
+        parts = [f"{prefix}step {step}/{self.total_steps}"]
+        parts += [f"{k} {float(v):.4g}" for k, v in metrics.items()]
+        parts += [f"{rate:.2f} steps/s", f"ETA {_fmt_duration(eta)}"]
+        print(" | ".join(parts), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, scale: int = 2) -> None:
+    """Saves [0, 1] NHWC images (1 or 3 channels) as one PNG grid."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+
+    images = np.asarray(images, np.float32)
+    n, h, w, c = images.shape
+    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    grid = np.ones((nrows * (h + 2) + 2, ncols * (w + 2) + 2, c), np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = images[i]
+    pixels = (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
+    img = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    img.save(path)

@@ -1,0 +1,54 @@
+"""Train states and optimizers shared by teacher training and the data-free methods."""
+
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus the BatchNorm ``batch_stats`` collection (empty dict if none)."""
+
+    batch_stats: Any = None
+
+
+def create_state(model, tx, rng, example_input, **init_kwargs) -> TrainState:
+    variables = model.init(rng, example_input, **init_kwargs)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+
+def variables_of(state: TrainState) -> dict:
+    v = {"params": state.params}
+    if state.batch_stats:
+        v["batch_stats"] = state.batch_stats
+    return v
+
+
+def make_schedule(kind: str, base_lr: float, total_steps: int,
+                  milestones: Optional[Sequence[int]] = None, gamma: float = 0.1) -> optax.Schedule:
+    """'constant', 'cosine' (to 0 over total_steps) or 'step' (x gamma at each milestone step)."""
+    if kind == "constant":
+        return optax.constant_schedule(base_lr)
+    if kind == "cosine":
+        return optax.cosine_decay_schedule(base_lr, max(total_steps, 1))
+    if kind == "step":
+        return optax.piecewise_constant_schedule(base_lr, {int(m): gamma for m in milestones or ()})
+    raise ValueError(f"unknown schedule '{kind}' (use constant, cosine or step)")
+
+
+def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.9,
+                   weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999):
+    """SGD (PyTorch-style coupled weight decay, momentum) or Adam."""
+    decay = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+    if name == "sgd":
+        return optax.chain(*decay, optax.sgd(schedule, momentum=momentum))
+    if name == "adam":
+        return optax.chain(*decay, optax.adam(schedule, b1=b1, b2=b2))
+    raise ValueError(f"unknown optimizer '{name}' (use sgd or adam)")
+
+
+def all_finite(tree) -> jnp.ndarray:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))

@@ -1,0 +1,148 @@
+"""The data-free training loop: DDAD from a frozen teacher into a student.
+
+config -> load teacher (frozen) and the real test split (evaluation only) -> generator and
+student states -> jitted data-parallel iterations -> every epoch: evaluate the student,
+write metrics and a sample grid, checkpoint -> ``summary.json``.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ddad_jax import checkpoints, data, models, parallel, reporting, state as state_lib
+from ddad_jax.errors import UserError
+from ddad_jax.evaluation import evaluate
+from ddad_jax.methods import ddad
+from ddad_jax.teacher import load_teacher
+
+_IDENTITY_KEYS = ("kind", "dataset", "teacher", "student", "generator_channels", "latent_dim")
+
+
+def hyper_from_config(config) -> ddad.DDADHyper:
+    return ddad.DDADHyper(
+        bn_weight=0.0 if config.adversarial_only else config.bn_weight,
+        adv_weight=config.adv_weight, discrepancy=config.discrepancy,
+        temperature=config.temperature, student_steps=config.student_steps_per_generator_step,
+        batch_size=config.batch_size, latent_dim=config.latent_dim)
+
+
+def _schedule(config, base_lr: float, updates_per_iteration: int):
+    per_epoch = config.iters_per_epoch * updates_per_iteration
+    return state_lib.make_schedule(config.lr_schedule, base_lr, config.num_epochs * per_epoch,
+                                   [m * per_epoch for m in config.lr_milestones], config.lr_gamma)
+
+
+def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
+    k = config.student_steps_per_generator_step
+    g_tx = state_lib.make_optimizer("adam", _schedule(config, config.generator_lr, 1))
+    s_tx = state_lib.make_optimizer("sgd", _schedule(config, config.student_lr, k),
+                                    config.student_momentum, config.student_weight_decay)
+    image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
+    # Initialised outside the data-parallel map, where the `batch` axis does not exist yet.
+    g = state_lib.create_state(generator.clone(bn_axis_name=None), g_tx, jax.random.fold_in(rng, 1),
+                               jnp.zeros((2, config.latent_dim)))
+    s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2), image)
+    return ddad.DDADState(step=jnp.zeros((), jnp.int32),
+                          generator=g.replace(apply_fn=generator.apply),
+                          student=s.replace(apply_fn=student.apply))
+
+
+def _validate(config, teacher_vars):
+    if config.student_steps_per_generator_step < 1:
+        raise UserError("student_steps_per_generator_step must be >= 1")
+    if config.discrepancy not in ("l1", "kl"):
+        raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
+    if not teacher_vars.get("batch_stats") and not config.adversarial_only:
+        raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so DDAD's BN-statistics "
+                        "discriminator has nothing to match; use a BN teacher (e.g. lenet5_bn) or set "
+                        "--config.adversarial_only=True explicitly")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    spec = data.get_spec(config.dataset)
+    mesh = parallel.make_mesh(config.num_devices or None)
+    parallel.check_batch_size(config.batch_size, mesh)
+    teacher_model, teacher_vars, teacher_meta = load_teacher(
+        config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
+    _validate(config, teacher_vars)
+    checkpoints.guard_workdir(workdir, config.to_dict(), _IDENTITY_KEYS)
+
+    test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
+    if config.eval_examples > 0:
+        test_x, test_y = test_x[:config.eval_examples], test_y[:config.eval_examples]
+    teacher_acc = evaluate(teacher_model, teacher_vars, test_x, test_y, spec, config.eval_batch_size)
+    print(f"[ddad] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}",
+          flush=True)
+
+    generator = models.Generator(config.generator_channels, spec.image_size, spec.channels,
+                                 bn_axis_name=parallel.BATCH_AXIS)
+    sampler = generator.clone(bn_axis_name=None)  # for sample grids, outside the parallel map
+    student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
+    rng = jax.random.key(config.seed)
+    state = create_state(config, spec, generator, student, rng)
+
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+    restored = ckpt.restore(state)
+    if restored is not None:
+        state = restored
+        print(f"[ddad] resuming from iteration {int(state.step)}", flush=True)
+    state = parallel.replicate(state, mesh)
+    teacher_vars = parallel.replicate(teacher_vars, mesh)
+
+    iteration = ddad.make_iteration(teacher_model, hyper_from_config(config), mesh)
+    total = config.num_epochs * config.iters_per_epoch
+    start = int(state.step)
+    reporter = reporting.Reporter(workdir, total, start_step=start)
+    sample_z = jax.random.normal(jax.random.fold_in(rng, 3), (config.sample_grid, config.latent_dim))
+    student_acc, best_acc, t0 = float("nan"), float("nan"), time.time()
+
+    def check_finite(step, metrics):
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad:
+            raise UserError(f"non-finite {bad[0]} at iteration {step}; stopping without saving "
+                            "(the last good checkpoint is kept)")
+
+    for step in range(start + 1, total + 1):
+        state, metrics = iteration(state, teacher_vars, rng)
+        end_of_epoch = step % config.iters_per_epoch == 0
+        if step % config.log_every == 0 or end_of_epoch:
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            check_finite(step, metrics)
+            reporter.progress(step, metrics, prefix=f"[ddad] epoch {(step - 1) // config.iters_per_epoch + 1} ")
+            reporter.write(step, metrics)
+        if end_of_epoch:
+            epoch = step // config.iters_per_epoch
+            student_acc = evaluate(student, state_lib.variables_of(state.student), test_x, test_y, spec,
+                                   config.eval_batch_size)
+            best_acc = student_acc if not best_acc >= student_acc else best_acc
+            reporter.write(step, {"test/student_accuracy": student_acc, "test/teacher_accuracy": teacher_acc})
+            print(f"[ddad] epoch {epoch}/{config.num_epochs}: student test accuracy {student_acc:.4f} "
+                  f"(teacher {teacher_acc:.4f}, {time.time() - t0:.0f}s)", flush=True)
+            images = sampler.apply(state_lib.variables_of(state.generator), sample_z, train=True,
+                                   mutable=["batch_stats"])[0]
+            reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"),
+                                      jax.device_get(data.denormalize(images, spec)))
+        if end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            if not bool(state_lib.all_finite(state)):
+                raise UserError(f"non-finite parameters at iteration {step}; stopping without saving")
+            ckpt.save(step, state)
+    ckpt.close()
+    reporter.close()
+    if not np.isfinite(student_acc):  # nothing left to run (a finished run resumed): evaluate it
+        student_acc = evaluate(student, state_lib.variables_of(state.student), test_x, test_y, spec,
+                               config.eval_batch_size)
+    summary = {"method": "ddad", "dataset": config.dataset, "teacher": config.teacher,
+               "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
+               "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
+               "student_acc": student_acc, "best_student_acc": best_acc if np.isfinite(best_acc) else student_acc,
+               "iterations": total, "wall_s_this_run": time.time() - t0, "devices": mesh.size}
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"[ddad] done: student {config.student} test accuracy {student_acc:.4f} "
+          f"(teacher {config.teacher} {teacher_acc:.4f})", flush=True)
+    return summary

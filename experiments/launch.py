@@ -1,0 +1,53 @@
+"""The shared absl entry: parse ``--config`` and ``--workdir``, dispatch on ``config.kind``.
+
+Every failure a user can fix (bad config, missing data or teacher, non-finite loss...)
+ends as one ``error: ...`` line on stderr and exit status 2; nothing on disk is touched.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ddad_jax.errors import UserError
+
+config_flags.DEFINE_config_file("config", None, "a configs/*.py file, e.g. configs/ddad.py:fashion_mnist",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, metrics and samples go (resumes if present)")
+FLAGS = flags.FLAGS
+
+
+def _run(config, workdir):
+    if config.kind == "teacher":
+        from ddad_jax import teacher  # pylint: disable=import-outside-toplevel
+        return teacher.train_and_evaluate(config, workdir)
+    from ddad_jax import train  # pylint: disable=import-outside-toplevel
+    return train.train_and_evaluate(config, workdir)
+
+
+def run(dataset: str) -> None:
+    """Entry point of ``experiments.<dataset>``."""
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        logging.set_verbosity(logging.WARNING)  # orbax's per-save INFO lines drown the progress
+        config, workdir = FLAGS.config, FLAGS.workdir
+        try:
+            if config is None:
+                raise UserError("--config is required, e.g. --config=configs/ddad.py:" + dataset)
+            if not workdir:
+                raise UserError("--workdir is required (checkpoints, metrics and samples go there)")
+            if config.dataset != dataset:
+                raise UserError(f"this config is for '{config.dataset}', but this is "
+                                f"experiments.{dataset}; pass --config=<file>.py:{dataset}")
+            _run(config, workdir)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    try:
+        app.run(main)
+    except ValueError as e:  # a config file's own get_config() rejected its argument
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
