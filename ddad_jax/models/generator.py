@@ -1,5 +1,8 @@
 """The DAFL/DFAD generator: latent -> linear -> BN -> (upsample, conv, BN, LeakyReLU) x2
--> conv -> tanh -> BN without affine parameters (images come out already normalised)."""
+-> conv -> tanh -> BN without affine parameters (images come out already normalised).
+
+Layers that feed a BatchNorm carry no bias: BN subtracts the mean, so such a bias has an
+exactly zero gradient, and an optimiser like Adam would only amplify rounding noise in it."""
 
 from typing import Optional
 
@@ -25,11 +28,11 @@ class Generator(nn.Module):
             raise ValueError(f"generator image_size must be a multiple of 4, got {self.image_size}")
         s, c = self.image_size // 4, self.base_channels
         bn = lambda **kw: batch_norm(train, self.bn_axis_name, **kw)
-        x = nn.Dense(2 * c * s * s)(z).reshape((z.shape[0], s, s, 2 * c))
+        x = nn.Dense(2 * c * s * s, use_bias=False)(z).reshape((z.shape[0], s, s, 2 * c))
         x = bn()(x)
-        x = conv3x3(2 * c, use_bias=True)(_upsample2(x))
+        x = conv3x3(2 * c)(_upsample2(x))
         x = nn.leaky_relu(bn()(x), 0.2)
-        x = conv3x3(c, use_bias=True)(_upsample2(x))
+        x = conv3x3(c)(_upsample2(x))
         x = nn.leaky_relu(bn()(x), 0.2)
         x = jnp.tanh(conv3x3(self.channels, use_bias=True)(x))
         return bn(use_bias=False, use_scale=False)(x)

@@ -1,0 +1,57 @@
+"""Shared fixtures. Eight fake CPU devices are set up before JAX starts, so data-parallel
+code runs here as on an 8-chip host; tests that want one device ask for a 1-device mesh."""
+
+import os
+import subprocess
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FMNIST_SOURCE = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def fmnist_data_dir(tmp_path_factory):
+    """Real Fashion-MNIST prepared by our tfds builder (reuses $DDAD_TEST_DATA_DIR if set)."""
+    if not os.path.exists(os.path.join(FMNIST_SOURCE, "t10k-images-idx3-ubyte.gz")):
+        pytest.fail("Fashion-MNIST source files missing: apt-get install dataset-fashion-mnist "
+                    "(tests/run_all.sh does this)")
+    from ddad_jax.data.prepare import prepare
+    data_dir = os.environ.get("DDAD_TEST_DATA_DIR") or str(tmp_path_factory.mktemp("tfds"))
+    prepare("fashion_mnist", data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def cifar_data_dir(tmp_path_factory):
+    """Stand-in CIFAR-10/100 (random images) in the stock tfds format."""
+    from ddad_jax.data.standin import write_cifar_standin
+    data_dir = str(tmp_path_factory.mktemp("cifar_standin"))
+    write_cifar_standin("cifar10", data_dir)
+    write_cifar_standin("cifar100", data_dir)
+    return data_dir
+
+
+def run_entry(dataset, *args, timeout=600):
+    """Runs ``python -m experiments.<dataset> ARGS`` from the repo root."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env["XLA_FLAGS"] = ""  # entry points run on the real (single CPU) device set
+    return subprocess.run([sys.executable, "-m", f"experiments.{dataset}", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def fmnist_smoke_teacher(tmp_path_factory, fmnist_data_dir):
+    """A tiny LeNet-5 (BN) teacher trained in-process for a few steps on real Fashion-MNIST."""
+    from configs import teacher as teacher_config
+    from ddad_jax import teacher
+    workdir = str(tmp_path_factory.mktemp("fmnist_teacher"))
+    config = teacher_config.get_config("fashion_mnist,smoke")
+    config.data_dir = fmnist_data_dir
+    config.num_devices = 1
+    teacher.train_and_evaluate(config, workdir)
+    return workdir
