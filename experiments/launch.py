@@ -4,6 +4,7 @@ Every failure a user can fix (bad config, missing data or teacher, non-finite lo
 ends as one ``error: ...`` line on stderr and exit status 2; nothing on disk is touched.
 """
 
+import re
 import sys
 
 from absl import app, flags, logging
@@ -15,6 +16,25 @@ config_flags.DEFINE_config_file("config", None, "a configs/*.py file, e.g. confi
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics and samples go (resumes if present)")
 FLAGS = flags.FLAGS
+
+
+def _one_line(e: BaseException) -> str:
+    """A flag/config exception as one readable line (ml_collections nests its messages)."""
+    msg = re.sub(r"\s+", " ", str(e).replace("\\n", "\n"))
+    typo = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', msg)
+    if typo:
+        return f"unknown config field '{typo.group(2)}' (did you mean '{typo.group(1)}'?)"
+    if "Traceback" in msg:  # a config file's get_config() raised: keep its own message
+        msg = re.split(r"\b\w+Error: ", msg)[-1]
+    return msg.strip(" '\"")
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except Exception as e:  # pylint: disable=broad-except
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _run(config, workdir):
@@ -46,8 +66,4 @@ def run(dataset: str) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 
-    try:
-        app.run(main)
-    except ValueError as e:  # a config file's own get_config() rejected its argument
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    app.run(main, flags_parser=_parse_flags)

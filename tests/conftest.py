@@ -36,10 +36,9 @@ def cifar_data_dir(tmp_path_factory):
     return data_dir
 
 
-def run_entry(dataset, *args, timeout=600):
+def run_entry(dataset, *args, env=None, timeout=600):
     """Runs ``python -m experiments.<dataset> ARGS`` from the repo root."""
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env["XLA_FLAGS"] = ""  # entry points run on the real (single CPU) device set
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "", **(env or {})}  # one CPU device unless asked
     return subprocess.run([sys.executable, "-m", f"experiments.{dataset}", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -1,0 +1,110 @@
+"""Fashion-MNIST DDAD benchmark: LeNet-5 (BN) teacher, then DDAD into LeNet-5-half, per seed.
+
+    python benchmarks/fmnist_ddad.py            # teacher + seeds 0 1 2, on this machine
+
+Each stage runs as a user would run it (``python -m experiments.fashion_mnist ...``) in a
+fresh workdir under ``runs/benchmarks/<timestamp>/``. Writes
+``benchmarks/results/fmnist_ddad.json`` ({"teacher_acc", "student_acc": [per seed],
+"wall_s": [per seed], "command", ...}), ``benchmarks/results/fmnist_ddad.md`` and the
+table between the ``fmnist_ddad`` markers in README.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+BEGIN, END = "<!-- fmnist_ddad:begin -->", "<!-- fmnist_ddad:end -->"
+
+
+def run(args, log_path):
+    """Runs one stage, streaming its output to a log; returns wall seconds."""
+    t0 = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.run([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode:
+        sys.exit(f"error: stage failed ({' '.join(args)}); see {log_path}")
+    return time.time() - t0
+
+
+def markdown(result) -> str:
+    acc = result["student_acc"]
+    rows = [f"| {s} | {a * 100:.2f} | {w / 60:.1f} |" for s, a, w in zip(result["seeds"], acc, result["wall_s"])]
+    return "\n".join([
+        f"Teacher: {result['teacher']} (BN), test accuracy **{result['teacher_acc'] * 100:.2f} %** "
+        f"({result['teacher_wall_s'] / 60:.1f} min). Student: {result['student']}, data-free DDAD, "
+        f"{result['iterations']} iterations. Machine: {result['machine']}.",
+        "",
+        "| seed | student test accuracy (%) | wall-clock (min) |",
+        "|---:|---:|---:|",
+        *rows,
+        f"| **mean** | **{statistics.mean(acc) * 100:.2f}** (± {statistics.pstdev(acc) * 100:.2f}) "
+        f"| {statistics.median(result['wall_s']) / 60:.1f} (median) |",
+        "",
+        f"Regenerate: `{result['command']}`",
+    ])
+
+
+def update_readme(table: str) -> None:
+    path = os.path.join(REPO, "README.md")
+    text = open(path).read()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + BEGIN + "\n" + table + "\n" + END + rest.split(END, 1)[1]
+        open(path, "w").write(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", time.strftime("%Y%m%d-%H%M%S")))
+    parser.add_argument("--teacher_dir", default="", help="reuse a trained teacher instead of training one")
+    parser.add_argument("ddad_overrides", nargs="*", help="extra --config.X=Y flags for the DDAD runs")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    run(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
+
+    teacher_dir, teacher_wall = args.teacher_dir, 0.0
+    if not teacher_dir:
+        teacher_dir = os.path.join(args.out, "teacher")
+        teacher_wall = run(["-m", "experiments.fashion_mnist", "--config=configs/teacher.py:fashion_mnist",
+                            f"--workdir={teacher_dir}"], os.path.join(args.out, "teacher.log"))
+    teacher = json.load(open(os.path.join(teacher_dir, "teacher.json")))
+    print(f"teacher {teacher['model']}: {teacher['test_acc']:.4f}", flush=True)
+
+    accs, walls, summary = [], [], {}
+    for seed in args.seeds:
+        workdir = os.path.join(args.out, f"ddad_seed{seed}")
+        wall = run(["-m", "experiments.fashion_mnist", "--config=configs/ddad.py:fashion_mnist",
+                    f"--workdir={workdir}", f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
+                    *args.ddad_overrides], os.path.join(args.out, f"ddad_seed{seed}.log"))
+        summary = json.load(open(os.path.join(workdir, "summary.json")))
+        accs.append(summary["student_acc"])
+        walls.append(wall)
+        print(f"seed {seed}: student {summary['student_acc']:.4f} in {wall / 60:.1f} min", flush=True)
+
+    command = "python benchmarks/fmnist_ddad.py" + "".join(f" {o}" for o in args.ddad_overrides)
+    result = {"teacher_acc": teacher["test_acc"], "student_acc": accs, "wall_s": walls, "command": command,
+              "teacher": teacher["model"], "student": summary["student"], "seeds": args.seeds,
+              "teacher_wall_s": teacher_wall, "iterations": summary["iterations"],
+              "mean_student_acc": statistics.mean(accs),
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {summary['devices']} JAX device(s)"}
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "fmnist_ddad.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    table = markdown(result)
+    with open(os.path.join(RESULTS, "fmnist_ddad.md"), "w") as f:
+        f.write("# Fashion-MNIST, data-free DDAD\n\n" + table + "\n")
+    update_readme(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

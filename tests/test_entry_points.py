@@ -1,0 +1,82 @@
+"""End-to-end smoke runs of every experiment entry point, and their command-line errors:
+each error is one line on stderr with exit status 2."""
+
+import json
+import os
+
+import pytest
+
+from conftest import run_entry
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _one_line_error(result, match):
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and match in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_fashion_mnist_teacher_then_ddad_on_real_data(tmp_path, fmnist_data_dir):
+    teacher_dir, ddad_dir = str(tmp_path / "teacher"), str(tmp_path / "ddad")
+    out = _ok(run_entry("fashion_mnist", "--config=configs/teacher.py:fashion_mnist,smoke",
+                        f"--workdir={teacher_dir}", f"--config.data_dir={fmnist_data_dir}")).stdout
+    assert "[teacher] lenet5_bn on fashion_mnist: test accuracy" in out
+    out = _ok(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+                        f"--workdir={ddad_dir}", f"--config.data_dir={fmnist_data_dir}",
+                        f"--config.teacher_dir={teacher_dir}")).stdout
+    assert "steps/s | ETA" in out and "[ddad] done" in out
+    summary = json.load(open(os.path.join(ddad_dir, "summary.json")))
+    assert summary["iterations"] == 4 and summary["teacher"] == "lenet5_bn"
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_cifar_teacher_then_ddad_on_standin_data(tmp_path, cifar_data_dir, dataset):
+    teacher_dir, ddad_dir = str(tmp_path / "teacher"), str(tmp_path / "ddad")
+    _ok(run_entry(dataset, f"--config=configs/teacher.py:{dataset},smoke", f"--workdir={teacher_dir}",
+                  f"--config.data_dir={cifar_data_dir}"))
+    meta = json.load(open(os.path.join(teacher_dir, "teacher.json")))
+    assert meta["dataset"] == dataset and meta["model"] == "wrn16_1"
+    _ok(run_entry(dataset, f"--config=configs/ddad.py:{dataset},smoke", f"--workdir={ddad_dir}",
+                  f"--config.data_dir={cifar_data_dir}", f"--config.teacher_dir={teacher_dir}"))
+    assert sorted(os.listdir(os.path.join(ddad_dir, "samples"))) == ["epoch_0001.png", "epoch_0002.png"]
+
+
+def test_unknown_config_field(tmp_path):
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+                              f"--workdir={tmp_path}", "--config.bn_wieght=2"), "bn_wieght")
+
+
+def test_config_for_another_dataset(tmp_path):
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py", f"--workdir={tmp_path}"),
+                    "this config is for 'cifar10'")
+
+
+def test_unknown_config_option(tmp_path):
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,tiny",
+                              f"--workdir={tmp_path}"), "unknown option")
+
+
+def test_missing_teacher_checkpoint(tmp_path, fmnist_data_dir):
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+                              f"--workdir={tmp_path / 'w'}", f"--config.data_dir={fmnist_data_dir}",
+                              f"--config.teacher_dir={tmp_path / 'none'}"), "no teacher checkpoint")
+
+
+def test_dataset_not_prepared(tmp_path):
+    _one_line_error(run_entry("cifar10", "--config=configs/teacher.py:cifar10,smoke",
+                              f"--workdir={tmp_path / 'w'}", f"--config.data_dir={tmp_path / 'empty'}"),
+                    "python -m ddad_jax.data.prepare cifar10")
+    assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_batch_not_divisible_by_device_count(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+                              f"--workdir={tmp_path / 'w'}", f"--config.teacher_dir={fmnist_smoke_teacher}",
+                              f"--config.data_dir={fmnist_data_dir}", "--config.batch_size=12", env=env),
+                    "batch_size=12 is not divisible by the 8 devices")
