@@ -43,6 +43,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.num_epochs = 500
     c.iters_per_epoch = 50
     c.student_steps_per_generator_step = 5
+    c.student_optimizer = "sgd"  # or "adam"
     c.student_lr = 0.1
     c.student_momentum = 0.9
     c.student_weight_decay = 5e-4
@@ -59,13 +60,16 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.sample_grid = 64  # generated images in each epoch's PNG grid
 
     if dataset == "fashion_mnist":
-        # Tuned for 2 CPU cores: LeNet-5 (BN) -> LeNet-5-half, small generator, short run.
+        # Sized for 2 CPU cores (~1 s an iteration, ~10 min a run): LeNet-5 (BN) -> LeNet-5-half.
+        # A 16-channel generator costs a quarter of a 32-channel one; a short sweep (student lr
+        # 0.05/0.1, Adam, KL, bn_weight 10, adv_weight 0.1/3, generator lr 3e-3, 2 student steps)
+        # moved 200-iteration accuracy by at most 1 point, except adv 0.1 and Adam (worse).
         c.teacher, c.student = "lenet5_bn", "lenet5_half"
         c.teacher_dir = "runs/fmnist_teacher"
-        c.generator_channels = 32
+        c.generator_channels = 16
         c.latent_dim = 100
         c.batch_size = 128
-        c.num_epochs = 20
+        c.num_epochs = 24
         c.iters_per_epoch = 25
         c.student_steps_per_generator_step = 5
         c.student_lr = 0.05

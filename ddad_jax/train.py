@@ -40,7 +40,7 @@ def _schedule(config, base_lr: float, updates_per_iteration: int):
 def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     k = config.student_steps_per_generator_step
     g_tx = state_lib.make_optimizer("adam", _schedule(config, config.generator_lr, 1))
-    s_tx = state_lib.make_optimizer("sgd", _schedule(config, config.student_lr, k),
+    s_tx = state_lib.make_optimizer(config.student_optimizer, _schedule(config, config.student_lr, k),
                                     config.student_momentum, config.student_weight_decay)
     image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
     # Initialised outside the data-parallel map, where the `batch` axis does not exist yet.
@@ -55,6 +55,8 @@ def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
 def _validate(config, teacher_vars):
     if config.student_steps_per_generator_step < 1:
         raise UserError("student_steps_per_generator_step must be >= 1")
+    if config.student_optimizer not in ("sgd", "adam"):
+        raise UserError(f"student_optimizer must be 'sgd' or 'adam', got '{config.student_optimizer}'")
     if config.discrepancy not in ("l1", "kl"):
         raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
     if not teacher_vars.get("batch_stats") and not config.adversarial_only:
