@@ -29,7 +29,7 @@ class Reporter:
         os.makedirs(workdir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
         self._drop_records_after(start_step)  # a resumed run rewrites what came after its checkpoint
-        self._t0, self._step0 = time.time(), start_step
+        self._t0, self._step0 = None, start_step  # set at the first report: excludes compilation
         try:
             from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
             self._tb = SummaryWriter(os.path.join(workdir, "tb"))
@@ -54,12 +54,14 @@ class Reporter:
             self._tb.flush()
 
     def progress(self, step: int, metrics: Dict[str, float], prefix: str = "") -> None:
+        if self._t0 is None:
+            self._t0, self._step0 = time.time(), step
         elapsed = time.time() - self._t0
-        rate = (step - self._step0) / elapsed if elapsed > 0 else float("nan")
+        rate = (step - self._step0) / elapsed if elapsed > 0 and step > self._step0 else float("nan")
         eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
         parts = [f"{prefix}step {step}/{self.total_steps}"]
         parts += [f"{k} {float(v):.4g}" for k, v in metrics.items()]
-        parts += [f"{rate:.2f} steps/s", f"ETA {_fmt_duration(eta)}"]
+        parts += [f"{rate:.2f} steps/s" if math.isfinite(rate) else "? steps/s", f"ETA {_fmt_duration(eta)}"]
         print(" | ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:

@@ -1,0 +1,76 @@
+import gzip
+import io
+import json
+import os
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddad_jax import data, reporting
+from ddad_jax.data.fashion_mnist import read_idx
+
+
+def test_read_idx_roundtrip(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = b"\x00\x00\x08\x03" + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    path = str(tmp_path / "x-idx3-ubyte.gz")
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+    np.testing.assert_array_equal(read_idx(path), arr)
+    bad = str(tmp_path / "bad")
+    open(bad, "wb").write(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(bad)
+
+
+def test_epoch_batches_deterministic_and_disjoint():
+    a = list(data.epoch_batches(10, 3, seed=0, epoch=1))
+    b = list(data.epoch_batches(10, 3, seed=0, epoch=1))
+    c = list(data.epoch_batches(10, 3, seed=0, epoch=2))
+    assert len(a) == 3 and all(len(x) == 3 for x in a)
+    chex.assert_trees_all_equal(a, b)
+    assert any((x != y).any() for x, y in zip(a, c))
+    assert len(np.unique(np.concatenate(a))) == 9
+
+
+def test_normalize_pads_and_standardises():
+    spec = data.get_spec("fashion_mnist")
+    x = np.full((2, 28, 28, 1), 255, np.uint8)
+    y = data.normalize(x, spec)
+    chex.assert_shape(y, (2, 32, 32, 1))
+    chex.assert_trees_all_close(y[0, 0, 0, 0], (0.0 - spec.mean[0]) / spec.std[0])  # padding
+    chex.assert_trees_all_close(y[0, 5, 5, 0], (1.0 - spec.mean[0]) / spec.std[0])
+    chex.assert_trees_all_close(data.denormalize(y, spec)[0, 5, 5, 0], 1.0, atol=1e-6)
+
+
+def test_real_fashion_mnist_shards_partition_the_split(fmnist_data_dir):
+    spec = data.get_spec("fashion_mnist")
+    x, y = data.load_split(spec, "test", fmnist_data_dir)
+    assert x.shape == (10_000, 28, 28, 1) and x.dtype == np.uint8
+    np.testing.assert_array_equal(np.bincount(y), [1000] * 10)  # Fashion-MNIST's balanced test split
+    shards = [data.load_split(spec, "test", fmnist_data_dir, shard_index=i, shard_count=3) for i in range(3)]
+    np.testing.assert_array_equal(np.concatenate([s[1] for s in shards]), y)
+
+
+def test_reporter_progress_jsonl_and_resume_truncation(tmp_path):
+    out = io.StringIO()
+    r = reporting.Reporter(str(tmp_path), total_steps=10, stream=out)
+    for step in (2, 4, 6):
+        r.write(step, {"loss": step * 1.0})
+        r.progress(step, {"loss": step * 1.0})
+    r.close()
+    assert "step 6/10 | loss 6 |" in out.getvalue() and "steps/s | ETA" in out.getvalue()
+    r = reporting.Reporter(str(tmp_path), total_steps=10, start_step=4, stream=out)  # resumed at 4
+    r.close()
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl")]
+    assert steps == [2, 4]
+
+
+def test_image_grid(tmp_path):
+    from PIL import Image
+    path = str(tmp_path / "g" / "grid.png")
+    reporting.save_image_grid(path, np.random.default_rng(0).random((10, 8, 8, 1)), scale=1)
+    img = Image.open(path)
+    assert img.size == (4 * 10 + 2, 3 * 10 + 2)
