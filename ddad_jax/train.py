@@ -83,7 +83,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     generator = models.Generator(config.generator_channels, spec.image_size, spec.channels,
                                  bn_axis_name=parallel.BATCH_AXIS)
-    sampler = generator.clone(bn_axis_name=None)  # for sample grids, outside the parallel map
+    # Sample grids are drawn outside the parallel map, compiled once.
+    sample = jax.jit(lambda variables, z: generator.clone(bn_axis_name=None).apply(
+        variables, z, train=True, mutable=["batch_stats"])[0])
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
     rng = jax.random.key(config.seed)
     state = create_state(config, spec, generator, student, rng)
@@ -125,8 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             reporter.write(step, {"test/student_accuracy": student_acc, "test/teacher_accuracy": teacher_acc})
             print(f"[ddad] epoch {epoch}/{config.num_epochs}: student test accuracy {student_acc:.4f} "
                   f"(teacher {teacher_acc:.4f}, {time.time() - t0:.0f}s)", flush=True)
-            images = sampler.apply(state_lib.variables_of(state.generator), sample_z, train=True,
-                                   mutable=["batch_stats"])[0]
+            images = sample(state_lib.variables_of(state.generator), sample_z)
             reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"),
                                       jax.device_get(data.denormalize(images, spec)))
         if end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):

@@ -26,7 +26,10 @@ def _one_line(e: BaseException) -> str:
         return f"unknown config field '{typo.group(2)}' (did you mean '{typo.group(1)}'?)"
     if "Traceback" in msg:  # a config file's get_config() raised: keep its own message
         msg = re.split(r"\b\w+Error: ", msg)[-1]
-    return msg.strip(" '\"")
+    msg = msg.strip()
+    if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in "'\"":  # unwrap a wholly quoted message
+        msg = msg[1:-1]
+    return msg
 
 
 def _parse_flags(argv):
