@@ -34,19 +34,37 @@ def run(args, log_path):
     return time.time() - t0
 
 
+def time_to_accuracy(metrics_path, start, targets=(0.80, 0.85)):
+    """Seconds from launching a stage until its student first reached each target test
+    accuracy (evaluated every epoch), or None if it never did."""
+    first = {t: None for t in targets}
+    for line in open(metrics_path):
+        row = json.loads(line)
+        acc = row.get("test/student_accuracy")
+        for t in targets:
+            if acc is not None and acc >= t and first[t] is None:
+                first[t] = row["time"] - start
+    return [first[t] for t in targets]
+
+
+def _minutes(seconds):
+    return "not reached" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def markdown(result) -> str:
     acc = result["student_acc"]
-    rows = [f"| {s} | {a * 100:.2f} | {w / 60:.1f} |" for s, a, w in zip(result["seeds"], acc, result["wall_s"])]
+    rows = [f"| {s} | {a * 100:.2f} | {w / 60:.1f} | {_minutes(t[0])} | {_minutes(t[1])} |"
+            for s, a, w, t in zip(result["seeds"], acc, result["wall_s"], result["time_to_80_85_s"])]
     return "\n".join([
         f"Teacher: {result['teacher']} (BN), test accuracy **{result['teacher_acc'] * 100:.2f} %** "
         f"({result['teacher_wall_s'] / 60:.1f} min). Student: {result['student']}, data-free DDAD, "
         f"{result['iterations']} iterations. Machine: {result['machine']}.",
         "",
-        "| seed | student test accuracy (%) | wall-clock (min) |",
-        "|---:|---:|---:|",
+        "| seed | student test accuracy (%) | wall-clock (min) | minutes to 80 % | minutes to 85 % |",
+        "|---:|---:|---:|---:|---:|",
         *rows,
         f"| **mean** | **{statistics.mean(acc) * 100:.2f}** (± {statistics.pstdev(acc) * 100:.2f}) "
-        f"| {statistics.median(result['wall_s']) / 60:.1f} (median) |",
+        f"| {statistics.median(result['wall_s']) / 60:.1f} (median) | | |",
         "",
         f"Regenerate: `{result['command']}`",
     ])
@@ -79,19 +97,22 @@ def main():
     teacher = json.load(open(os.path.join(teacher_dir, "teacher.json")))
     print(f"teacher {teacher['model']}: {teacher['test_acc']:.4f}", flush=True)
 
-    accs, walls, summary = [], [], {}
+    accs, walls, reach, summary = [], [], [], {}
     for seed in args.seeds:
         workdir = os.path.join(args.out, f"ddad_seed{seed}")
+        start = time.time()
         wall = run(["-m", "experiments.fashion_mnist", "--config=configs/ddad.py:fashion_mnist",
                     f"--workdir={workdir}", f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
                     *args.ddad_overrides], os.path.join(args.out, f"ddad_seed{seed}.log"))
         summary = json.load(open(os.path.join(workdir, "summary.json")))
         accs.append(summary["student_acc"])
+        reach.append(time_to_accuracy(os.path.join(workdir, "metrics.jsonl"), start))
         walls.append(wall)
         print(f"seed {seed}: student {summary['student_acc']:.4f} in {wall / 60:.1f} min", flush=True)
 
     command = "python benchmarks/fmnist_ddad.py" + "".join(f" {o}" for o in args.ddad_overrides)
     result = {"teacher_acc": teacher["test_acc"], "student_acc": accs, "wall_s": walls, "command": command,
+              "time_to_80_85_s": reach,
               "teacher": teacher["model"], "student": summary["student"], "seeds": args.seeds,
               "teacher_wall_s": teacher_wall, "iterations": summary["iterations"],
               "mean_student_acc": statistics.mean(accs),

@@ -23,6 +23,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets (only the test split is read)
     c.seed = 0
     c.num_devices = 0  # 0 = all visible devices
+    c.cpu_devices = 4  # CPU-only hosts: split into gcd(this, batch_size) XLA devices (faster); 1 = off
 
     # Networks. The teacher comes from a configs/teacher.py run's workdir.
     c.teacher_dir = ""
@@ -60,7 +61,8 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.sample_grid = 64  # generated images in each epoch's PNG grid
 
     if dataset == "fashion_mnist":
-        # Sized for 2 CPU cores (~1 s an iteration, ~10 min a run): LeNet-5 (BN) -> LeNet-5-half.
+        # Sized for 2 CPU cores (~0.55 s an iteration split over 4 CPU devices, ~15 min a run):
+        # LeNet-5 (BN) -> LeNet-5-half. 600 iterations gave 74.4 % (3 seeds), still rising.
         # A 16-channel generator costs a quarter of a 32-channel one; a short sweep (student lr
         # 0.05/0.1, Adam, KL, bn_weight 10, adv_weight 0.1/3, generator lr 3e-3, 2 student steps)
         # moved 200-iteration accuracy by at most 1 point, except adv 0.1 and Adam (worse).
@@ -69,7 +71,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
         c.generator_channels = 16
         c.latent_dim = 100
         c.batch_size = 128
-        c.num_epochs = 24
+        c.num_epochs = 60
         c.iters_per_epoch = 25
         c.student_steps_per_generator_step = 5
         c.student_lr = 0.05

@@ -14,8 +14,9 @@ losses are reduced over ``parallel.BATCH_AXIS``, so they are those of the global
 """
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
@@ -98,9 +99,10 @@ def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z) -> Tuple[DDA
     return state.replace(student=s.apply_gradients(grads=grads, batch_stats=s_stats)), {"student/loss": loss}
 
 
-def make_iteration(teacher_model, hp: DDADHyper, mesh):
+def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int] = None):
     """Jitted ``(state, teacher_vars, rng) -> (state, metrics)``: one full DDAD iteration,
-    the student steps fused in a ``lax.scan``, data-parallel over ``mesh``."""
+    the student steps fused in a ``lax.scan``, data-parallel over ``mesh``; the state's
+    buffers are donated. ``max_traces`` (tests) makes a retrace beyond it an error."""
     parallel.check_batch_size(hp.batch_size, mesh)
 
     def per_replica(state, teacher_vars, z_gen, z_student):
@@ -123,4 +125,6 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh):
         z_student = jax.random.normal(k_student, (hp.student_steps, hp.batch_size, hp.latent_dim))
         return sharded(state, teacher_vars, z_gen, z_student)
 
+    if max_traces is not None:
+        iteration = chex.assert_max_traces(iteration, n=max_traces)
     return jax.jit(iteration, donate_argnums=0)

@@ -9,7 +9,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import batch_norm
+from ddad_jax.models.layers import Conv, batch_norm
 
 
 class LeNet5(nn.Module):
@@ -23,7 +23,7 @@ class LeNet5(nn.Module):
         c1, c2, c3, hidden = (int(c * self.width) for c in (6, 16, 120, 84))
 
         def conv_block(x, features):
-            x = nn.Conv(features, (5, 5), padding="VALID")(x)
+            x = Conv(features, (5, 5), padding="VALID")(x)
             if self.use_bn:
                 x = batch_norm(train, self.bn_axis_name)(x)
             return nn.relu(x)

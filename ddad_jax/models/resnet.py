@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import batch_norm, conv3x3
+from ddad_jax.models.layers import Conv, batch_norm, conv3x3
 
 
 class BasicBlock(nn.Module):
@@ -21,7 +21,7 @@ class BasicBlock(nn.Module):
         y = conv3x3(self.features)(y)
         y = bn()(y)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = nn.Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(x)
+            x = Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(x)
             x = bn()(x)
         return nn.relu(x + y)
 

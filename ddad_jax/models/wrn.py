@@ -5,7 +5,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import batch_norm, conv3x3
+from ddad_jax.models.layers import Conv, batch_norm, conv3x3
 
 
 class WideBlock(nn.Module):
@@ -20,7 +20,7 @@ class WideBlock(nn.Module):
         y = conv3x3(self.features, strides=self.stride)(out)
         y = conv3x3(self.features)(nn.relu(bn()(y)))
         if x.shape[-1] != self.features or self.stride != 1:
-            x = nn.Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(out)
+            x = Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(out)
         return x + y
 
 

@@ -1,0 +1,231 @@
+"""Speed of one DDAD iteration: ddad_jax against a PyTorch eager implementation.
+
+    python benchmarks/speed.py                      # both workloads on this machine
+    python benchmarks/speed.py --workloads fmnist --repeats 9
+
+Workloads: ``fmnist`` (LeNet-5 (BN) -> LeNet-5-half, the Fashion-MNIST config) and
+``cifar`` (ResNet-34 -> ResNet-18, the DFAD generator at 32x32x3; batch 64 on a CPU,
+the protocol's 256 on an accelerator). For each, the full iteration (one generator update
++ k student updates) and its parts (generator step, student step, teacher inference)
+are timed, JAX and PyTorch alternately in the same process, after warm-up; each figure
+is the median over ``--repeats`` timings. JAX compile time is reported separately.
+ddad_jax runs as a user gets it: on a CPU host split into ``gcd(cpu_devices, batch)``
+XLA devices (``experiments/launch.py``). Weights are random: speed does not depend on them.
+
+Writes ``benchmarks/results/speed_<cpu|gpu>.{json,md}`` and the README table between the
+``speed_<device>`` markers. Needs torch (``pip install torch``; benchmark-only).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+
+WORKLOADS = {
+    # name: (configs/ddad.py argument, batch on a CPU or None for the config's)
+    "fmnist": ("fashion_mnist", None),
+    "cifar": ("cifar10", 64),
+}
+
+
+def _config(name, on_cpu):
+    from configs import ddad as ddad_config  # pylint: disable=import-outside-toplevel
+    dataset, cpu_batch = WORKLOADS[name]
+    config = ddad_config.get_config(dataset)
+    if on_cpu and cpu_batch:
+        config.batch_size = cpu_batch
+    return config
+
+
+def _timed(fn, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+class JaxWorkload:
+    def __init__(self, config):
+        import jax  # pylint: disable=import-outside-toplevel
+        import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+        from ddad_jax import data, models, parallel, train  # pylint: disable=import-outside-toplevel
+        from ddad_jax.methods import ddad  # pylint: disable=import-outside-toplevel
+        from ddad_jax.models.bn_stats import apply_with_bn_stats  # pylint: disable=import-outside-toplevel
+
+        self.jax = jax
+        spec = data.get_spec(config.dataset)
+        self.mesh = mesh = parallel.make_mesh()
+        axis = parallel.BATCH_AXIS
+        teacher = models.get_classifier(config.teacher, spec.num_classes, bn_axis_name=axis)
+        image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
+        tvars = teacher.clone(bn_axis_name=None).init(jax.random.PRNGKey(0), image)
+        self.tvars = parallel.replicate(tvars, mesh)
+        generator = models.Generator(config.generator_channels, spec.image_size, spec.channels, bn_axis_name=axis)
+        student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=axis)
+        self.state = parallel.replicate(train.create_state(config, spec, generator, student,
+                                                           jax.random.PRNGKey(1)), mesh)
+        hp = train.hyper_from_config(config)
+        self.iteration = ddad.make_iteration(teacher, hp, mesh)
+        self.rng = jax.random.PRNGKey(2)
+
+        t_apply = lambda tv: (lambda x: apply_with_bn_stats(teacher, tv, x, axis_name=axis))
+        R, S = parallel.REPLICATED, parallel.SHARDED
+        self.gen_step = jax.jit(parallel.data_parallel(
+            lambda st, tv, z: ddad.generator_step(hp, t_apply(tv), tv, st, z), mesh, (R, R, S), (R, R)),
+            donate_argnums=0)
+        self.student_step_fn = jax.jit(parallel.data_parallel(
+            lambda st, tv, z: ddad.student_step(hp, t_apply(tv), st, z), mesh, (R, R, S), (R, R)),
+            donate_argnums=0)
+        self.teacher_fn = jax.jit(parallel.data_parallel(lambda tv, x: t_apply(tv)(x), mesh, (R, S), (S, R)))
+        self.z = parallel.shard_batch(jax.random.normal(self.rng, (hp.batch_size, hp.latent_dim)), mesh)
+        g = self.state.generator
+        x = generator.clone(bn_axis_name=None).apply(
+            {"params": g.params, "batch_stats": g.batch_stats}, self.z, train=True, mutable=["batch_stats"])[0]
+        self.fixed = parallel.shard_batch(x, mesh)
+        self.devices = mesh.size
+
+    def _block(self, x):
+        self.jax.block_until_ready(x)
+
+    def step(self):
+        self.state, metrics = self.iteration(self.state, self.tvars, self.rng)
+        self._block(metrics)
+
+    def generator_step(self):
+        self.state, metrics = self.gen_step(self.state, self.tvars, self.z)
+        self._block(metrics)
+
+    def student_step(self):
+        self.state, metrics = self.student_step_fn(self.state, self.tvars, self.z)
+        self._block(metrics)
+
+    def teacher_inference(self):
+        self._block(self.teacher_fn(self.tvars, self.fixed))
+
+
+def _torch_workload(config, on_cpu):
+    import torch  # pylint: disable=import-outside-toplevel
+    from benchmarks.torch_ddad import DDADIteration  # pylint: disable=import-outside-toplevel
+    from ddad_jax import data  # pylint: disable=import-outside-toplevel
+
+    torch.set_flush_denormal(True)  # without it some CPU steps stall on denormals
+    spec = data.get_spec(config.dataset)
+    it = DDADIteration(config.teacher, config.student, spec.image_size, spec.channels, spec.num_classes,
+                       config.generator_channels, config.latent_dim, config.batch_size,
+                       config.student_steps_per_generator_step, config.bn_weight, config.adv_weight,
+                       config.student_lr, config.student_momentum, config.student_weight_decay,
+                       config.generator_lr)
+    if not on_cpu and torch.cuda.is_available():
+        raise SystemExit("error: the PyTorch reference runs on the CPU only; a GPU comparison needs a CUDA port")
+    return it
+
+
+def measure(name, on_cpu, repeats, iters, log):
+    config = _config(name, on_cpu)
+    jx = JaxWorkload(config)
+    tr = _torch_workload(config, on_cpu)
+    rows = []
+    parts = [("ddad_iteration", "step"), ("generator_step", "generator_step"),
+             ("student_step", "student_step"), ("teacher_inference", "teacher_inference")]
+    for part, method in parts:
+        j, t = getattr(jx, method), getattr(tr, method)
+        t0 = time.perf_counter()
+        j()  # compiles
+        first = time.perf_counter() - t0
+        j(), t(), t()  # warm-up
+        n = iters if part == "ddad_iteration" else 3 * iters
+        jt, tt = [], []
+        for r in range(repeats):  # alternate, so machine noise hits both alike
+            jt.append(_timed(j, n))
+            tt.append(_timed(t, n))
+            log(f"  {name}/{part} repeat {r + 1}/{repeats}: jax {jt[-1] * 1e3:.1f} ms, torch {tt[-1] * 1e3:.1f} ms")
+        jm, tm = statistics.median(jt), statistics.median(tt)
+        rows.append({"workload": f"{name}/{part}", "batch": config.batch_size,
+                     "student_steps": config.student_steps_per_generator_step,
+                     "jax_iter_per_s": 1 / jm, "torch_iter_per_s": 1 / tm, "ratio": tm / jm,
+                     "jax_compile_s": max(first - jm, 0.0), "repeats": repeats, "timed_calls": n,
+                     "jax_ms": [x * 1e3 for x in jt], "torch_ms": [x * 1e3 for x in tt]})
+    return rows, jx.devices
+
+
+def markdown(result):
+    lines = [f"Device: {result['device_desc']}; JAX on {result['jax_devices']} {result['backend']} device(s), "
+             f"PyTorch {result['torch_version']} eager on {result['torch_threads']} threads. Medians of "
+             f"{result['rows'][0]['repeats']} alternating timings after warm-up.", "",
+             "| workload | batch | k | JAX it/s | PyTorch it/s | ratio | JAX compile (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['workload']} | {r['batch']} | {r['student_steps']} | {r['jax_iter_per_s']:.2f} | "
+                     f"{r['torch_iter_per_s']:.2f} | **{r['ratio']:.2f}** | {r['jax_compile_s']:.1f} |")
+    lines += ["", f"Regenerate: `{result['command']}`"]
+    return "\n".join(lines)
+
+
+def update_readme(key, table):
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    path = os.path.join(REPO, "README.md")
+    text = open(path).read()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        open(path, "w").write(head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="fmnist,cifar", help="comma-separated: fmnist, cifar")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=2, help="iterations per timing (parts: 3x)")
+    parser.add_argument("--cpu_devices", type=int, default=4, help="as configs' cpu_devices")
+    args = parser.parse_args()
+    names = [w for w in args.workloads.split(",") if w]
+    unknown = set(names) - set(WORKLOADS)
+    if unknown or not names:
+        sys.exit(f"error: unknown workload(s) {sorted(unknown)}; known: {', '.join(WORKLOADS)}")
+    if args.repeats < 1 or args.iters < 1:
+        sys.exit("error: --repeats and --iters must be >= 1")
+    try:
+        import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        sys.exit("error: the speed benchmark compares against PyTorch; pip install torch")
+
+    # As experiments/launch.py does: split a CPU host before JAX starts.
+    n = math.gcd(args.cpu_devices, *[_config(w, True).batch_size for w in names])
+    if n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+    import jax  # pylint: disable=import-outside-toplevel
+    backend = jax.default_backend()
+    on_cpu = backend == "cpu"
+    log = lambda m: print(m, flush=True)
+    rows = []
+    for name in names:
+        log(f"[speed] {name}")
+        r, devices = measure(name, on_cpu, args.repeats, args.iters, log)
+        rows += r
+    device = "cpu" if on_cpu else "gpu"
+    argv = " ".join(sys.argv[1:])
+    result = {"backend": backend, "jax_devices": devices, "device_desc": jax.devices()[0].device_kind
+              if not on_cpu else f"{platform.machine()}, {os.cpu_count()} CPU cores",
+              "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "command": f"python benchmarks/speed.py {argv}".strip(), "rows": rows}
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"speed_{device}.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    with open(os.path.join(RESULTS, f"speed_{device}_meta.json"), "w") as f:
+        json.dump({k: v for k, v in result.items() if k != "rows"}, f, indent=2)
+    table = markdown(result)
+    with open(os.path.join(RESULTS, f"speed_{device}.md"), "w") as f:
+        f.write(f"# DDAD iteration speed, ddad_jax vs PyTorch eager ({device})\n\n{table}\n")
+    update_readme(f"speed_{device}", table)
+    log(table)
+
+
+if __name__ == "__main__":
+    main()
