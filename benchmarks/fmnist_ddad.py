@@ -118,8 +118,9 @@ def main():
               "mean_student_acc": statistics.mean(accs),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {summary['devices']} JAX device(s)"}
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "fmnist_ddad.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    for path in (os.path.join(RESULTS, "fmnist_ddad.json"), os.path.join(args.out, "result.json")):
+        with open(path, "w") as f:  # the run directory keeps its own copy (time_to_accuracy.py)
+            json.dump(result, f, indent=2)
     table = markdown(result)
     with open(os.path.join(RESULTS, "fmnist_ddad.md"), "w") as f:
         f.write("# Fashion-MNIST, data-free DDAD\n\n" + table + "\n")

@@ -163,8 +163,8 @@ def markdown(result):
              "| workload | batch | k | JAX it/s | PyTorch it/s | ratio | JAX compile (s) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['workload']} | {r['batch']} | {r['student_steps']} | {r['jax_iter_per_s']:.2f} | "
-                     f"{r['torch_iter_per_s']:.2f} | **{r['ratio']:.2f}** | {r['jax_compile_s']:.1f} |")
+        lines.append(f"| {r['workload']} | {r['batch']} | {r['student_steps']} | {r['jax_iter_per_s']:.3g} | "
+                     f"{r['torch_iter_per_s']:.3g} | **{r['ratio']:.2f}** | {r['jax_compile_s']:.1f} |")
     lines += ["", f"Regenerate: `{result['command']}`"]
     return "\n".join(lines)
 
@@ -184,7 +184,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=2, help="iterations per timing (parts: 3x)")
     parser.add_argument("--cpu_devices", type=int, default=4, help="as configs' cpu_devices")
+    parser.add_argument("--render", choices=("cpu", "gpu"), help="only rewrite the Markdown and README "
+                        "table from an existing results/speed_<device>.json (no timing)")
     args = parser.parse_args()
+    if args.render:
+        rows = json.load(open(os.path.join(RESULTS, f"speed_{args.render}.json")))
+        meta = json.load(open(os.path.join(RESULTS, f"speed_{args.render}_meta.json")))
+        write_tables(args.render, {**meta, "rows": rows})
+        return
     names = [w for w in args.workloads.split(",") if w]
     unknown = set(names) - set(WORKLOADS)
     if unknown or not names:
@@ -220,11 +227,15 @@ def main():
         json.dump(rows, f, indent=2)
     with open(os.path.join(RESULTS, f"speed_{device}_meta.json"), "w") as f:
         json.dump({k: v for k, v in result.items() if k != "rows"}, f, indent=2)
+    log(write_tables(device, result))
+
+
+def write_tables(device, result):
     table = markdown(result)
     with open(os.path.join(RESULTS, f"speed_{device}.md"), "w") as f:
         f.write(f"# DDAD iteration speed, ddad_jax vs PyTorch eager ({device})\n\n{table}\n")
     update_readme(f"speed_{device}", table)
-    log(table)
+    return table
 
 
 if __name__ == "__main__":

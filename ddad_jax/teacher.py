@@ -112,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 reporter.progress(step, metrics, prefix=f"[teacher] epoch {epoch + 1} ")
                 reporter.write(step, {f"train/{k}": v for k, v in metrics.items()})
         test_acc = evaluate(model, state_lib.variables_of(state), test_x, test_y, spec,
-                            config.eval_batch_size)
+                            config.eval_batch_size, mesh)
         reporter.write(int(state.step), {"test/accuracy": test_acc})
         print(f"[teacher] epoch {epoch + 1}/{config.num_epochs}: test accuracy {test_acc:.4f}", flush=True)
         ckpt.save(int(state.step), state)
@@ -120,7 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     reporter.close()
     if not np.isfinite(test_acc):  # resumed a finished run: evaluate what was restored
         test_acc = evaluate(model, state_lib.variables_of(state), test_x, test_y, spec,
-                            config.eval_batch_size)
+                            config.eval_batch_size, mesh)
     summary = {"model": config.model, "dataset": config.dataset, "test_acc": test_acc,
                "test_examples": int(len(test_x)), "epochs": config.num_epochs,
                "train_seconds_this_run": time.time() - t0}
