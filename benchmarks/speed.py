@@ -64,12 +64,14 @@ class JaxWorkload:
         spec = data.get_spec(config.dataset)
         self.mesh = mesh = parallel.make_mesh()
         axis = parallel.BATCH_AXIS
-        teacher = models.get_classifier(config.teacher, spec.num_classes, bn_axis_name=axis)
+        dtype = train.compute_dtype(config)
+        teacher = models.get_classifier(config.teacher, spec.num_classes, bn_axis_name=axis, dtype=dtype)
         image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
         tvars = teacher.clone(bn_axis_name=None).init(jax.random.PRNGKey(0), image)
         self.tvars = parallel.replicate(tvars, mesh)
-        generator = models.Generator(config.generator_channels, spec.image_size, spec.channels, bn_axis_name=axis)
-        student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=axis)
+        generator = models.Generator(config.generator_channels, spec.image_size, spec.channels, bn_axis_name=axis,
+                                     dtype=dtype)
+        student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=axis, dtype=dtype)
         self.state = parallel.replicate(train.create_state(config, spec, generator, student,
                                                            jax.random.PRNGKey(1)), mesh)
         hp = train.hyper_from_config(config)
@@ -128,8 +130,9 @@ def _torch_workload(config, on_cpu):
     return it
 
 
-def measure(name, on_cpu, repeats, iters, log):
+def measure(name, on_cpu, repeats, iters, log, compute_dtype="float32"):
     config = _config(name, on_cpu)
+    config.compute_dtype = compute_dtype
     jx = JaxWorkload(config)
     tr = _torch_workload(config, on_cpu)
     rows = []
@@ -157,7 +160,8 @@ def measure(name, on_cpu, repeats, iters, log):
 
 
 def markdown(result):
-    lines = [f"Device: {result['device_desc']}; JAX on {result['jax_devices']} {result['backend']} device(s), "
+    lines = [f"Device: {result['device_desc']}; JAX ({result.get('compute_dtype', 'float32')}) on "
+             f"{result['jax_devices']} {result['backend']} device(s), "
              f"PyTorch {result['torch_version']} eager on {result['torch_threads']} threads. Medians of "
              f"{result['rows'][0]['repeats']} alternating timings after warm-up.", "",
              "| workload | batch | k | JAX it/s | PyTorch it/s | ratio | JAX compile (s) |",
@@ -184,6 +188,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=2, help="iterations per timing (parts: 3x)")
     parser.add_argument("--cpu_devices", type=int, default=4, help="as configs' cpu_devices")
+    parser.add_argument("--compute_dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="ddad_jax's compute dtype (PyTorch stays float32)")
     parser.add_argument("--render", choices=("cpu", "gpu"), help="only rewrite the Markdown and README "
                         "table from an existing results/speed_<device>.json (no timing)")
     args = parser.parse_args()
@@ -214,13 +220,13 @@ def main():
     rows = []
     for name in names:
         log(f"[speed] {name}")
-        r, devices = measure(name, on_cpu, args.repeats, args.iters, log)
+        r, devices = measure(name, on_cpu, args.repeats, args.iters, log, args.compute_dtype)
         rows += r
     device = "cpu" if on_cpu else "gpu"
     argv = " ".join(sys.argv[1:])
     result = {"backend": backend, "jax_devices": devices, "device_desc": jax.devices()[0].device_kind
               if not on_cpu else f"{platform.machine()}, {os.cpu_count()} CPU cores",
-              "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "compute_dtype": args.compute_dtype, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
               "command": f"python benchmarks/speed.py {argv}".strip(), "rows": rows}
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"speed_{device}.json"), "w") as f:

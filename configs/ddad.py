@@ -41,6 +41,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
 
     # Optimisation.
     c.batch_size = 256  # global, split over devices
+    c.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 weights, BN statistics and losses
     c.num_epochs = 500
     c.iters_per_epoch = 50
     c.student_steps_per_generator_step = 5

@@ -52,6 +52,19 @@ def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
                           student=s.replace(apply_fn=student.apply))
 
 
+_COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config):
+    """The networks' compute dtype. With bfloat16, convolutions and matmuls run in bf16 while
+    parameters, optimiser state, BatchNorm statistics (flax reduces them in float32), the
+    captured teacher BN statistics and all losses stay float32."""
+    name = config.get("compute_dtype", "float32")
+    if name not in _COMPUTE_DTYPES:
+        raise UserError(f"compute_dtype must be one of {', '.join(_COMPUTE_DTYPES)}, got '{name}'")
+    return _COMPUTE_DTYPES[name]
+
+
 def _validate(config, teacher_vars):
     if config.student_steps_per_generator_step < 1:
         raise UserError("student_steps_per_generator_step must be >= 1")
@@ -72,6 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher_model, teacher_vars, teacher_meta = load_teacher(
         config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
     _validate(config, teacher_vars)
+    dtype = compute_dtype(config)
     checkpoints.guard_workdir(workdir, config.to_dict(), _IDENTITY_KEYS)
 
     test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
@@ -82,11 +96,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           flush=True)
 
     generator = models.Generator(config.generator_channels, spec.image_size, spec.channels,
-                                 bn_axis_name=parallel.BATCH_AXIS)
+                                 bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     # Sample grids are drawn outside the parallel map, compiled once.
     sample = jax.jit(lambda variables, z: generator.clone(bn_axis_name=None).apply(
         variables, z, train=True, mutable=["batch_stats"])[0])
-    student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
+    student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS,
+                                    dtype=dtype)
+    student_f32 = student.clone(dtype=jnp.float32)  # evaluation always in float32
     rng = jax.random.key(config.seed)
     state = create_state(config, spec, generator, student, rng)
 
@@ -98,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = parallel.replicate(state, mesh)
     teacher_vars = parallel.replicate(teacher_vars, mesh)
 
-    iteration = ddad.make_iteration(teacher_model, hyper_from_config(config), mesh)
+    iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hyper_from_config(config), mesh)
     total = config.num_epochs * config.iters_per_epoch
     start = int(state.step)
     reporter = reporting.Reporter(workdir, total, start_step=start)
@@ -121,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             reporter.write(step, metrics)
         if end_of_epoch:
             epoch = step // config.iters_per_epoch
-            student_acc = evaluate(student, state_lib.variables_of(state.student), test_x, test_y, spec,
+            student_acc = evaluate(student_f32, state_lib.variables_of(state.student), test_x, test_y, spec,
                                    config.eval_batch_size, mesh)
             best_acc = student_acc if not best_acc >= student_acc else best_acc
             reporter.write(step, {"test/student_accuracy": student_acc, "test/teacher_accuracy": teacher_acc})
@@ -137,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.close()
     reporter.close()
     if not np.isfinite(student_acc):  # nothing left to run (a finished run resumed): evaluate it
-        student_acc = evaluate(student, state_lib.variables_of(state.student), test_x, test_y, spec,
+        student_acc = evaluate(student_f32, state_lib.variables_of(state.student), test_x, test_y, spec,
                                config.eval_batch_size, mesh)
     summary = {"method": "ddad", "dataset": config.dataset, "teacher": config.teacher,
                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,

@@ -86,3 +86,52 @@ def test_iteration_compiles_once_across_a_checkpoint_round_trip(tmp_path):
     for _ in range(2):  # a retrace here (e.g. a weak type lost in the round trip) fails
         state, _ = step(state, t_vars, rng)
     assert int(state.step) == 4
+
+
+def _ddad_history(dtype, iterations=2):
+    config = ddad_config.get_config("fashion_mnist,smoke")
+    spec = data.get_spec("fashion_mnist")
+    mesh = parallel.make_mesh(2)
+    axis = parallel.BATCH_AXIS
+    t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=axis)
+    t_vars = parallel.replicate(t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1))), mesh)
+    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=axis, dtype=dtype)
+    student = models.get_classifier("lenet5_half", 10, bn_axis_name=axis, dtype=dtype)
+    rng = jax.random.key(0)
+    state = parallel.replicate(create_state(config, spec, gen, student, rng), mesh)
+    step = ddad.make_iteration(t_model.clone(dtype=dtype), hyper_from_config(config), mesh)
+    history = []
+    for _ in range(iterations):
+        state, metrics = step(state, t_vars, rng)
+        history.append(jax.device_get(metrics))
+    return state, history
+
+
+def test_bfloat16_compute_keeps_float32_state_and_tracks_float32_losses():
+    state16, hist16 = _ddad_history(jnp.bfloat16)
+    _, hist32 = _ddad_history(jnp.float32)
+    for leaf in jax.tree.leaves((state16.generator.params, state16.generator.batch_stats,
+                                 state16.generator.opt_state, state16.student.params)):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert leaf.dtype == jnp.float32  # master weights, optimiser state, BN statistics
+    for m16, m32 in zip(hist16, hist32):
+        for k in m32:
+            assert jnp.isfinite(m16[k])
+            assert abs(m16[k] - m32[k]) <= 0.05 * abs(m32[k]) + 0.05, (k, m16[k], m32[k])
+
+
+def test_bfloat16_models_compute_in_bfloat16():
+    for model, x in [(models.get_classifier("wrn16_1", 10, dtype=jnp.bfloat16), jnp.ones((2, 32, 32, 3))),
+                     (models.Generator(8, 32, 1, dtype=jnp.bfloat16), jnp.ones((2, 16)))]:
+        variables = model.init(jax.random.key(0), x)
+        jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables))
+        assert "conv_general_dilated" in jaxpr and "bf16[" in jaxpr
+        out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        assert out.dtype == jnp.float32
+
+
+def test_unknown_compute_dtype_is_a_clear_error():
+    from ddad_jax.errors import UserError
+    from ddad_jax.train import compute_dtype
+    with pytest.raises(UserError, match="compute_dtype must be one of float32, bfloat16"):
+        compute_dtype(ml_collections.ConfigDict({"compute_dtype": "float16"}))

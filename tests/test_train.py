@@ -118,3 +118,13 @@ def test_workdir_of_another_run_is_refused(tmp_path, fmnist_smoke_teacher, fmnis
 def test_dataset_not_prepared_says_how_to_prepare(tmp_path, fmnist_smoke_teacher):
     with pytest.raises(UserError, match="python -m ddad_jax.data.prepare fashion_mnist"):
         train.train_and_evaluate(_config(fmnist_smoke_teacher, str(tmp_path / "empty")), str(tmp_path / "w"))
+
+
+def test_bfloat16_run_trains_and_checkpoints_float32(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
+    workdir = str(tmp_path / "bf16")
+    summary = train.train_and_evaluate(
+        _config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=1, compute_dtype="bfloat16"), workdir)
+    assert 0.0 <= summary["student_acc"] <= 1.0
+    _, saved = _latest_checkpoint(workdir)
+    dtypes = {np.asarray(x).dtype for x in jax.tree.leaves(saved["student"]["params"])}
+    assert dtypes == {np.dtype(np.float32)}

@@ -1,9 +1,10 @@
 """Models by name, so configs can say ``teacher='resnet34'``."""
 
 import functools
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from ddad_jax.errors import UserError
 from ddad_jax.models.generator import Generator
@@ -26,10 +27,11 @@ _CLASSIFIERS: Dict[str, Callable[..., nn.Module]] = {
 CLASSIFIERS = tuple(sorted(_CLASSIFIERS))
 
 
-def get_classifier(name: str, num_classes: int, bn_axis_name: Optional[str] = None) -> nn.Module:
+def get_classifier(name: str, num_classes: int, bn_axis_name: Optional[str] = None,
+                   dtype: Any = jnp.float32) -> nn.Module:
     if name not in _CLASSIFIERS:
         raise UserError(f"unknown model '{name}'; choose one of {', '.join(CLASSIFIERS)}")
-    return _CLASSIFIERS[name](num_classes=num_classes, bn_axis_name=bn_axis_name)
+    return _CLASSIFIERS[name](num_classes=num_classes, bn_axis_name=bn_axis_name, dtype=dtype)
 
 
 __all__ = ["CLASSIFIERS", "Generator", "get_classifier", "LeNet5", "CifarResNet", "WideResNet"]

@@ -4,7 +4,7 @@
 Layers that feed a BatchNorm carry no bias: BN subtracts the mean, so such a bias has an
 exactly zero gradient, and an optimiser like Adam would only amplify rounding noise in it."""
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -21,18 +21,19 @@ class Generator(nn.Module):
     image_size: int = 32
     channels: int = 3
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
 
     @nn.compact
     def __call__(self, z: jnp.ndarray, train: bool = True) -> jnp.ndarray:
         if self.image_size % 4:
             raise ValueError(f"generator image_size must be a multiple of 4, got {self.image_size}")
         s, c = self.image_size // 4, self.base_channels
-        bn = lambda **kw: batch_norm(train, self.bn_axis_name, **kw)
-        x = nn.Dense(2 * c * s * s, use_bias=False)(z).reshape((z.shape[0], s, s, 2 * c))
+        bn = lambda **kw: batch_norm(train, self.bn_axis_name, dtype=self.dtype, **kw)
+        x = nn.Dense(2 * c * s * s, use_bias=False, dtype=self.dtype)(z).reshape((z.shape[0], s, s, 2 * c))
         x = bn()(x)
-        x = conv3x3(2 * c)(_upsample2(x))
+        x = conv3x3(2 * c, dtype=self.dtype)(_upsample2(x))
         x = nn.leaky_relu(bn()(x), 0.2)
-        x = conv3x3(c)(_upsample2(x))
+        x = conv3x3(c, dtype=self.dtype)(_upsample2(x))
         x = nn.leaky_relu(bn()(x), 0.2)
-        x = jnp.tanh(conv3x3(self.channels, use_bias=True)(x))
-        return bn(use_bias=False, use_scale=False)(x)
+        x = jnp.tanh(conv3x3(self.channels, use_bias=True, dtype=self.dtype)(x))
+        return bn(use_bias=False, use_scale=False)(x).astype(jnp.float32)

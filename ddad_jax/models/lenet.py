@@ -4,7 +4,7 @@ DAFL's LeNet-5 has no BatchNorm; ``use_bn=True`` adds one after each convolution
 network carries the running statistics DDAD's first discriminator needs.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,22 +17,23 @@ class LeNet5(nn.Module):
     width: float = 1.0  # 0.5 gives LeNet-5-half: 3, 8, 60 channels and 42 hidden units
     use_bn: bool = False
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         c1, c2, c3, hidden = (int(c * self.width) for c in (6, 16, 120, 84))
 
         def conv_block(x, features):
-            x = Conv(features, (5, 5), padding="VALID")(x)
+            x = Conv(features, (5, 5), padding="VALID", dtype=self.dtype)(x)
             if self.use_bn:
-                x = batch_norm(train, self.bn_axis_name)(x)
+                x = batch_norm(train, self.bn_axis_name, dtype=self.dtype)(x)
             return nn.relu(x)
 
-        x = conv_block(x, c1)
+        x = conv_block(x.astype(self.dtype), c1)
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = conv_block(x, c2)
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = conv_block(x, c3)
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(hidden)(x))
-        return nn.Dense(self.num_classes)(x)
+        x = nn.relu(nn.Dense(hidden, dtype=self.dtype)(x))
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

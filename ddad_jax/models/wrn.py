@@ -1,6 +1,6 @@
 """Wide ResNets for CIFAR (pre-activation blocks): WRN-depth-k, e.g. 16-1, 16-2, 40-2."""
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -12,15 +12,16 @@ class WideBlock(nn.Module):
     features: int
     stride: int
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = lambda: batch_norm(train, self.bn_axis_name)
+        bn = lambda: batch_norm(train, self.bn_axis_name, dtype=self.dtype)
         out = nn.relu(bn()(x))
-        y = conv3x3(self.features, strides=self.stride)(out)
-        y = conv3x3(self.features)(nn.relu(bn()(y)))
+        y = conv3x3(self.features, strides=self.stride, dtype=self.dtype)(out)
+        y = conv3x3(self.features, dtype=self.dtype)(nn.relu(bn()(y)))
         if x.shape[-1] != self.features or self.stride != 1:
-            x = Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(out)
+            x = Conv(self.features, (1, 1), strides=self.stride, use_bias=False, dtype=self.dtype)(out)
         return x + y
 
 
@@ -29,17 +30,18 @@ class WideResNet(nn.Module):
     widen_factor: int
     num_classes: int = 10
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if (self.depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {self.depth}")
         n = (self.depth - 4) // 6
-        x = conv3x3(16)(x)
+        x = conv3x3(16, dtype=self.dtype)(x.astype(self.dtype))
         for i, width in enumerate((16, 32, 64)):
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
-                x = WideBlock(width * self.widen_factor, stride, self.bn_axis_name)(x, train)
-        x = nn.relu(batch_norm(train, self.bn_axis_name)(x))
+                x = WideBlock(width * self.widen_factor, stride, self.bn_axis_name, self.dtype)(x, train)
+        x = nn.relu(batch_norm(train, self.bn_axis_name, dtype=self.dtype)(x))
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
