@@ -18,9 +18,8 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "benchmarks", "results")
-BEGIN, END = "<!-- fmnist_ddad:begin -->", "<!-- fmnist_ddad:end -->"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import REPO, RESULTS, update_readme  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def run(args, log_path):
@@ -70,15 +69,6 @@ def markdown(result) -> str:
     ])
 
 
-def update_readme(table: str) -> None:
-    path = os.path.join(REPO, "README.md")
-    text = open(path).read()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + BEGIN + "\n" + table + "\n" + END + rest.split(END, 1)[1]
-        open(path, "w").write(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -124,7 +114,7 @@ def main():
     table = markdown(result)
     with open(os.path.join(RESULTS, "fmnist_ddad.md"), "w") as f:
         f.write("# Fashion-MNIST, data-free DDAD\n\n" + table + "\n")
-    update_readme(table)
+    update_readme("fmnist_ddad", table)
     print(table)
 
 

@@ -25,9 +25,11 @@ import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-RESULTS = os.path.join(REPO, "benchmarks", "results")
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import RESULTS, update_readme  # noqa: E402  pylint: disable=wrong-import-position
+from experiments import launch  # noqa: E402  pylint: disable=wrong-import-position
 
 WORKLOADS = {
     # name: (configs/ddad.py argument, batch on a CPU or None for the config's)
@@ -118,16 +120,20 @@ def _torch_workload(config, on_cpu):
     from benchmarks.torch_ddad import DDADIteration  # pylint: disable=import-outside-toplevel
     from ddad_jax import data  # pylint: disable=import-outside-toplevel
 
-    torch.set_flush_denormal(True)  # without it some CPU steps stall on denormals
+    if on_cpu:
+        device = "cpu"
+        torch.set_flush_denormal(True)  # without it some CPU steps stall on denormals
+    elif torch.cuda.is_available():
+        device = "cuda"
+        torch.backends.cudnn.benchmark = True
+    else:
+        raise SystemExit("error: JAX runs on an accelerator but this torch has no CUDA; install a CUDA build")
     spec = data.get_spec(config.dataset)
-    it = DDADIteration(config.teacher, config.student, spec.image_size, spec.channels, spec.num_classes,
-                       config.generator_channels, config.latent_dim, config.batch_size,
-                       config.student_steps_per_generator_step, config.bn_weight, config.adv_weight,
-                       config.student_lr, config.student_momentum, config.student_weight_decay,
-                       config.generator_lr)
-    if not on_cpu and torch.cuda.is_available():
-        raise SystemExit("error: the PyTorch reference runs on the CPU only; a GPU comparison needs a CUDA port")
-    return it
+    return DDADIteration(config.teacher, config.student, spec.image_size, spec.channels, spec.num_classes,
+                         config.generator_channels, config.latent_dim, config.batch_size,
+                         config.student_steps_per_generator_step, config.bn_weight, config.adv_weight,
+                         config.student_lr, config.student_momentum, config.student_weight_decay,
+                         config.generator_lr, device=device)
 
 
 def measure(name, on_cpu, repeats, iters, log, compute_dtype="float32"):
@@ -173,15 +179,6 @@ def markdown(result):
     return "\n".join(lines)
 
 
-def update_readme(key, table):
-    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    path = os.path.join(REPO, "README.md")
-    text = open(path).read()
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        open(path, "w").write(head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="fmnist,cifar", help="comma-separated: fmnist, cifar")
@@ -209,10 +206,9 @@ def main():
     except ImportError:
         sys.exit("error: the speed benchmark compares against PyTorch; pip install torch")
 
-    # As experiments/launch.py does: split a CPU host before JAX starts.
-    n = math.gcd(args.cpu_devices, *[_config(w, True).batch_size for w in names])
-    if n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+    # Split a CPU host before JAX starts, as the entry points do, for a batch every workload divides.
+    launch.split_cpu(ml_collections.ConfigDict({
+        "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(w, True).batch_size for w in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     backend = jax.default_backend()
     on_cpu = backend == "cpu"

@@ -16,18 +16,11 @@ import os
 import statistics
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from benchmarks.speed import update_readme  # noqa: E402  pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import RESULTS, update_readme  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.fmnist_ddad import time_to_accuracy  # noqa: E402  pylint: disable=wrong-import-position
 
 TARGETS = (0.70, 0.75, 0.80, 0.85)
-
-
-def seed_curve(out, seed, wall_s):
-    start = os.path.getmtime(os.path.join(out, f"ddad_seed{seed}.log")) - wall_s
-    with open(os.path.join(out, f"ddad_seed{seed}", "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return [(r["time"] - start, r["test/student_accuracy"]) for r in rows if "test/student_accuracy" in r]
 
 
 def summarise(label, out):
@@ -37,9 +30,10 @@ def summarise(label, out):
     result = json.load(open(result_path))
     per_target = {t: [] for t in TARGETS}
     for seed, wall in zip(result["seeds"], result["wall_s"]):
-        curve = seed_curve(out, seed, wall)
-        for t in TARGETS:
-            per_target[t].append(next((s for s, a in curve if a >= t), None))
+        start = os.path.getmtime(os.path.join(out, f"ddad_seed{seed}.log")) - wall
+        reached = time_to_accuracy(os.path.join(out, f"ddad_seed{seed}", "metrics.jsonl"), start, TARGETS)
+        for t, seconds in zip(TARGETS, reached):
+            per_target[t].append(seconds)
     return {"label": label, "dir": out, "iterations": result["iterations"], "seeds": result["seeds"],
             "final_acc": result["student_acc"], "wall_s": result["wall_s"],
             "minutes_to": {f"{t:.2f}": [None if s is None else s / 60 for s in v] for t, v in per_target.items()}}
@@ -70,11 +64,11 @@ def main():
     if not args or any("=" not in a for a in args):
         sys.exit("error: usage: time_to_accuracy.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]")
     rows = [summarise(*a.split("=", 1)) for a in args]
-    os.makedirs(os.path.join(REPO, "benchmarks", "results"), exist_ok=True)
-    with open(os.path.join(REPO, "benchmarks", "results", "time_to_accuracy.json"), "w") as f:
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "time_to_accuracy.json"), "w") as f:
         json.dump(rows, f, indent=2)
     table = markdown(rows)
-    with open(os.path.join(REPO, "benchmarks", "results", "time_to_accuracy.md"), "w") as f:
+    with open(os.path.join(RESULTS, "time_to_accuracy.md"), "w") as f:
         f.write("# Fashion-MNIST DDAD: time to accuracy on this CPU\n\n" + table + "\n")
     update_readme("time_to_accuracy", table)
     print(table)

@@ -5,7 +5,8 @@ same losses (sum over the teacher's BN layers of ||mu - mu_run|| + ||var - var_r
 minus the L1 teacher-student discrepancy) and optimisers (generator Adam, student SGD
 with momentum and weight decay) as ``ddad_jax.methods.ddad``, written the way a careful
 PyTorch user would: the teacher frozen and in eval mode, BN inputs captured with
-forward pre-hooks, gradients taken only for the parameters being updated.
+forward pre-hooks, gradients taken only for the parameters being updated. Every step ends
+in a ``float(...)`` of its loss, which waits for the device, so timings are complete.
 
 torch is an optional, benchmark-only dependency (``pip install torch``).
 """
@@ -96,13 +97,14 @@ class DDADIteration:
 
     def __init__(self, teacher, student, image_size, channels, num_classes=10, generator_channels=64,
                  latent_dim=256, batch_size=256, student_steps=5, bn_weight=1.0, adv_weight=1.0,
-                 student_lr=0.1, momentum=0.9, weight_decay=5e-4, generator_lr=1e-3, seed=0):
+                 student_lr=0.1, momentum=0.9, weight_decay=5e-4, generator_lr=1e-3, seed=0, device="cpu"):
         torch.manual_seed(seed)
+        self.device = torch.device(device)
         self.batch, self.latent, self.k = batch_size, latent_dim, student_steps
         self.bn_weight, self.adv_weight = bn_weight, adv_weight
-        self.generator = Generator(generator_channels, image_size, channels, latent_dim).train()
-        self.teacher = classifier(teacher, num_classes, channels).eval()
-        self.student = classifier(student, num_classes, channels).train()
+        self.generator = Generator(generator_channels, image_size, channels, latent_dim).to(self.device).train()
+        self.teacher = classifier(teacher, num_classes, channels).to(self.device).eval()
+        self.student = classifier(student, num_classes, channels).to(self.device).train()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=generator_lr)
@@ -114,7 +116,7 @@ class DDADIteration:
             m.register_forward_pre_hook(lambda mod, args: self._bn_inputs.append(args[0]))
 
     def _noise(self):
-        return torch.randn(self.batch, self.latent)
+        return torch.randn(self.batch, self.latent, device=self.device)
 
     def _teacher(self, x):
         self._bn_inputs = []

@@ -17,7 +17,7 @@ import numpy as np
 
 from ddad_jax import checkpoints, data, losses, models, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
-from ddad_jax.evaluation import evaluate
+from ddad_jax.evaluation import EvalSet, evaluate
 
 TEACHER_SUBDIR, TEACHER_META = "teacher", "teacher.json"
 
@@ -73,6 +73,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
     if config.eval_examples > 0:
         test_x, test_y = test_x[:config.eval_examples], test_y[:config.eval_examples]
+    eval_set = EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
     local_batch = config.batch_size // jax.process_count()
     steps_per_epoch = len(train_x) // local_batch
     if config.steps_per_epoch > 0:
@@ -111,16 +112,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     "(the last good checkpoint is kept)")
                 reporter.progress(step, metrics, prefix=f"[teacher] epoch {epoch + 1} ")
                 reporter.write(step, {f"train/{k}": v for k, v in metrics.items()})
-        test_acc = evaluate(model, state_lib.variables_of(state), test_x, test_y, spec,
-                            config.eval_batch_size, mesh)
+        test_acc = evaluate(model, state_lib.variables_of(state), eval_set)
         reporter.write(int(state.step), {"test/accuracy": test_acc})
         print(f"[teacher] epoch {epoch + 1}/{config.num_epochs}: test accuracy {test_acc:.4f}", flush=True)
         ckpt.save(int(state.step), state)
     ckpt.close()
     reporter.close()
     if not np.isfinite(test_acc):  # resumed a finished run: evaluate what was restored
-        test_acc = evaluate(model, state_lib.variables_of(state), test_x, test_y, spec,
-                            config.eval_batch_size, mesh)
+        test_acc = evaluate(model, state_lib.variables_of(state), eval_set)
     summary = {"model": config.model, "dataset": config.dataset, "test_acc": test_acc,
                "test_examples": int(len(test_x)), "epochs": config.num_epochs,
                "train_seconds_this_run": time.time() - t0}

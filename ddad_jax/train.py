@@ -16,7 +16,7 @@ import numpy as np
 
 from ddad_jax import checkpoints, data, models, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
-from ddad_jax.evaluation import evaluate
+from ddad_jax.evaluation import EvalSet, evaluate
 from ddad_jax.methods import ddad
 from ddad_jax.teacher import load_teacher
 
@@ -91,7 +91,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
     if config.eval_examples > 0:
         test_x, test_y = test_x[:config.eval_examples], test_y[:config.eval_examples]
-    teacher_acc = evaluate(teacher_model, teacher_vars, test_x, test_y, spec, config.eval_batch_size, mesh)
+    eval_set = EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
+    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
     print(f"[ddad] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}",
           flush=True)
 
@@ -137,8 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             reporter.write(step, metrics)
         if end_of_epoch:
             epoch = step // config.iters_per_epoch
-            student_acc = evaluate(student_f32, state_lib.variables_of(state.student), test_x, test_y, spec,
-                                   config.eval_batch_size, mesh)
+            student_acc = evaluate(student_f32, state_lib.variables_of(state.student), eval_set)
             best_acc = student_acc if not best_acc >= student_acc else best_acc
             reporter.write(step, {"test/student_accuracy": student_acc, "test/teacher_accuracy": teacher_acc})
             print(f"[ddad] epoch {epoch}/{config.num_epochs}: student test accuracy {student_acc:.4f} "
@@ -153,8 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.close()
     reporter.close()
     if not np.isfinite(student_acc):  # nothing left to run (a finished run resumed): evaluate it
-        student_acc = evaluate(student_f32, state_lib.variables_of(state.student), test_x, test_y, spec,
-                               config.eval_batch_size, mesh)
+        student_acc = evaluate(student_f32, state_lib.variables_of(state.student), eval_set)
     summary = {"method": "ddad", "dataset": config.dataset, "teacher": config.teacher,
                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,

@@ -46,10 +46,6 @@ class DDADHyper:
     latent_dim: int = 256
 
 
-def _on_cpu() -> bool:
-    return jax.default_backend() == "cpu"
-
-
 def _pmean(x):
     return jax.lax.pmean(x, AXIS)
 
@@ -115,7 +111,7 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
         # Fully unrolled on CPU: XLA's CPU runtime ran large convolutions inside a while loop
         # ~7x slower (CIFAR ResNet-34 -> ResNet-18 at batch 64: 247 s vs 35 s); elsewhere a loop.
         state, s_metrics = jax.lax.scan(lambda st, z: student_step(hp, teacher_apply, st, z),
-                                        state, z_student, unroll=hp.student_steps if _on_cpu() else 1)
+                                        state, z_student, unroll=hp.student_steps if parallel.on_cpu() else 1)
         s_metrics = jax.tree.map(lambda m: m[-1], s_metrics)  # the last student step's loss
         return state.replace(step=state.step + 1), {**g_metrics, **s_metrics}
 

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ddad_jax import parallel
+
 WEIGHT_GRAD_CHUNK = 8  # images per chunk on CPU; best of 8/16/32/64 measured
 
 
@@ -60,7 +62,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if dimension_numbers is not None:
         batch_axis = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers).lhs_spec[0]
     chunk = _chunk_size(lhs.shape[0], WEIGHT_GRAD_CHUNK)
-    if (jax.default_backend() != "cpu" or batch_axis != 0 or batch_group_count != 1
+    if (not parallel.on_cpu() or batch_axis != 0 or batch_group_count != 1
             or chunk == lhs.shape[0]):
         return conv(lhs, rhs)
-    return _chunked_weight_grad(lambda x, w: conv(x, w), chunk)(lhs, rhs)
+    return _chunked_weight_grad(conv, chunk)(lhs, rhs)
