@@ -52,11 +52,13 @@ def _minutes(seconds):
 
 def markdown(result) -> str:
     acc = result["student_acc"]
+    slots = result.get("replay_slots", 0)
+    method = f"data-free DDAD replaying the last {slots} generated batches" if slots else "data-free DDAD"
     rows = [f"| {s} | {a * 100:.2f} | {w / 60:.1f} | {_minutes(t[0])} | {_minutes(t[1])} |"
             for s, a, w, t in zip(result["seeds"], acc, result["wall_s"], result["time_to_80_85_s"])]
     return "\n".join([
         f"Teacher: {result['teacher']} (BN), test accuracy **{result['teacher_acc'] * 100:.2f} %** "
-        f"({result['teacher_wall_s'] / 60:.1f} min). Student: {result['student']}, data-free DDAD, "
+        f"({result['teacher_wall_s'] / 60:.1f} min). Student: {result['student']}, {method}, "
         f"{result['iterations']} iterations. Machine: {result['machine']}.",
         "",
         "| seed | student test accuracy (%) | wall-clock (min) | minutes to 80 % | minutes to 85 % |",
@@ -105,6 +107,7 @@ def main():
               "time_to_80_85_s": reach,
               "teacher": teacher["model"], "student": summary["student"], "seeds": args.seeds,
               "teacher_wall_s": teacher_wall, "iterations": summary["iterations"],
+              "replay_slots": summary.get("replay_slots", 0),
               "mean_student_acc": statistics.mean(accs),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {summary['devices']} JAX device(s)"}
     os.makedirs(RESULTS, exist_ok=True)

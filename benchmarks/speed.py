@@ -42,6 +42,7 @@ def _config(name, on_cpu):
     from configs import ddad as ddad_config  # pylint: disable=import-outside-toplevel
     dataset, cpu_batch = WORKLOADS[name]
     config = ddad_config.get_config(dataset)
+    config.replay_slots = 0  # the plain DDAD iteration, as in the PyTorch reference
     if on_cpu and cpu_batch:
         config.batch_size = cpu_batch
     return config
@@ -83,7 +84,7 @@ class JaxWorkload:
         t_apply = lambda tv: (lambda x: apply_with_bn_stats(teacher, tv, x, axis_name=axis))
         R, S = parallel.REPLICATED, parallel.SHARDED
         self.gen_step = jax.jit(parallel.data_parallel(
-            lambda st, tv, z: ddad.generator_step(hp, t_apply(tv), tv, st, z), mesh, (R, R, S), (R, R)),
+            lambda st, tv, z: ddad.generator_step(hp, t_apply(tv), tv, st, z)[:2], mesh, (R, R, S), (R, R)),
             donate_argnums=0)
         self.student_step_fn = jax.jit(parallel.data_parallel(
             lambda st, tv, z: ddad.student_step(hp, t_apply(tv), st, z), mesh, (R, R, S), (R, R)),

@@ -17,7 +17,7 @@ import numpy as np
 from ddad_jax import checkpoints, data, models, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, evaluate
-from ddad_jax.methods import ddad
+from ddad_jax.methods import ddad, replay
 from ddad_jax.teacher import load_teacher
 
 _IDENTITY_KEYS = ("kind", "dataset", "teacher", "student", "generator_channels", "latent_dim")
@@ -28,7 +28,8 @@ def hyper_from_config(config) -> ddad.DDADHyper:
         bn_weight=0.0 if config.adversarial_only else config.bn_weight,
         adv_weight=config.adv_weight, discrepancy=config.discrepancy,
         temperature=config.temperature, student_steps=config.student_steps_per_generator_step,
-        batch_size=config.batch_size, latent_dim=config.latent_dim)
+        batch_size=config.batch_size, latent_dim=config.latent_dim,
+        replay_slots=config.replay_slots)
 
 
 def _schedule(config, base_lr: float, updates_per_iteration: int):
@@ -47,9 +48,11 @@ def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     g = state_lib.create_state(generator.clone(bn_axis_name=None), g_tx, jax.random.fold_in(rng, 1),
                                jnp.zeros((2, config.latent_dim)))
     s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2), image)
+    memory = replay.init(config.replay_slots, config.batch_size,
+                         (spec.image_size, spec.image_size, spec.channels), spec.num_classes)
     return ddad.DDADState(step=jnp.zeros((), jnp.int32),
                           generator=g.replace(apply_fn=generator.apply),
-                          student=s.replace(apply_fn=student.apply))
+                          student=s.replace(apply_fn=student.apply), memory=memory)
 
 
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -70,6 +73,8 @@ def _validate(config, teacher_vars):
         raise UserError("student_steps_per_generator_step must be >= 1")
     if config.student_optimizer not in ("sgd", "adam"):
         raise UserError(f"student_optimizer must be 'sgd' or 'adam', got '{config.student_optimizer}'")
+    if config.replay_slots < 0:
+        raise UserError(f"replay_slots must be >= 0 (0 = no replay), got {config.replay_slots}")
     if config.discrepancy not in ("l1", "kl"):
         raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
     if not teacher_vars.get("batch_stats") and not config.adversarial_only:
@@ -112,10 +117,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if restored is not None:
         state = restored
         print(f"[ddad] resuming from iteration {int(state.step)}", flush=True)
-    state = parallel.replicate(state, mesh)
+    hp = hyper_from_config(config)
+    state = ddad.place_state(state, hp, mesh)
     teacher_vars = parallel.replicate(teacher_vars, mesh)
 
-    iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hyper_from_config(config), mesh)
+    iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hp, mesh)
     total = config.num_epochs * config.iters_per_epoch
     start = int(state.step)
     reporter = reporting.Reporter(workdir, total, start_step=start)
@@ -158,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                "student_acc": student_acc, "best_student_acc": best_acc if np.isfinite(best_acc) else student_acc,
-               "iterations": total, "wall_s_this_run": time.time() - t0, "devices": mesh.size}
+               "iterations": total, "replay_slots": config.replay_slots, "wall_s_this_run": time.time() - t0, "devices": mesh.size}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"[ddad] done: student {config.student} test accuracy {student_acc:.4f} "

@@ -22,8 +22,9 @@ def _tiny_config():
     return config
 
 
-def _run_ddad(num_devices, iterations=3):
+def _run_ddad(num_devices, iterations=3, replay_slots=0):
     config = _tiny_config()
+    config.replay_slots = replay_slots
     spec = data.get_spec("fashion_mnist")
     mesh = parallel.make_mesh(num_devices)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
@@ -33,8 +34,9 @@ def _run_ddad(num_devices, iterations=3):
     gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
     rng = jax.random.key(0)
-    state = parallel.replicate(create_state(config, spec, gen, student, rng), mesh)
-    step = ddad.make_iteration(t_model, hyper_from_config(config), mesh)
+    hp = hyper_from_config(config)
+    state = ddad.place_state(create_state(config, spec, gen, student, rng), hp, mesh)
+    step = ddad.make_iteration(t_model, hp, mesh)
     history = []
     for _ in range(iterations):
         state, metrics = step(state, parallel.replicate(t_vars, mesh), rng)
@@ -42,14 +44,17 @@ def _run_ddad(num_devices, iterations=3):
     return jax.device_get(state), history
 
 
-def test_ddad_one_device_equals_eight_devices():
+@pytest.mark.parametrize("replay_slots", [0, 2])
+def test_ddad_one_device_equals_eight_devices(replay_slots):
     assert jax.device_count() == 8
-    state1, hist1 = _run_ddad(1)
-    state8, hist8 = _run_ddad(8)
+    state1, hist1 = _run_ddad(1, replay_slots=replay_slots)
+    state8, hist8 = _run_ddad(8, replay_slots=replay_slots)
     chex.assert_trees_all_close(hist1, hist8, rtol=2e-4, atol=1e-5)
     chex.assert_trees_all_close(state1.generator.params, state8.generator.params, rtol=2e-3, atol=2e-5)
     chex.assert_trees_all_close(state1.generator.batch_stats, state8.generator.batch_stats, rtol=1e-3, atol=1e-5)
     chex.assert_trees_all_close(state1.student.params, state8.student.params, rtol=2e-3, atol=2e-5)
+    if replay_slots:  # the replay memory is the same global array, whatever the split
+        chex.assert_trees_all_close(state1.memory, state8.memory, rtol=1e-4, atol=1e-5)
     # and the step really did something
     assert hist1[-1]["gen/bn_loss"] != hist1[0]["gen/bn_loss"]
 

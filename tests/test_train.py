@@ -30,12 +30,14 @@ def _latest_checkpoint(workdir):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
+    # With a 3-slot replay memory, which wraps around within the 4 iterations.
+    config = lambda epochs: _config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=epochs, replay_slots=3)
     straight = str(tmp_path / "straight")
-    train.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=2), straight)
+    train.train_and_evaluate(config(2), straight)
     resumed = str(tmp_path / "resumed")
-    train.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=1), resumed)
+    train.train_and_evaluate(config(1), resumed)
     assert _latest_checkpoint(resumed)[0] == 2  # stopped half-way
-    summary = train.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=2), resumed)
+    summary = train.train_and_evaluate(config(2), resumed)
     step_a, state_a = _latest_checkpoint(straight)
     step_b, state_b = _latest_checkpoint(resumed)
     assert step_a == step_b == 4

@@ -6,7 +6,8 @@ One iteration = one generator update, then ``student_steps`` student updates:
   where L_BN compares the batch statistics entering each teacher BatchNorm layer with the
   teacher's running statistics (discriminator 1), and D is the teacher-student
   discrepancy (discriminator 2, the student; L1 between logits as in DFAD, or KL);
-* student: minimise ``D(student, teacher)`` on fresh generated images.
+* student: minimise ``D(student, teacher)`` on fresh generated images (plus, with
+  ``replay_slots``, a batch replayed from a memory of past generated batches; ``replay``).
 
 The teacher is frozen: it is an argument, never part of the state, always in inference
 mode. Everything here is per-replica code for ``parallel.data_parallel``: statistics and
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import losses, parallel
+from ddad_jax.methods import replay
 from ddad_jax.models.bn_stats import apply_with_bn_stats
 from ddad_jax.state import TrainState
 
@@ -33,6 +35,7 @@ class DDADState:
     step: jnp.ndarray  # iterations done
     generator: TrainState
     student: TrainState
+    memory: Optional[replay.Memory] = None  # past generated batches (replay_slots > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,7 @@ class DDADHyper:
     student_steps: int = 5
     batch_size: int = 256  # global
     latent_dim: int = 256
+    replay_slots: int = 0  # past generated batches kept for replay; 0 = off
 
 
 def _pmean(x):
@@ -67,7 +71,8 @@ def _student_logits(student: TrainState, params, x):
     return logits, updates["batch_stats"]
 
 
-def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState, z) -> Tuple[DDADState, Dict]:
+def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState, z):
+    """Returns (state, metrics, (images, teacher logits)) -- the last two local and constant."""
     g, s = state.generator, state.student
     teacher_bn = teacher_vars.get("batch_stats", {})
 
@@ -78,17 +83,24 @@ def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState,
         adv = _pmean(losses.discrepancy(s_logits, t_logits, hp.discrepancy, hp.temperature))
         bn = losses.bn_statistics_loss(observed, teacher_bn) if hp.bn_weight else jnp.zeros(())
         loss = hp.bn_weight * bn - hp.adv_weight * adv
-        return loss, (g_stats, {"gen/loss": loss, "gen/bn_loss": bn, "gen/adv_discrepancy": adv})
+        metrics = {"gen/loss": loss, "gen/bn_loss": bn, "gen/adv_discrepancy": adv}
+        return loss, (g_stats, metrics, (x, t_logits))
 
-    grads, (g_stats, metrics) = jax.grad(loss_fn, has_aux=True)(g.params)
-    return state.replace(generator=g.apply_gradients(grads=grads, batch_stats=g_stats)), metrics
+    grads, (g_stats, metrics, batch) = jax.grad(loss_fn, has_aux=True)(g.params)
+    batch = jax.lax.stop_gradient(batch)
+    return state.replace(generator=g.apply_gradients(grads=grads, batch_stats=g_stats)), metrics, batch
 
 
-def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z) -> Tuple[DDADState, Dict]:
+def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z, replay_slots=None) -> Tuple[DDADState, Dict]:
+    """One student update on a fresh generated batch, plus a replayed one if ``replay_slots``."""
     g, s = state.generator, state.student
     x, _ = _generate(g, z)  # the generator's running statistics are not used; not updated here
     x = jax.lax.stop_gradient(x)
     t_logits = jax.lax.stop_gradient(teacher_apply(x)[0])
+    if replay_slots is not None:
+        x_old, t_old = replay.read(state.memory, replay_slots)
+        x = jnp.concatenate([x, x_old.astype(x.dtype)])
+        t_logits = jnp.concatenate([t_logits, t_old.astype(t_logits.dtype)])
 
     def loss_fn(params):
         s_logits, s_stats = _student_logits(s, params, x)
@@ -99,33 +111,56 @@ def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z) -> Tuple[DDA
     return state.replace(student=s.apply_gradients(grads=grads, batch_stats=s_stats)), {"student/loss": loss}
 
 
+def state_spec(hp: DDADHyper) -> DDADState:
+    """Partition specs of a DDADState: replicated, except the replay memory (batch-sharded)."""
+    P = jax.sharding.PartitionSpec
+    return DDADState(step=P(), generator=P(), student=P(), memory=replay.SPEC if hp.replay_slots else None)
+
+
+def place_state(state: DDADState, hp: DDADHyper, mesh) -> DDADState:
+    """Puts a host/checkpoint state on ``mesh`` with the layout ``make_iteration`` expects."""
+    specs = state_spec(hp)
+    return jax.tree.map(lambda spec, x: jax.device_put(x, jax.sharding.NamedSharding(mesh, spec)),
+                        specs, state, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+
 def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int] = None):
     """Jitted ``(state, teacher_vars, rng) -> (state, metrics)``: one full DDAD iteration,
     the student steps fused in a ``lax.scan``, data-parallel over ``mesh``; the state's
     buffers are donated. ``max_traces`` (tests) makes a retrace beyond it an error."""
     parallel.check_batch_size(hp.batch_size, mesh)
 
-    def per_replica(state, teacher_vars, z_gen, z_student):
+    def per_replica(state, teacher_vars, z_gen, z_student, slots):
         teacher_apply = lambda x: apply_with_bn_stats(teacher_model, teacher_vars, x, axis_name=AXIS)
-        state, g_metrics = generator_step(hp, teacher_apply, teacher_vars, state, z_gen)
+        state, g_metrics, (x, t_logits) = generator_step(hp, teacher_apply, teacher_vars, state, z_gen)
+        if hp.replay_slots:  # remember the generator step's batch (the teacher already ran on it)
+            state = state.replace(memory=replay.write(state.memory, state.step % hp.replay_slots, x, t_logits))
         # Fully unrolled on CPU: XLA's CPU runtime ran large convolutions inside a while loop
         # ~7x slower (CIFAR ResNet-34 -> ResNet-18 at batch 64: 247 s vs 35 s); elsewhere a loop.
-        state, s_metrics = jax.lax.scan(lambda st, z: student_step(hp, teacher_apply, st, z),
-                                        state, z_student, unroll=hp.student_steps if parallel.on_cpu() else 1)
+        state, s_metrics = jax.lax.scan(lambda st, zs: student_step(hp, teacher_apply, st, *zs),
+                                        state, (z_student, slots),
+                                        unroll=hp.student_steps if parallel.on_cpu() else 1)
         s_metrics = jax.tree.map(lambda m: m[-1], s_metrics)  # the last student step's loss
         return state.replace(step=state.step + 1), {**g_metrics, **s_metrics}
 
+    per_step = jax.sharding.PartitionSpec(None, AXIS)
+    spec = state_spec(hp)
     sharded = parallel.data_parallel(
         per_replica, mesh,
-        in_specs=(parallel.REPLICATED, parallel.REPLICATED, parallel.SHARDED, jax.sharding.PartitionSpec(None, AXIS)),
-        out_specs=(parallel.REPLICATED, parallel.REPLICATED))
+        in_specs=(spec, parallel.REPLICATED, parallel.SHARDED, per_step, per_step if hp.replay_slots else None),
+        out_specs=(spec, parallel.REPLICATED))
 
     def iteration(state: DDADState, teacher_vars: Any, rng: jax.Array):
         # Noise for the global batch is drawn once, so results do not depend on the device count.
-        k_gen, k_student = jax.random.split(jax.random.fold_in(rng, state.step))
+        key = jax.random.fold_in(rng, state.step)
+        k_gen, k_student = jax.random.split(key)
         z_gen = jax.random.normal(k_gen, (hp.batch_size, hp.latent_dim))
         z_student = jax.random.normal(k_student, (hp.student_steps, hp.batch_size, hp.latent_dim))
-        return sharded(state, teacher_vars, z_gen, z_student)
+        slots = None
+        if hp.replay_slots:
+            filled = jnp.minimum(state.step + 1, hp.replay_slots)  # this iteration's batch included
+            slots = replay.draw_slots(jax.random.fold_in(key, 2), filled, hp.student_steps, hp.batch_size)
+        return sharded(state, teacher_vars, z_gen, z_student, slots)
 
     if max_traces is not None:
         iteration = chex.assert_max_traces(iteration, n=max_traces)
