@@ -15,6 +15,7 @@ losses are reduced over ``parallel.BATCH_AXIS``, so they are those of the global
 """
 
 import dataclasses
+import functools
 from typing import Any, Dict, Optional, Tuple
 
 import chex
@@ -50,10 +51,27 @@ class DDADHyper:
     replay_slots: int = 0  # past generated batches kept for replay; 0 = off
 
 
+def _scoped(name):
+    """Runs a function under ``jax.named_scope(name)``: its ops carry the name in profiles."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def scoped(*args, **kwargs):
+            with jax.named_scope(name):
+                return fn(*args, **kwargs)
+        return scoped
+    return wrap
+
+
+@_scoped("optimizer")
+def _update(train_state: TrainState, grads, batch_stats) -> TrainState:
+    return train_state.apply_gradients(grads=grads, batch_stats=batch_stats)
+
+
 def _pmean(x):
     return jax.lax.pmean(x, AXIS)
 
 
+@_scoped("generator")
 def _generate(generator: TrainState, z):
     """Generator forward in training mode (BatchNorm on the global batch)."""
     images, updates = generator.apply_fn(
@@ -62,6 +80,7 @@ def _generate(generator: TrainState, z):
     return images, updates["batch_stats"]
 
 
+@_scoped("student")
 def _student_logits(student: TrainState, params, x):
     """Student forward in training mode; returns (logits, updated batch_stats)."""
     if not student.batch_stats:
@@ -71,6 +90,7 @@ def _student_logits(student: TrainState, params, x):
     return logits, updates["batch_stats"]
 
 
+@_scoped("generator_step")
 def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState, z):
     """Returns (state, metrics, (images, teacher logits)) -- the last two local and constant."""
     g, s = state.generator, state.student
@@ -88,9 +108,10 @@ def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState,
 
     grads, (g_stats, metrics, batch) = jax.grad(loss_fn, has_aux=True)(g.params)
     batch = jax.lax.stop_gradient(batch)
-    return state.replace(generator=g.apply_gradients(grads=grads, batch_stats=g_stats)), metrics, batch
+    return state.replace(generator=_update(g, grads, g_stats)), metrics, batch
 
 
+@_scoped("student_step")
 def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z, replay_slots=None) -> Tuple[DDADState, Dict]:
     """One student update on a fresh generated batch, plus a replayed one if ``replay_slots``."""
     g, s = state.generator, state.student
@@ -108,7 +129,7 @@ def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z, replay_slots
         return loss, s_stats
 
     (loss, s_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(s.params)
-    return state.replace(student=s.apply_gradients(grads=grads, batch_stats=s_stats)), {"student/loss": loss}
+    return state.replace(student=_update(s, grads, s_stats)), {"student/loss": loss}
 
 
 def state_spec(hp: DDADHyper) -> DDADState:
@@ -131,7 +152,8 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
     parallel.check_batch_size(hp.batch_size, mesh)
 
     def per_replica(state, teacher_vars, z_gen, z_student, slots):
-        teacher_apply = lambda x: apply_with_bn_stats(teacher_model, teacher_vars, x, axis_name=AXIS)
+        teacher_apply = _scoped("teacher")(
+            lambda x: apply_with_bn_stats(teacher_model, teacher_vars, x, axis_name=AXIS))
         state, g_metrics, (x, t_logits) = generator_step(hp, teacher_apply, teacher_vars, state, z_gen)
         if hp.replay_slots:  # remember the generator step's batch (the teacher already ran on it)
             state = state.replace(memory=replay.write(state.memory, state.step % hp.replay_slots, x, t_logits))
