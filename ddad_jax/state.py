@@ -4,6 +4,7 @@ from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -50,5 +51,12 @@ def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.9,
     raise ValueError(f"unknown optimizer '{name}' (use sgd or adam)")
 
 
-def all_finite(tree) -> jnp.ndarray:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def all_finite(tree) -> bool:
+    """Whether every float leaf is finite, checked on the host: no device computation, so no
+    cross-device collective for sharded leaves (eager collectives on split CPU devices hung
+    once, next to an asynchronous checkpoint save, in a run with the batch-sharded replay memory)."""
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
+        leaf = np.asarray(leaf)
+        if np.issubdtype(leaf.dtype, np.inexact) and not np.all(np.isfinite(leaf)):
+            return False
+    return True

@@ -153,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"),
                                       jax.device_get(data.denormalize(images, spec)))
         if end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
-            if not bool(state_lib.all_finite(state)):
+            if not state_lib.all_finite(state):
                 raise UserError(f"non-finite parameters at iteration {step}; stopping without saving")
             ckpt.save(step, state)
     ckpt.close()
