@@ -43,14 +43,15 @@ _CALLS = re.compile(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
 
 
 def hlo_index(hlo_text):
-    """instruction name -> (opcode, fusion kind, op_name), op_name inherited from the caller
-    for instructions without metadata (e.g. inside a called computation)."""
-    index, owner, calls = {}, {}, {}
-    computation = None
+    """instruction name -> [opcode, fusion kind, op_name, opcodes inside the computations it
+    calls]; op_name is inherited from the calling instruction when an instruction has no
+    metadata of its own (e.g. inside a called computation)."""
+    index, owner, calls, inner = {}, {}, {}, collections.defaultdict(set)
+    computation, callees = None, {}
     for line in hlo_text.splitlines():
-        m = _COMPUTATION.match(line)
-        if m and "=" not in line.split("{")[0]:
-            computation = m.group(1)
+        if line and not line[0].isspace() and line.rstrip().endswith("{"):  # a computation header
+            m = _COMPUTATION.match(line)
+            computation = m.group(1) if m else line.split()[0]
             continue
         m = _INSTR.match(line)
         if not m:
@@ -58,12 +59,26 @@ def hlo_index(hlo_text):
         name, opcode = m.group(1), m.group(2)
         kind = (_KIND.search(line) or [None, ""])[1]
         op_name = (_OP_NAME.search(line) or [None, ""])[1]
-        index[name] = [opcode, kind, op_name]
+        index[name] = [opcode, kind, op_name, set()]
         owner[name] = computation
-        for callee in _CALLS.findall(line):
+        inner[computation].add(opcode)
+        callees[name] = _CALLS.findall(line)
+        for callee in callees[name]:
             calls[callee] = name
-    # fill missing op_names from the instruction that calls their computation (a few levels)
-    for _ in range(4):
+    for name, entry in index.items():  # what runs inside, two levels deep
+        for callee in callees[name]:
+            entry[3] |= inner[callee]
+            for sub in [n for n, o in owner.items() if o == callee and callees[n]]:
+                for c in callees[sub]:
+                    entry[3] |= inner[c]
+    named = {}  # computation -> an op_name found inside it (for fusions without metadata)
+    for name, entry in index.items():
+        if entry[2] and owner[name] not in named:
+            named[owner[name]] = entry[2]
+    for name, entry in index.items():
+        if not entry[2]:
+            entry[2] = next((named[c] for c in callees[name] if c in named), "")
+    for _ in range(4):  # inherit op_names from callers, a few levels
         for name, entry in index.items():
             if not entry[2]:
                 caller = calls.get(owner.get(name))
@@ -81,20 +96,22 @@ def part_of(op_name):
     return f"{step}/{net}" if net else step
 
 
-def kind_of(opcode, fusion_kind, name, op_name):
+def kind_of(opcode, fusion_kind, name, op_name, inner=()):
+    """A coarse kind for an executed op; ``inner``: opcodes inside the computations it calls
+    (XLA:CPU fuses convolutions with their neighbours into YNNPACK ``ynn_fusion`` ops)."""
     backward = "transpose(" in op_name
-    if opcode == "convolution" or name.startswith(("conv", "convolution")):
+    if opcode == "convolution" or name.startswith(("conv", "convolution")) or "convolution" in inner:
         return "convolution, backward" if backward else "convolution, forward"
     if opcode in ("all-reduce", "all-gather", "reduce-scatter", "collective-permute") or "all-reduce" in name:
         return "collective (pmean over devices)"
     if opcode in ("copy", "transpose") or "copy" in name or "transpose" in name:
         return "layout (copy / transpose)"
-    if opcode == "fusion" and (fusion_kind == "kInput" or "reduce" in name):
+    if opcode == "dot" or "dot" in inner:
+        return "matmul"
+    if opcode == "fusion" and (fusion_kind == "kInput" or "reduce" in name or "reduce" in inner):
         return "reduction fusion (BN statistics, losses, grads of biases)"
     if opcode == "fusion":
         return "elementwise fusion"
-    if opcode in ("dot",) or "dot" in name:
-        return "matmul"
     return "other"
 
 
@@ -119,11 +136,12 @@ def profile_jax(jx, iters):
     scale = 1.0 / (iters * jx.devices)
     by_kind, by_part, top = collections.Counter(), collections.Counter(), []
     for name, ms in per_op.items():
-        opcode, fusion_kind, op_name = index[name]
+        opcode, fusion_kind, op_name, inner = index[name]
+        kind = kind_of(opcode, fusion_kind, name, op_name, inner)
         ms *= scale
-        by_kind[kind_of(opcode, fusion_kind, name, op_name)] += ms
+        by_kind[kind] += ms
         by_part[part_of(op_name)] += ms
-        top.append({"op": name, "ms": ms, "kind": kind_of(opcode, fusion_kind, name, op_name),
+        top.append({"op": name, "ms": ms, "kind": kind,
                     "part": part_of(op_name), "source": op_name.split("/", 1)[-1][-120:]})
     top.sort(key=lambda r: -r["ms"])
     return {"wall_ms": wall * 1e3, "op_ms": sum(by_kind.values()), "by_kind": dict(by_kind.most_common()),

@@ -30,6 +30,19 @@ def discrepancy(student_logits, teacher_logits, kind: str = "l1", temperature: f
     raise ValueError(f"unknown discrepancy '{kind}' (use 'l1' or 'kl')")
 
 
+def one_hot_loss(teacher_logits: jnp.ndarray) -> jnp.ndarray:
+    """Cross-entropy of the teacher's prediction against its own arg-max (DAFL's L_oh):
+    low when each image is a confident example of some class."""
+    labels = jnp.argmax(teacher_logits, axis=-1)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(teacher_logits, labels))
+
+
+def negative_entropy(mean_probs: jnp.ndarray) -> jnp.ndarray:
+    """sum_c p_c log p_c of the batch-mean class distribution (DAFL's information-entropy
+    loss): minimal (-log C) when the classes are balanced. Pass the global-batch mean."""
+    return jnp.sum(mean_probs * jnp.log(jnp.clip(mean_probs, 1e-12)))
+
+
 def bn_statistics_loss(batch_stats_observed: Any, batch_stats_stored: Any) -> jnp.ndarray:
     """Sum over BatchNorm layers of ||mu - running_mean||_2 + ||var - running_var||_2.
 

@@ -29,7 +29,8 @@ def hyper_from_config(config) -> ddad.DDADHyper:
         adv_weight=config.adv_weight, discrepancy=config.discrepancy,
         temperature=config.temperature, student_steps=config.student_steps_per_generator_step,
         batch_size=config.batch_size, latent_dim=config.latent_dim,
-        replay_slots=config.replay_slots)
+        replay_slots=config.replay_slots, onehot_weight=config.onehot_weight,
+        balance_weight=config.balance_weight)
 
 
 def _schedule(config, base_lr: float, updates_per_iteration: int):

@@ -15,7 +15,13 @@ HLO = """HloModule jit_iteration
   ROOT %convolution.31 = f32[3,3,1,4]{3,2,1,0} convolution(%p, %q), window={size=1x1}, dim_labels=b01f_01io->b01f
 }
 
+%ynn_fused (p0: f32[2,4,4,1], /*index=1*/p1: f32[3,3,1,2]) -> f32[2,4,4,2] {
+  %conv.1 = f32[2,4,4,2]{3,2,1,0} convolution(%p0, %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, metadata={op_name="jit(iteration)/shard_map/student_step/jvp(student)/LeNet5/Conv_0/conv_general_dilated"}
+  ROOT %max.1 = f32[2,4,4,2]{3,2,1,0} maximum(%conv.1, %zero)
+}
+
 ENTRY %main.9 (Arg_0: f32[8,4]) -> f32[4] {
+  %ynn_fusion.8 = f32[2,4,4,2]{3,2,1,0} fusion(%a, %b), kind=kCustom, calls=%ynn_fused
   %conv_general_dilated.92 = f32[16,1,1,120]{3,2,1,0} convolution(%a, %b), window={size=5x5}, metadata={op_name="jit(iteration)/shard_map/student_step/jvp(student)/LeNet5/Conv_2/conv_general_dilated"}
   %call.4 = f32[3,3,1,4]{3,2,1,0} call(%x), to_apply=%chunk_body, metadata={op_name="jit(iteration)/shard_map/generator_step/transpose(jvp(generator))/Generator/Conv_1/conv_general_dilated"}
   %reduce_fusion.2 = f32[4]{0} fusion(%Arg_0), kind=kInput, calls=%fused_computation.1, metadata={op_name="jit(iteration)/shard_map/generator_step/teacher/LeNet5/BatchNorm_0/reduce_sum"}
@@ -43,9 +49,12 @@ def test_ops_are_sorted_into_parts_and_kinds():
     assert parts["reduce_fusion.2"] == "generator_step/teacher"
     assert parts["all-reduce.7"] == "student_step/generator"
     assert parts["loop_fusion.5"] == "student_step/optimizer"
-    kind = lambda name: profile_ops.kind_of(index[name][0], index[name][1], name, index[name][2])
+    assert parts["ynn_fusion.8"] == "student_step/student"  # no metadata: named after what it runs
+    kind = lambda name: profile_ops.kind_of(*index[name][:2], name, *index[name][2:])
     assert kind("conv_general_dilated.92") == "convolution, forward"
     assert kind("convolution.31") == "convolution, backward"
+    assert kind("call.4") == "convolution, backward"  # runs a convolution inside
+    assert kind("ynn_fusion.8") == "convolution, forward"  # a YNNPACK fusion around a convolution
     assert kind("reduce_fusion.2").startswith("reduction fusion")
     assert kind("all-reduce.7").startswith("collective")
     assert kind("loop_fusion.5") == "elementwise fusion"

@@ -55,3 +55,17 @@ def test_cross_entropy_and_accuracy_hand_computed():
     expected = (np.log(2.0) + (np.log(np.exp(2.0) + 1.0) - 0.0)) / 2
     chex.assert_trees_all_close(losses.cross_entropy(logits, labels), expected, rtol=1e-6)
     chex.assert_trees_all_close(losses.accuracy(logits, labels), 0.5)
+
+
+def test_one_hot_loss_hand_computed():
+    # row 1: softmax = (3/4, 1/4), arg-max 0 -> -log 3/4; row 2: arg-max 1 of (0, log 3) -> -log 3/4
+    t = jnp.array([[jnp.log(3.0), 0.0], [0.0, jnp.log(3.0)]])
+    chex.assert_trees_all_close(losses.one_hot_loss(t), -np.log(0.75), rtol=1e-6)
+
+
+def test_negative_entropy_hand_computed_and_minimal_when_balanced():
+    p = jnp.array([0.5, 0.25, 0.25])
+    expected = 0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25)
+    chex.assert_trees_all_close(losses.negative_entropy(p), expected, rtol=1e-6)
+    chex.assert_trees_all_close(losses.negative_entropy(jnp.full((10,), 0.1)), -np.log(10.0), rtol=1e-6)
+    chex.assert_trees_all_close(losses.negative_entropy(jnp.array([1.0, 0.0])), 0.0, atol=1e-7)  # no NaN at 0

@@ -25,6 +25,8 @@ def _tiny_config():
 def _run_ddad(num_devices, iterations=3, replay_slots=0):
     config = _tiny_config()
     config.replay_slots = replay_slots
+    if replay_slots:  # the variant also turns on the generator's optional DAFL terms
+        config.onehot_weight, config.balance_weight = 1.0, 5.0
     spec = data.get_spec("fashion_mnist")
     mesh = parallel.make_mesh(num_devices)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)

@@ -2,7 +2,8 @@
 
 One iteration = one generator update, then ``student_steps`` student updates:
 
-* generator: minimise ``bn_weight * L_BN - adv_weight * D(student, teacher)`` on its images,
+* generator: minimise ``bn_weight * L_BN - adv_weight * D(student, teacher)`` on its images
+  (plus, optionally, DAFL's one-hot and information-entropy terms),
   where L_BN compares the batch statistics entering each teacher BatchNorm layer with the
   teacher's running statistics (discriminator 1), and D is the teacher-student
   discrepancy (discriminator 2, the student; L1 between logits as in DFAD, or KL);
@@ -49,6 +50,8 @@ class DDADHyper:
     batch_size: int = 256  # global
     latent_dim: int = 256
     replay_slots: int = 0  # past generated batches kept for replay; 0 = off
+    onehot_weight: float = 0.0  # optional DAFL terms in the generator loss: confident images
+    balance_weight: float = 0.0  # ... and balanced classes (information entropy)
 
 
 def _scoped(name):
@@ -102,8 +105,12 @@ def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState,
         s_logits, _ = _student_logits(s, s.params, x)  # student BN updates are not kept here
         adv = _pmean(losses.discrepancy(s_logits, t_logits, hp.discrepancy, hp.temperature))
         bn = losses.bn_statistics_loss(observed, teacher_bn) if hp.bn_weight else jnp.zeros(())
-        loss = hp.bn_weight * bn - hp.adv_weight * adv
-        metrics = {"gen/loss": loss, "gen/bn_loss": bn, "gen/adv_discrepancy": adv}
+        t32 = t_logits.astype(jnp.float32)
+        onehot = _pmean(losses.one_hot_loss(t32))
+        balance = losses.negative_entropy(_pmean(jnp.mean(jax.nn.softmax(t32), axis=0)))
+        loss = hp.bn_weight * bn - hp.adv_weight * adv + hp.onehot_weight * onehot + hp.balance_weight * balance
+        metrics = {"gen/loss": loss, "gen/bn_loss": bn, "gen/adv_discrepancy": adv,
+                   "gen/onehot_loss": onehot, "gen/class_entropy": -balance}
         return loss, (g_stats, metrics, (x, t_logits))
 
     grads, (g_stats, metrics, batch) = jax.grad(loss_fn, has_aux=True)(g.params)
