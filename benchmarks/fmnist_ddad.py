@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import REPO, RESULTS, update_readme  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import REPO, publish  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def run(args, log_path):
@@ -110,15 +110,9 @@ def main():
               "replay_slots": summary.get("replay_slots", 0),
               "mean_student_acc": statistics.mean(accs),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {summary['devices']} JAX device(s)"}
-    os.makedirs(RESULTS, exist_ok=True)
-    for path in (os.path.join(RESULTS, "fmnist_ddad.json"), os.path.join(args.out, "result.json")):
-        with open(path, "w") as f:  # the run directory keeps its own copy (time_to_accuracy.py)
-            json.dump(result, f, indent=2)
-    table = markdown(result)
-    with open(os.path.join(RESULTS, "fmnist_ddad.md"), "w") as f:
-        f.write("# Fashion-MNIST, data-free DDAD\n\n" + table + "\n")
-    update_readme("fmnist_ddad", table)
-    print(table)
+    with open(os.path.join(args.out, "result.json"), "w") as f:  # the run keeps a copy (time_to_accuracy.py)
+        json.dump(result, f, indent=2)
+    print(publish("fmnist_ddad", "Fashion-MNIST, data-free DDAD", markdown(result), result, "fmnist_ddad"))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import RESULTS  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.speed import JaxWorkload, _config, _torch_workload  # noqa: E402  pylint: disable=wrong-import-position
 from experiments import launch  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -65,12 +65,21 @@ def hlo_index(hlo_text):
         callees[name] = _CALLS.findall(line)
         for callee in callees[name]:
             calls[callee] = name
-    for name, entry in index.items():  # what runs inside, two levels deep
+    sub_calls = collections.defaultdict(set)  # computation -> computations its instructions call
+    for name, targets in callees.items():
+        sub_calls[owner[name]].update(targets)
+    within = {}  # computation -> every opcode it runs, through nested calls
+
+    def ops_within(computation):
+        if computation not in within:
+            within[computation] = set(inner[computation])  # set first: call cycles end here
+            for callee in sub_calls[computation]:
+                within[computation] |= ops_within(callee)
+        return within[computation]
+
+    for name, entry in index.items():
         for callee in callees[name]:
-            entry[3] |= inner[callee]
-            for sub in [n for n, o in owner.items() if o == callee and callees[n]]:
-                for c in callees[sub]:
-                    entry[3] |= inner[c]
+            entry[3] |= ops_within(callee)
     named = {}  # computation -> an op_name found inside it (for fusions without metadata)
     for name, entry in index.items():
         if entry[2] and owner[name] not in named:
@@ -220,8 +229,8 @@ def main():
     except ImportError:
         sys.exit("error: the profile compares against PyTorch; pip install torch")
 
-    def config_of(name):
-        config = _config(name, on_cpu=True)
+    def config_of(name, on_cpu=True):
+        config = _config(name, on_cpu)
         if args.smoke:
             config.batch_size, config.generator_channels, config.latent_dim = 8, 4, 8
             config.teacher, config.student = ("lenet5_bn", "lenet5_half") if name == "fmnist" else ("resnet18", "resnet18")
@@ -235,26 +244,17 @@ def main():
     device = "cpu" if on_cpu else "gpu"
     results, sections = {}, []
     for name in names:
-        config = config_of(name)
-        if not on_cpu and not args.smoke:
-            config = _config(name, on_cpu=False)
+        config = config_of(name, on_cpu)
         print(f"[profile] {name}: batch {config.batch_size}", flush=True)
         res = {"batch": config.batch_size, "student_steps": config.student_steps_per_generator_step,
                "jax": profile_jax(JaxWorkload(config), args.iters),
                "torch": profile_torch(_torch_workload(config, on_cpu), args.iters)}
         results[name] = res
         sections.append(markdown(name, res))
-    out = args.out or RESULTS
-    os.makedirs(out, exist_ok=True)
-    argv = " ".join(sys.argv[1:])
-    results["command"] = f"python benchmarks/profile_ops.py {argv}".strip()
-    with open(os.path.join(out, f"profile_{device}.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    text = (f"# Where a DDAD iteration's time goes ({device})\n\n" + "\n\n".join(sections)
-            + f"\n\nRegenerate: `{results['command']}`\n")
-    with open(os.path.join(out, f"profile_{device}.md"), "w") as f:
-        f.write(text)
-    print(text)
+    results["command"] = f"python benchmarks/profile_ops.py {' '.join(sys.argv[1:])}".strip()
+    print(publish(f"profile_{device}", f"Where a DDAD iteration's time goes ({device})",
+                  "\n\n".join(sections) + f"\n\nRegenerate: `{results['command']}`", results,
+                  directory=args.out or RESULTS))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import RESULTS, update_readme  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
 from experiments import launch  # noqa: E402  pylint: disable=wrong-import-position
 
 WORKLOADS = {
@@ -194,7 +194,7 @@ def main():
     if args.render:
         rows = json.load(open(os.path.join(RESULTS, f"speed_{args.render}.json")))
         meta = json.load(open(os.path.join(RESULTS, f"speed_{args.render}_meta.json")))
-        write_tables(args.render, {**meta, "rows": rows})
+        write_tables(args.render, {**meta, "rows": rows})  # the JSON stays as it is
         return
     names = [w for w in args.workloads.split(",") if w]
     unknown = set(names) - set(WORKLOADS)
@@ -226,19 +226,15 @@ def main():
               "compute_dtype": args.compute_dtype, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
               "command": f"python benchmarks/speed.py {argv}".strip(), "rows": rows}
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"speed_{device}.json"), "w") as f:
-        json.dump(rows, f, indent=2)
     with open(os.path.join(RESULTS, f"speed_{device}_meta.json"), "w") as f:
         json.dump({k: v for k, v in result.items() if k != "rows"}, f, indent=2)
-    log(write_tables(device, result))
+    log(write_tables(device, result, rows))
 
 
-def write_tables(device, result):
-    table = markdown(result)
-    with open(os.path.join(RESULTS, f"speed_{device}.md"), "w") as f:
-        f.write(f"# DDAD iteration speed, ddad_jax vs PyTorch eager ({device})\n\n{table}\n")
-    update_readme(f"speed_{device}", table)
-    return table
+def write_tables(device, result, rows=None):
+    """Markdown and README table from ``result``; ``rows`` (if given) become speed_<device>.json."""
+    return publish(f"speed_{device}", f"DDAD iteration speed, ddad_jax vs PyTorch eager ({device})",
+                   markdown(result), rows, f"speed_{device}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import RESULTS, update_readme  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import publish  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.fmnist_ddad import time_to_accuracy  # noqa: E402  pylint: disable=wrong-import-position
 
 TARGETS = (0.70, 0.75, 0.80, 0.85)
@@ -64,14 +64,8 @@ def main():
     if not args or any("=" not in a for a in args):
         sys.exit("error: usage: time_to_accuracy.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]")
     rows = [summarise(*a.split("=", 1)) for a in args]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "time_to_accuracy.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    table = markdown(rows)
-    with open(os.path.join(RESULTS, "time_to_accuracy.md"), "w") as f:
-        f.write("# Fashion-MNIST DDAD: time to accuracy on this CPU\n\n" + table + "\n")
-    update_readme("time_to_accuracy", table)
-    print(table)
+    print(publish("time_to_accuracy", "Fashion-MNIST DDAD: time to accuracy on this CPU", markdown(rows), rows,
+                  "time_to_accuracy"))
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                "student_acc": student_acc, "best_student_acc": best_acc if np.isfinite(best_acc) else student_acc,
-               "iterations": total, "replay_slots": config.replay_slots, "wall_s_this_run": time.time() - t0, "devices": mesh.size}
+               "iterations": total, "replay_slots": config.replay_slots,
+               "wall_s_this_run": time.time() - t0, "devices": mesh.size}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"[ddad] done: student {config.student} test accuracy {student_acc:.4f} "

@@ -80,3 +80,13 @@ def test_results_table_names_the_replay_memory_when_used():
     assert "| **mean** | **81.00** (± 1.00) | 10.5 (median) | | |" in table
     assert "| 0 | 80.00 | 10.0 | 5.0 | not reached |" in table
     assert "replaying" not in fmnist_ddad.markdown({**result, "replay_slots": 0})
+
+
+def test_publish_writes_markdown_and_json(tmp_path):
+    from benchmarks import common  # pylint: disable=import-outside-toplevel
+    table = common.publish("x", "A title", "| a |", {"k": 1}, directory=str(tmp_path))
+    assert table == "| a |"
+    assert (tmp_path / "x.md").read_text() == "# A title\n\n| a |\n"
+    assert json.loads((tmp_path / "x.json").read_text()) == {"k": 1}
+    common.publish("y", "T", "t", directory=str(tmp_path))  # no data: Markdown only
+    assert not (tmp_path / "y.json").exists()
