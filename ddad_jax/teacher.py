@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ddad_jax import augment as augment_lib
 from ddad_jax import checkpoints, data, losses, models, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, evaluate
@@ -22,16 +23,13 @@ from ddad_jax.evaluation import EvalSet, evaluate
 TEACHER_SUBDIR, TEACHER_META = "teacher", "teacher.json"
 
 
+_SUPERVISED_AUGMENT = augment_lib.Augment(flip=True, shift=4, pad_mode="constant")
+
+
 def augment(rng, x: jnp.ndarray) -> jnp.ndarray:
     """Random 4-pixel-padded crop and horizontal flip, per example (x in [0, 1], NHWC)."""
-    b, h, w, _ = x.shape
-    k1, k2, k3 = jax.random.split(rng, 3)
-    padded = jnp.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    dy, dx = jax.random.randint(k1, (b,), 0, 9), jax.random.randint(k2, (b,), 0, 9)
-    crop = jax.vmap(lambda img, i, j: jax.lax.dynamic_slice(img, (i, j, 0), (h, w, img.shape[-1])))
-    x = crop(padded, dy, dx)
-    flip = jax.random.bernoulli(k3, 0.5, (b, 1, 1, 1))
-    return jnp.where(flip, x[:, :, ::-1], x)
+    params = augment_lib.draw(rng, _SUPERVISED_AUGMENT, x.shape[:1])
+    return augment_lib.apply(_SUPERVISED_AUGMENT, x, params)
 
 
 def make_train_step(model, spec: data.DatasetSpec, mesh):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ddad_jax import checkpoints, data, models, parallel, reporting, state as state_lib
+from ddad_jax import augment, checkpoints, data, models, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, evaluate
 from ddad_jax.methods import ddad, replay
@@ -30,7 +30,10 @@ def hyper_from_config(config) -> ddad.DDADHyper:
         temperature=config.temperature, student_steps=config.student_steps_per_generator_step,
         batch_size=config.batch_size, latent_dim=config.latent_dim,
         replay_slots=config.replay_slots, onehot_weight=config.onehot_weight,
-        balance_weight=config.balance_weight)
+        balance_weight=config.balance_weight,
+        student_augment=augment.Augment(flip=config.get("student_flip", False),
+                                        shift=config.get("student_shift", 0),
+                                        mixup_alpha=config.get("student_mixup_alpha", 0.0)))
 
 
 def _schedule(config, base_lr: float, updates_per_iteration: int):
@@ -76,6 +79,8 @@ def _validate(config, teacher_vars):
         raise UserError(f"student_optimizer must be 'sgd' or 'adam', got '{config.student_optimizer}'")
     if config.replay_slots < 0:
         raise UserError(f"replay_slots must be >= 0 (0 = no replay), got {config.replay_slots}")
+    if config.get("student_shift", 0) < 0 or config.get("student_mixup_alpha", 0.0) < 0:
+        raise UserError("student_shift and student_mixup_alpha must be >= 0 (0 = off)")
     if config.discrepancy not in ("l1", "kl"):
         raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
     if not teacher_vars.get("batch_stats") and not config.adversarial_only:

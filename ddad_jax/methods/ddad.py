@@ -7,8 +7,9 @@ One iteration = one generator update, then ``student_steps`` student updates:
   where L_BN compares the batch statistics entering each teacher BatchNorm layer with the
   teacher's running statistics (discriminator 1), and D is the teacher-student
   discrepancy (discriminator 2, the student; L1 between logits as in DFAD, or KL);
-* student: minimise ``D(student, teacher)`` on fresh generated images (plus, with
-  ``replay_slots``, a batch replayed from a memory of past generated batches; ``replay``).
+* student: minimise ``D(student, teacher)`` on fresh generated images, optionally augmented
+  (flip, shift, mixup; ``augment``) before the teacher labels them, plus, with
+  ``replay_slots``, a batch replayed from a memory of past generated batches (``replay``).
 
 The teacher is frozen: it is an argument, never part of the state, always in inference
 mode. Everything here is per-replica code for ``parallel.data_parallel``: statistics and
@@ -24,7 +25,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from ddad_jax import losses, parallel
+from ddad_jax import augment, losses, parallel
 from ddad_jax.methods import replay
 from ddad_jax.models.bn_stats import apply_with_bn_stats
 from ddad_jax.state import TrainState
@@ -52,6 +53,7 @@ class DDADHyper:
     replay_slots: int = 0  # past generated batches kept for replay; 0 = off
     onehot_weight: float = 0.0  # optional DAFL terms in the generator loss: confident images
     balance_weight: float = 0.0  # ... and balanced classes (information entropy)
+    student_augment: augment.Augment = augment.Augment()  # of the student steps' generated images
 
 
 def _scoped(name):
@@ -119,11 +121,18 @@ def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState,
 
 
 @_scoped("student_step")
-def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z, replay_slots=None) -> Tuple[DDADState, Dict]:
-    """One student update on a fresh generated batch, plus a replayed one if ``replay_slots``."""
+def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z, replay_slots=None,
+                 aug_params=None) -> Tuple[DDADState, Dict]:
+    """One student update on a fresh generated batch (augmented with ``aug_params``, this
+    replica's part of parameters drawn for the global batch), plus a replayed one if
+    ``replay_slots``."""
     g, s = state.generator, state.student
     x, _ = _generate(g, z)  # the generator's running statistics are not used; not updated here
     x = jax.lax.stop_gradient(x)
+    if hp.student_augment.active:
+        with jax.named_scope("augment"):
+            x = augment.apply(hp.student_augment, x, aug_params,
+                              gather=lambda v: jax.lax.all_gather(v, AXIS, tiled=True))
     t_logits = jax.lax.stop_gradient(teacher_apply(x)[0])
     if replay_slots is not None:
         x_old, t_old = replay.read(state.memory, replay_slots)
@@ -158,7 +167,7 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
     buffers are donated. ``max_traces`` (tests) makes a retrace beyond it an error."""
     parallel.check_batch_size(hp.batch_size, mesh)
 
-    def per_replica(state, teacher_vars, z_gen, z_student, slots):
+    def per_replica(state, teacher_vars, z_gen, z_student, slots, aug_params):
         teacher_apply = _scoped("teacher")(
             lambda x: apply_with_bn_stats(teacher_model, teacher_vars, x, axis_name=AXIS))
         state, g_metrics, (x, t_logits) = generator_step(hp, teacher_apply, teacher_vars, state, z_gen)
@@ -166,8 +175,8 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
             state = state.replace(memory=replay.write(state.memory, state.step % hp.replay_slots, x, t_logits))
         # Fully unrolled on CPU: XLA's CPU runtime ran large convolutions inside a while loop
         # ~7x slower (CIFAR ResNet-34 -> ResNet-18 at batch 64: 247 s vs 35 s); elsewhere a loop.
-        state, s_metrics = jax.lax.scan(lambda st, zs: student_step(hp, teacher_apply, st, *zs),
-                                        state, (z_student, slots),
+        state, s_metrics = jax.lax.scan(lambda st, xs: student_step(hp, teacher_apply, st, *xs),
+                                        state, (z_student, slots, aug_params),
                                         unroll=hp.student_steps if parallel.on_cpu() else 1)
         s_metrics = jax.tree.map(lambda m: m[-1], s_metrics)  # the last student step's loss
         return state.replace(step=state.step + 1), {**g_metrics, **s_metrics}
@@ -176,7 +185,8 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
     spec = state_spec(hp)
     sharded = parallel.data_parallel(
         per_replica, mesh,
-        in_specs=(spec, parallel.REPLICATED, parallel.SHARDED, per_step, per_step if hp.replay_slots else None),
+        in_specs=(spec, parallel.REPLICATED, parallel.SHARDED, per_step, per_step if hp.replay_slots else None,
+                  per_step if hp.student_augment.active else None),
         out_specs=(spec, parallel.REPLICATED))
 
     def iteration(state: DDADState, teacher_vars: Any, rng: jax.Array):
@@ -189,7 +199,10 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
         if hp.replay_slots:
             filled = jnp.minimum(state.step + 1, hp.replay_slots)  # this iteration's batch included
             slots = replay.draw_slots(jax.random.fold_in(key, 2), filled, hp.student_steps, hp.batch_size)
-        return sharded(state, teacher_vars, z_gen, z_student, slots)
+        # Augmentations are drawn for the global batch too (mixup partners index it).
+        aug_params = augment.draw(jax.random.fold_in(key, 3), hp.student_augment,
+                                  (hp.student_steps, hp.batch_size))
+        return sharded(state, teacher_vars, z_gen, z_student, slots, aug_params)
 
     if max_traces is not None:
         iteration = chex.assert_max_traces(iteration, n=max_traces)
