@@ -54,11 +54,15 @@ def markdown(result) -> str:
     acc = result["student_acc"]
     slots = result.get("replay_slots", 0)
     method = f"data-free DDAD replaying the last {slots} generated batches" if slots else "data-free DDAD"
+    if result.get("class_weight"):
+        method += f" with a class-conditional generator (class_weight {result['class_weight']:g})"
+    made = (f"reused from `{result['teacher_reused_from']}`" if result.get("teacher_reused_from")
+            else f"{result['teacher_wall_s'] / 60:.1f} min")
     rows = [f"| {s} | {a * 100:.2f} | {w / 60:.1f} | {_minutes(t[0])} | {_minutes(t[1])} |"
             for s, a, w, t in zip(result["seeds"], acc, result["wall_s"], result["time_to_80_85_s"])]
     return "\n".join([
         f"Teacher: {result['teacher']} (BN), test accuracy **{result['teacher_acc'] * 100:.2f} %** "
-        f"({result['teacher_wall_s'] / 60:.1f} min). Student: {result['student']}, {method}, "
+        f"({made}). Student: {result['student']}, {method}, "
         f"{result['iterations']} iterations. Machine: {result['machine']}.",
         "",
         "| seed | student test accuracy (%) | wall-clock (min) | minutes to 80 % | minutes to 85 % |",
@@ -102,12 +106,15 @@ def main():
         walls.append(wall)
         print(f"seed {seed}: student {summary['student_acc']:.4f} in {wall / 60:.1f} min", flush=True)
 
-    command = "python benchmarks/fmnist_ddad.py" + "".join(f" {o}" for o in args.ddad_overrides)
+    reused = os.path.relpath(args.teacher_dir, REPO) if args.teacher_dir else ""
+    command = ("python benchmarks/fmnist_ddad.py" + (f" --teacher_dir={reused}" if reused else "")
+               + "".join(f" {o}" for o in args.ddad_overrides))
     result = {"teacher_acc": teacher["test_acc"], "student_acc": accs, "wall_s": walls, "command": command,
               "time_to_80_85_s": reach,
               "teacher": teacher["model"], "student": summary["student"], "seeds": args.seeds,
               "teacher_wall_s": teacher_wall, "iterations": summary["iterations"],
-              "replay_slots": summary.get("replay_slots", 0),
+              "replay_slots": summary.get("replay_slots", 0), "teacher_reused_from": reused,
+              "class_weight": summary.get("class_weight", 0.0),
               "mean_student_acc": statistics.mean(accs),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {summary['devices']} JAX device(s)"}
     with open(os.path.join(args.out, "result.json"), "w") as f:  # the run keeps a copy (time_to_accuracy.py)

@@ -39,6 +39,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.temperature = 1.0
     c.onehot_weight = 0.0  # optional DAFL generator terms: confident teacher predictions ...
     c.balance_weight = 0.0  # ... and classes balanced over the batch (information entropy)
+    c.class_weight = 0.0  # >0: class-conditional generator, + this x CE(teacher, wanted class)
     c.adversarial_only = False  # must be set explicitly to distil a teacher without BatchNorm
 
     # Optimisation.
@@ -93,6 +94,9 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
         # Replay (replay_slots=100) looked good at 600 iterations (seed 0: 73.0 -> 76.4 %) but
         # hurt at 1500 (seed 0: ~76 % against 79.7 % without), at ~30 % more time an iteration.
         # Augmenting the student's images (flip, shift 2, mixup 0.5) did not help: seed 0 78.9 %.
+        # A class-conditional generator (class_weight 1: teacher cross-entropy against a class
+        # drawn per image) ran 1.5-3 points ahead of the unconditional one from epoch 11 on.
+        c.class_weight = 1.0
     elif dataset == "cifar100":
         c.num_epochs = 500
     elif dataset != "cifar10":

@@ -31,6 +31,8 @@ def hyper_from_config(config) -> ddad.DDADHyper:
         batch_size=config.batch_size, latent_dim=config.latent_dim,
         replay_slots=config.replay_slots, onehot_weight=config.onehot_weight,
         balance_weight=config.balance_weight,
+        num_classes=data.get_spec(config.dataset).num_classes if config.get("class_weight", 0.0) else 0,
+        class_weight=config.get("class_weight", 0.0),
         student_augment=augment.Augment(flip=config.get("student_flip", False),
                                         shift=config.get("student_shift", 0),
                                         mixup_alpha=config.get("student_mixup_alpha", 0.0)))
@@ -42,6 +44,11 @@ def _schedule(config, base_lr: float, updates_per_iteration: int):
                                    [m * per_epoch for m in config.lr_milestones], config.lr_gamma)
 
 
+def generator_input_dim(config) -> int:
+    """Latent size plus, for a class-conditional generator, the one-hot class."""
+    return config.latent_dim + hyper_from_config(config).num_classes
+
+
 def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     k = config.student_steps_per_generator_step
     g_tx = state_lib.make_optimizer("adam", _schedule(config, config.generator_lr, 1))
@@ -50,7 +57,7 @@ def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
     # Initialised outside the data-parallel map, where the `batch` axis does not exist yet.
     g = state_lib.create_state(generator.clone(bn_axis_name=None), g_tx, jax.random.fold_in(rng, 1),
-                               jnp.zeros((2, config.latent_dim)))
+                               jnp.zeros((2, generator_input_dim(config))))
     s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2), image)
     memory = replay.init(config.replay_slots, config.batch_size,
                          (spec.image_size, spec.image_size, spec.channels), spec.num_classes)
@@ -81,6 +88,8 @@ def _validate(config, teacher_vars):
         raise UserError(f"replay_slots must be >= 0 (0 = no replay), got {config.replay_slots}")
     if config.get("student_shift", 0) < 0 or config.get("student_mixup_alpha", 0.0) < 0:
         raise UserError("student_shift and student_mixup_alpha must be >= 0 (0 = off)")
+    if config.get("class_weight", 0.0) < 0:
+        raise UserError("class_weight must be >= 0 (0 = unconditional generator)")
     if config.discrepancy not in ("l1", "kl"):
         raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
     if not teacher_vars.get("batch_stats") and not config.adversarial_only:
@@ -97,7 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
     _validate(config, teacher_vars)
     dtype = compute_dtype(config)
-    checkpoints.guard_workdir(workdir, config.to_dict(), _IDENTITY_KEYS)
+    identity = {**config.to_dict(), "generator_classes": hyper_from_config(config).num_classes or None}
+    checkpoints.guard_workdir(workdir, identity, _IDENTITY_KEYS + ("generator_classes",))
 
     test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
     if config.eval_examples > 0:
@@ -132,6 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = int(state.step)
     reporter = reporting.Reporter(workdir, total, start_step=start)
     sample_z = jax.random.normal(jax.random.fold_in(rng, 3), (config.sample_grid, config.latent_dim))
+    if hp.num_classes:  # a conditional generator's grid goes through the classes in order
+        classes = jnp.arange(config.sample_grid) % hp.num_classes
+        sample_z = jnp.concatenate([sample_z, jax.nn.one_hot(classes, hp.num_classes)], axis=-1)
     student_acc, best_acc, t0 = float("nan"), float("nan"), time.time()
 
     def check_finite(step, metrics):
@@ -171,6 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                "student_acc": student_acc, "best_student_acc": best_acc if np.isfinite(best_acc) else student_acc,
                "iterations": total, "replay_slots": config.replay_slots,
+               "class_weight": config.get("class_weight", 0.0),
                "wall_s_this_run": time.time() - t0, "devices": mesh.size}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -28,6 +28,7 @@ def _run_ddad(num_devices, iterations=3, replay_slots=0):
     if replay_slots:  # the variant also turns on the generator's optional DAFL terms and the
         config.onehot_weight, config.balance_weight = 1.0, 5.0  # student's augmentations
         config.student_flip, config.student_shift, config.student_mixup_alpha = True, 2, 0.5
+        config.class_weight = 1.0  # and a class-conditional generator
     spec = data.get_spec("fashion_mnist")
     mesh = parallel.make_mesh(num_devices)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)

@@ -3,7 +3,9 @@
 One iteration = one generator update, then ``student_steps`` student updates:
 
 * generator: minimise ``bn_weight * L_BN - adv_weight * D(student, teacher)`` on its images
-  (plus, optionally, DAFL's one-hot and information-entropy terms),
+  (plus, optionally, DAFL's one-hot and information-entropy terms, or, with a
+  class-conditional generator, ``class_weight`` x the teacher's cross-entropy against the
+  class each image was generated for),
   where L_BN compares the batch statistics entering each teacher BatchNorm layer with the
   teacher's running statistics (discriminator 1), and D is the teacher-student
   discrepancy (discriminator 2, the student; L1 between logits as in DFAD, or KL);
@@ -24,6 +26,7 @@ import chex
 import flax
 import jax
 import jax.numpy as jnp
+import optax
 
 from ddad_jax import augment, losses, parallel
 from ddad_jax.methods import replay
@@ -54,6 +57,23 @@ class DDADHyper:
     onehot_weight: float = 0.0  # optional DAFL terms in the generator loss: confident images
     balance_weight: float = 0.0  # ... and balanced classes (information entropy)
     student_augment: augment.Augment = augment.Augment()  # of the student steps' generated images
+    num_classes: int = 0  # > 0: class-conditional generator (latent = noise ++ one-hot class)
+    class_weight: float = 0.0  # weight of the teacher's cross-entropy against that class
+
+
+def draw_latents(rng, hp: DDADHyper, shape) -> jnp.ndarray:
+    """Generator inputs for batches of leading ``shape``: Gaussian noise, followed, for a
+    class-conditional generator, by the one-hot encoding of a uniformly drawn class."""
+    z = jax.random.normal(rng, (*shape, hp.latent_dim))  # the unconditional stream unchanged
+    if not hp.num_classes:
+        return z
+    labels = jax.random.randint(jax.random.fold_in(rng, 1), shape, 0, hp.num_classes)
+    return jnp.concatenate([z, jax.nn.one_hot(labels, hp.num_classes, dtype=z.dtype)], axis=-1)
+
+
+def conditioning_classes(hp: DDADHyper, z: jnp.ndarray) -> jnp.ndarray:
+    """The one-hot classes a conditional generator's inputs ``z`` ask for."""
+    return z[..., hp.latent_dim:]
 
 
 def _scoped(name):
@@ -113,6 +133,12 @@ def generator_step(hp: DDADHyper, teacher_apply, teacher_vars, state: DDADState,
         loss = hp.bn_weight * bn - hp.adv_weight * adv + hp.onehot_weight * onehot + hp.balance_weight * balance
         metrics = {"gen/loss": loss, "gen/bn_loss": bn, "gen/adv_discrepancy": adv,
                    "gen/onehot_loss": onehot, "gen/class_entropy": -balance}
+        if hp.num_classes:
+            wanted = conditioning_classes(hp, z)
+            ce = _pmean(jnp.mean(optax.softmax_cross_entropy(t32, wanted)))
+            loss = loss + hp.class_weight * ce
+            hit = _pmean(jnp.mean(jnp.argmax(t32, -1) == jnp.argmax(wanted, -1)))
+            metrics.update({"gen/loss": loss, "gen/class_ce": ce, "gen/class_accuracy": hit})
         return loss, (g_stats, metrics, (x, t_logits))
 
     grads, (g_stats, metrics, batch) = jax.grad(loss_fn, has_aux=True)(g.params)
@@ -193,8 +219,8 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
         # Noise for the global batch is drawn once, so results do not depend on the device count.
         key = jax.random.fold_in(rng, state.step)
         k_gen, k_student = jax.random.split(key)
-        z_gen = jax.random.normal(k_gen, (hp.batch_size, hp.latent_dim))
-        z_student = jax.random.normal(k_student, (hp.student_steps, hp.batch_size, hp.latent_dim))
+        z_gen = draw_latents(k_gen, hp, (hp.batch_size,))
+        z_student = draw_latents(k_student, hp, (hp.student_steps, hp.batch_size))
         slots = None
         if hp.replay_slots:
             filled = jnp.minimum(state.step + 1, hp.replay_slots)  # this iteration's batch included
