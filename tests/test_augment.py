@@ -77,7 +77,7 @@ def test_ddad_student_step_augments_before_the_teacher_labels():
     from ddad_jax.train import create_state, hyper_from_config
 
     config = ddad_config.get_config("fashion_mnist,smoke")
-    config.batch_size = 8
+    config.batch_size, config.class_weight = 8, 0.0  # an unconditional generator: z is noise only
     spec = data.get_spec("fashion_mnist")
     mesh = parallel.make_mesh(1)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)

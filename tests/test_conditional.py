@@ -32,6 +32,7 @@ def test_latents_unconditional_stream_is_unchanged_and_conditional_appends_one_h
 
 def test_config_turns_the_conditional_generator_on_and_sizes_its_input():
     config = ddad_config.get_config("fashion_mnist,smoke")
+    config.class_weight = 0.0
     assert hyper_from_config(config).num_classes == 0 and generator_input_dim(config) == config.latent_dim
     config.class_weight = 0.5
     hp = hyper_from_config(config)

@@ -25,6 +25,7 @@ def _tiny_config():
 def _run_ddad(num_devices, iterations=3, replay_slots=0):
     config = _tiny_config()
     config.replay_slots = replay_slots
+    config.class_weight = 0.0  # the plain variant: an unconditional generator
     if replay_slots:  # the variant also turns on the generator's optional DAFL terms and the
         config.onehot_weight, config.balance_weight = 1.0, 5.0  # student's augmentations
         config.student_flip, config.student_shift, config.student_mixup_alpha = True, 2, 0.5
@@ -58,7 +59,7 @@ def test_ddad_one_device_equals_eight_devices(replay_slots):
     chex.assert_trees_all_close(state1.generator.batch_stats, state8.generator.batch_stats, rtol=1e-3, atol=1e-5)
     chex.assert_trees_all_close(state1.student.params, state8.student.params, rtol=2e-3, atol=2e-5)
     if replay_slots:  # the replay memory is the same global array, whatever the split
-        chex.assert_trees_all_close(state1.memory, state8.memory, rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(state1.memory, state8.memory, rtol=1e-3, atol=1e-4)
     # and the step really did something
     assert hist1[-1]["gen/bn_loss"] != hist1[0]["gen/bn_loss"]
 
