@@ -53,6 +53,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.student_flip = False  # random horizontal flips
     c.student_shift = 0  # random translations by up to this many pixels
     c.student_mixup_alpha = 0.0  # >0: mixup with another generated image, weight ~ Beta(a, a)
+    c.student_ema = 0.0  # >0: evaluate and report a moving average of the student (decay per iteration)
     c.student_optimizer = "sgd"  # or "adam"
     c.student_lr = 0.1
     c.student_momentum = 0.9

@@ -28,6 +28,18 @@ def variables_of(state: TrainState) -> dict:
     return v
 
 
+def ema_decay(decay: float, updates) -> jnp.ndarray:
+    """The averaging weight after ``updates`` updates: ``decay``, lowered early on to
+    ``(1 + updates) / (10 + updates)`` so the first weights do not dominate the average."""
+    return jnp.minimum(decay, (1.0 + updates) / (10.0 + updates))
+
+
+def ema_update(average, new, decay) -> Any:
+    """One exponential-moving-average step over matching pytrees: ``decay * average +
+    (1 - decay) * new``, leaf by leaf, in each leaf's dtype."""
+    return jax.tree.map(lambda a, n: (decay * a + (1.0 - decay) * n).astype(a.dtype), average, new)
+
+
 def make_schedule(kind: str, base_lr: float, total_steps: int,
                   milestones: Optional[Sequence[int]] = None, gamma: float = 0.1) -> optax.Schedule:
     """'constant', 'cosine' (to 0 over total_steps) or 'step' (x gamma at each milestone step)."""

@@ -32,7 +32,7 @@ def hyper_from_config(config) -> ddad.DDADHyper:
         replay_slots=config.replay_slots, onehot_weight=config.onehot_weight,
         balance_weight=config.balance_weight,
         num_classes=data.get_spec(config.dataset).num_classes if config.get("class_weight", 0.0) else 0,
-        class_weight=config.get("class_weight", 0.0),
+        class_weight=config.get("class_weight", 0.0), student_ema=config.get("student_ema", 0.0),
         student_augment=augment.Augment(flip=config.get("student_flip", False),
                                         shift=config.get("student_shift", 0),
                                         mixup_alpha=config.get("student_mixup_alpha", 0.0)))
@@ -61,9 +61,10 @@ def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2), image)
     memory = replay.init(config.replay_slots, config.batch_size,
                          (spec.image_size, spec.image_size, spec.channels), spec.num_classes)
-    return ddad.DDADState(step=jnp.zeros((), jnp.int32),
-                          generator=g.replace(apply_fn=generator.apply),
-                          student=s.replace(apply_fn=student.apply), memory=memory)
+    s = s.replace(apply_fn=student.apply)
+    return ddad.DDADState(step=jnp.zeros((), jnp.int32), generator=g.replace(apply_fn=generator.apply),
+                          student=s, memory=memory,
+                          student_ema=ddad.init_student_ema(s) if config.get("student_ema", 0.0) else None)
 
 
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -88,6 +89,8 @@ def _validate(config, teacher_vars):
         raise UserError(f"replay_slots must be >= 0 (0 = no replay), got {config.replay_slots}")
     if config.get("student_shift", 0) < 0 or config.get("student_mixup_alpha", 0.0) < 0:
         raise UserError("student_shift and student_mixup_alpha must be >= 0 (0 = off)")
+    if not 0.0 <= config.get("student_ema", 0.0) < 1.0:
+        raise UserError(f"student_ema must be in [0, 1) (0 = off), got {config.student_ema}")
     if config.get("class_weight", 0.0) < 0:
         raise UserError("class_weight must be >= 0 (0 = unconditional generator)")
     if config.discrepancy not in ("l1", "kl"):
@@ -96,6 +99,16 @@ def _validate(config, teacher_vars):
         raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so DDAD's BN-statistics "
                         "discriminator has nothing to match; use a BN teacher (e.g. lenet5_bn) or set "
                         "--config.adversarial_only=True explicitly")
+
+
+def evaluate_students(student_model, state: ddad.DDADState, eval_set):
+    """Test accuracy of the student the run delivers -- its moving average when there is one
+    -- and the metrics to log (with an average, the raw student's accuracy too)."""
+    raw = evaluate(student_model, state_lib.variables_of(state.student), eval_set)
+    if state.student_ema is None:
+        return raw, {"test/student_accuracy": raw}
+    averaged = evaluate(student_model, state.student_ema, eval_set)
+    return averaged, {"test/student_accuracy": averaged, "test/student_raw_accuracy": raw}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -163,10 +176,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             reporter.write(step, metrics)
         if end_of_epoch:
             epoch = step // config.iters_per_epoch
-            student_acc = evaluate(student_f32, state_lib.variables_of(state.student), eval_set)
+            student_acc, accuracies = evaluate_students(student_f32, state, eval_set)
             best_acc = student_acc if not best_acc >= student_acc else best_acc
-            reporter.write(step, {"test/student_accuracy": student_acc, "test/teacher_accuracy": teacher_acc})
-            print(f"[ddad] epoch {epoch}/{config.num_epochs}: student test accuracy {student_acc:.4f} "
+            reporter.write(step, {**accuracies, "test/teacher_accuracy": teacher_acc})
+            raw = f", raw student {accuracies['test/student_raw_accuracy']:.4f}" if hp.student_ema else ""
+            print(f"[ddad] epoch {epoch}/{config.num_epochs}: student test accuracy {student_acc:.4f}{raw} "
                   f"(teacher {teacher_acc:.4f}, {time.time() - t0:.0f}s)", flush=True)
             images = sample(state_lib.variables_of(state.generator), sample_z)
             reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"),
@@ -178,13 +192,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.close()
     reporter.close()
     if not np.isfinite(student_acc):  # nothing left to run (a finished run resumed): evaluate it
-        student_acc = evaluate(student_f32, state_lib.variables_of(state.student), eval_set)
+        student_acc, _ = evaluate_students(student_f32, state, eval_set)
     summary = {"method": "ddad", "dataset": config.dataset, "teacher": config.teacher,
                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                "student_acc": student_acc, "best_student_acc": best_acc if np.isfinite(best_acc) else student_acc,
                "iterations": total, "replay_slots": config.replay_slots,
-               "class_weight": config.get("class_weight", 0.0),
+               "class_weight": config.get("class_weight", 0.0), "student_ema": config.get("student_ema", 0.0),
                "wall_s_this_run": time.time() - t0, "devices": mesh.size}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -13,6 +13,11 @@ One iteration = one generator update, then ``student_steps`` student updates:
   (flip, shift, mixup; ``augment``) before the teacher labels them, plus, with
   ``replay_slots``, a batch replayed from a memory of past generated batches (``replay``).
 
+With ``student_ema`` > 0 the state also keeps an exponential moving average of the
+student's variables (parameters and BatchNorm statistics), updated once an iteration; the
+training loop evaluates and reports that average, which smooths the oscillation that the
+moving generator puts into the student.
+
 The teacher is frozen: it is an argument, never part of the state, always in inference
 mode. Everything here is per-replica code for ``parallel.data_parallel``: statistics and
 losses are reduced over ``parallel.BATCH_AXIS``, so they are those of the global batch.
@@ -31,6 +36,7 @@ import optax
 from ddad_jax import augment, losses, parallel
 from ddad_jax.methods import replay
 from ddad_jax.models.bn_stats import apply_with_bn_stats
+from ddad_jax import state as state_lib
 from ddad_jax.state import TrainState
 
 AXIS = parallel.BATCH_AXIS
@@ -42,6 +48,7 @@ class DDADState:
     generator: TrainState
     student: TrainState
     memory: Optional[replay.Memory] = None  # past generated batches (replay_slots > 0)
+    student_ema: Optional[Any] = None  # moving average of the student's variables (student_ema > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,7 @@ class DDADHyper:
     student_augment: augment.Augment = augment.Augment()  # of the student steps' generated images
     num_classes: int = 0  # > 0: class-conditional generator (latent = noise ++ one-hot class)
     class_weight: float = 0.0  # weight of the teacher's cross-entropy against that class
+    student_ema: float = 0.0  # > 0: decay of the student's moving average (per iteration)
 
 
 def draw_latents(rng, hp: DDADHyper, shape) -> jnp.ndarray:
@@ -177,7 +185,23 @@ def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z, replay_slots
 def state_spec(hp: DDADHyper) -> DDADState:
     """Partition specs of a DDADState: replicated, except the replay memory (batch-sharded)."""
     P = jax.sharding.PartitionSpec
-    return DDADState(step=P(), generator=P(), student=P(), memory=replay.SPEC if hp.replay_slots else None)
+    return DDADState(step=P(), generator=P(), student=P(), memory=replay.SPEC if hp.replay_slots else None,
+                     student_ema=P() if hp.student_ema else None)
+
+
+def init_student_ema(student: TrainState) -> Any:
+    """The moving average's starting point: a copy of the student's variables."""
+    return jax.tree.map(jnp.copy, state_lib.variables_of(student))
+
+
+def update_student_ema(hp: DDADHyper, state: DDADState) -> DDADState:
+    """Moves the student's average towards its current variables (after ``state.step``
+    earlier iterations); identity when ``student_ema`` is off."""
+    if not hp.student_ema:
+        return state
+    decay = state_lib.ema_decay(hp.student_ema, state.step.astype(jnp.float32))
+    average = state_lib.ema_update(state.student_ema, state_lib.variables_of(state.student), decay)
+    return state.replace(student_ema=average)
 
 
 def place_state(state: DDADState, hp: DDADHyper, mesh) -> DDADState:
@@ -205,6 +229,7 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
                                         state, (z_student, slots, aug_params),
                                         unroll=hp.student_steps if parallel.on_cpu() else 1)
         s_metrics = jax.tree.map(lambda m: m[-1], s_metrics)  # the last student step's loss
+        state = update_student_ema(hp, state)
         return state.replace(step=state.step + 1), {**g_metrics, **s_metrics}
 
     per_step = jax.sharding.PartitionSpec(None, AXIS)
