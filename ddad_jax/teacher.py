@@ -4,7 +4,6 @@ A finished run leaves in its workdir ``teacher/`` (the model's variables, an orb
 checkpoint) and ``teacher.json`` (architecture, dataset, measured test accuracy).
 """
 
-import functools
 import json
 import os
 import time

@@ -38,9 +38,9 @@ def hyper_from_config(config) -> ddad.DDADHyper:
                                         mixup_alpha=config.get("student_mixup_alpha", 0.0)))
 
 
-def _schedule(config, base_lr: float, updates_per_iteration: int):
+def _schedule(config, base_lr: float, updates_per_iteration: int, kind: str = ""):
     per_epoch = config.iters_per_epoch * updates_per_iteration
-    return state_lib.make_schedule(config.lr_schedule, base_lr, config.num_epochs * per_epoch,
+    return state_lib.make_schedule(kind or config.lr_schedule, base_lr, config.num_epochs * per_epoch,
                                    [m * per_epoch for m in config.lr_milestones], config.lr_gamma)
 
 
@@ -51,7 +51,8 @@ def generator_input_dim(config) -> int:
 
 def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     k = config.student_steps_per_generator_step
-    g_tx = state_lib.make_optimizer("adam", _schedule(config, config.generator_lr, 1))
+    g_tx = state_lib.make_optimizer("adam", _schedule(config, config.generator_lr, 1,
+                                                      config.get("generator_lr_schedule", "")))
     s_tx = state_lib.make_optimizer(config.student_optimizer, _schedule(config, config.student_lr, k),
                                     config.student_momentum, config.student_weight_decay)
     image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
@@ -93,6 +94,12 @@ def _validate(config, teacher_vars):
         raise UserError(f"student_ema must be in [0, 1) (0 = off), got {config.student_ema}")
     if config.get("class_weight", 0.0) < 0:
         raise UserError("class_weight must be >= 0 (0 = unconditional generator)")
+    schedules = ("step", "cosine", "constant")
+    if config.lr_schedule not in schedules:
+        raise UserError(f"lr_schedule must be one of {', '.join(schedules)}, got '{config.lr_schedule}'")
+    if config.get("generator_lr_schedule", "") not in ("",) + schedules:
+        raise UserError(f"generator_lr_schedule must be empty (= lr_schedule) or one of "
+                        f"{', '.join(schedules)}, got '{config.generator_lr_schedule}'")
     if config.discrepancy not in ("l1", "kl"):
         raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
     if not teacher_vars.get("batch_stats") and not config.adversarial_only:

@@ -71,20 +71,15 @@ def test_ddad_student_step_augments_before_the_teacher_labels():
     """With identity parameters the augmented student step equals the plain one; with random
     ones the student is trained on other images (a different loss)."""
     from configs import ddad as ddad_config
-    from ddad_jax import data, models, parallel
+    from conftest import tiny_ddad
+    from ddad_jax import parallel
     from ddad_jax.methods import ddad
     from ddad_jax.models.bn_stats import apply_with_bn_stats
-    from ddad_jax.train import create_state, hyper_from_config
+    from ddad_jax.train import hyper_from_config
 
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.batch_size, config.class_weight = 8, 0.0  # an unconditional generator: z is noise only
-    spec = data.get_spec("fashion_mnist")
-    mesh = parallel.make_mesh(1)
-    t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
-    student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
-    state = create_state(config, spec, gen, student, jax.random.key(0))
+    mesh, t_model, t_vars, _, _, state = tiny_ddad(config)
     z = jax.random.normal(jax.random.key(1), (8, config.latent_dim))
 
     def loss(aug, params):

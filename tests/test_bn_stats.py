@@ -1,7 +1,6 @@
 import chex
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ddad_jax import models, parallel

@@ -4,17 +4,17 @@ import dataclasses
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from configs import ddad as ddad_config
-from ddad_jax import data, models, parallel
+from conftest import tiny_ddad
+from ddad_jax import parallel
 from ddad_jax.errors import UserError
 from ddad_jax.methods import ddad
 from ddad_jax.models.bn_stats import apply_with_bn_stats
-from ddad_jax.train import _validate, create_state, generator_input_dim, hyper_from_config
+from ddad_jax.train import _validate, generator_input_dim, hyper_from_config
 
 
 def test_latents_unconditional_stream_is_unchanged_and_conditional_appends_one_hot_classes():
@@ -51,13 +51,7 @@ def test_generator_loss_adds_the_teachers_cross_entropy_against_the_wanted_class
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.batch_size, config.class_weight = 8, 2.0
     hp = hyper_from_config(config)
-    spec = data.get_spec("fashion_mnist")
-    mesh = parallel.make_mesh(1)
-    t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
-    student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
-    state = create_state(config, spec, gen, student, jax.random.key(0))
+    mesh, t_model, t_vars, _, _, state = tiny_ddad(config)
     z = ddad.draw_latents(jax.random.key(1), hp, (8,))
 
     def per_replica(state, z):

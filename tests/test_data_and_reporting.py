@@ -1,10 +1,8 @@
 import gzip
 import io
 import json
-import os
 
 import chex
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from configs import ddad as ddad_config
-from ddad_jax import data, models, parallel, state as state_lib
+from conftest import tiny_ddad
+from ddad_jax import data, parallel, state as state_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet
 from ddad_jax.methods import ddad
-from ddad_jax.train import _validate, create_state, evaluate_students, hyper_from_config
+from ddad_jax.train import _validate, evaluate_students, hyper_from_config
 
 
 def test_ema_arithmetic_against_hand_values():
@@ -29,14 +30,9 @@ def test_ema_arithmetic_against_hand_values():
 def _setup(student_ema):
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.batch_size, config.student_ema = 8, student_ema
-    spec = data.get_spec("fashion_mnist")
-    mesh = parallel.make_mesh(1)
-    t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
-    student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
+    mesh, t_model, t_vars, _, student, state = tiny_ddad(config)
     hp = hyper_from_config(config)
-    state = ddad.place_state(create_state(config, spec, gen, student, jax.random.key(0)), hp, mesh)
+    state = ddad.place_state(state, hp, mesh)
     return config, hp, mesh, t_model, parallel.replicate(t_vars, mesh), student, state
 
 

@@ -130,3 +130,36 @@ def test_bfloat16_run_trains_and_checkpoints_float32(tmp_path, fmnist_smoke_teac
     _, saved = _latest_checkpoint(workdir)
     dtypes = {np.asarray(x).dtype for x in jax.tree.leaves(saved["student"]["params"])}
     assert dtypes == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize("generator_schedule, decays", [("", True), ("constant", False)])
+def test_generator_can_keep_its_own_learning_rate_schedule(generator_schedule, decays):
+    from ddad_jax import data, models
+    config = ddad_config.get_config("fashion_mnist,smoke")  # cosine over 4 iterations
+    config.generator_lr_schedule = generator_schedule
+    spec = data.get_spec("fashion_mnist")
+    gen = models.Generator(config.generator_channels, 32, 1)
+    student = models.get_classifier("lenet5_half", 10)
+    state = train.create_state(config, spec, gen, student, jax.random.key(0))
+    total = config.num_epochs * config.iters_per_epoch
+    g = state.generator
+    grads = jax.tree.map(np.ones_like, g.params)
+    opt_state, sizes = g.opt_state, []
+    for _ in range(total + 1):
+        updates, opt_state = g.tx.update(grads, opt_state, g.params)
+        sizes.append(max(float(np.abs(u).max()) for u in jax.tree.leaves(updates)))
+    np.testing.assert_allclose(sizes[0], config.generator_lr, rtol=1e-3)  # Adam: |update| = lr
+    if decays:  # the student's cosine schedule: nothing left after `total` generator updates
+        assert sizes[-1] < 1e-9
+    else:
+        np.testing.assert_allclose(sizes[-1], config.generator_lr, rtol=1e-3)
+
+
+def test_unknown_schedules_are_clear_errors():
+    config = ddad_config.get_config("fashion_mnist,smoke")
+    config.generator_lr_schedule = "linear"
+    with pytest.raises(UserError, match="generator_lr_schedule"):
+        train._validate(config, {"batch_stats": {"bn": {}}})
+    config.generator_lr_schedule, config.lr_schedule = "", "warmup"
+    with pytest.raises(UserError, match="lr_schedule must be one of"):
+        train._validate(config, {"batch_stats": {"bn": {}}})
