@@ -40,6 +40,9 @@ def ema_update(average, new, decay) -> Any:
     return jax.tree.map(lambda a, n: (decay * a + (1.0 - decay) * n).astype(a.dtype), average, new)
 
 
+SCHEDULES = ("step", "cosine", "constant")  # the learning-rate schedules make_schedule knows
+
+
 def make_schedule(kind: str, base_lr: float, total_steps: int,
                   milestones: Optional[Sequence[int]] = None, gamma: float = 0.1) -> optax.Schedule:
     """'constant', 'cosine' (to 0 over total_steps) or 'step' (x gamma at each milestone step)."""
@@ -49,7 +52,7 @@ def make_schedule(kind: str, base_lr: float, total_steps: int,
         return optax.cosine_decay_schedule(base_lr, max(total_steps, 1))
     if kind == "step":
         return optax.piecewise_constant_schedule(base_lr, {int(m): gamma for m in milestones or ()})
-    raise ValueError(f"unknown schedule '{kind}' (use constant, cosine or step)")
+    raise ValueError(f"unknown schedule '{kind}' (use {', '.join(SCHEDULES)})")
 
 
 def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.9,

@@ -31,11 +31,11 @@ def hyper_from_config(config) -> ddad.DDADHyper:
         batch_size=config.batch_size, latent_dim=config.latent_dim,
         replay_slots=config.replay_slots, onehot_weight=config.onehot_weight,
         balance_weight=config.balance_weight,
-        num_classes=data.get_spec(config.dataset).num_classes if config.get("class_weight", 0.0) else 0,
-        class_weight=config.get("class_weight", 0.0), student_ema=config.get("student_ema", 0.0),
-        student_augment=augment.Augment(flip=config.get("student_flip", False),
-                                        shift=config.get("student_shift", 0),
-                                        mixup_alpha=config.get("student_mixup_alpha", 0.0)))
+        num_classes=data.get_spec(config.dataset).num_classes if config.class_weight else 0,
+        class_weight=config.class_weight, student_ema=config.student_ema,
+        student_augment=augment.Augment(flip=config.student_flip,
+                                        shift=config.student_shift,
+                                        mixup_alpha=config.student_mixup_alpha))
 
 
 def _schedule(config, base_lr: float, updates_per_iteration: int, kind: str = ""):
@@ -52,7 +52,7 @@ def generator_input_dim(config) -> int:
 def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     k = config.student_steps_per_generator_step
     g_tx = state_lib.make_optimizer("adam", _schedule(config, config.generator_lr, 1,
-                                                      config.get("generator_lr_schedule", "")))
+                                                      config.generator_lr_schedule))
     s_tx = state_lib.make_optimizer(config.student_optimizer, _schedule(config, config.student_lr, k),
                                     config.student_momentum, config.student_weight_decay)
     image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
@@ -65,7 +65,7 @@ def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
     s = s.replace(apply_fn=student.apply)
     return ddad.DDADState(step=jnp.zeros((), jnp.int32), generator=g.replace(apply_fn=generator.apply),
                           student=s, memory=memory,
-                          student_ema=ddad.init_student_ema(s) if config.get("student_ema", 0.0) else None)
+                          student_ema=ddad.init_student_ema(s) if config.student_ema else None)
 
 
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -88,18 +88,18 @@ def _validate(config, teacher_vars):
         raise UserError(f"student_optimizer must be 'sgd' or 'adam', got '{config.student_optimizer}'")
     if config.replay_slots < 0:
         raise UserError(f"replay_slots must be >= 0 (0 = no replay), got {config.replay_slots}")
-    if config.get("student_shift", 0) < 0 or config.get("student_mixup_alpha", 0.0) < 0:
+    if config.student_shift < 0 or config.student_mixup_alpha < 0:
         raise UserError("student_shift and student_mixup_alpha must be >= 0 (0 = off)")
-    if not 0.0 <= config.get("student_ema", 0.0) < 1.0:
+    if not 0.0 <= config.student_ema < 1.0:
         raise UserError(f"student_ema must be in [0, 1) (0 = off), got {config.student_ema}")
-    if config.get("class_weight", 0.0) < 0:
+    if config.class_weight < 0:
         raise UserError("class_weight must be >= 0 (0 = unconditional generator)")
-    schedules = ("step", "cosine", "constant")
-    if config.lr_schedule not in schedules:
-        raise UserError(f"lr_schedule must be one of {', '.join(schedules)}, got '{config.lr_schedule}'")
-    if config.get("generator_lr_schedule", "") not in ("",) + schedules:
-        raise UserError(f"generator_lr_schedule must be empty (= lr_schedule) or one of "
-                        f"{', '.join(schedules)}, got '{config.generator_lr_schedule}'")
+    known = ", ".join(state_lib.SCHEDULES)
+    if config.lr_schedule not in state_lib.SCHEDULES:
+        raise UserError(f"lr_schedule must be one of {known}, got '{config.lr_schedule}'")
+    if config.generator_lr_schedule not in ("", *state_lib.SCHEDULES):
+        raise UserError(f"generator_lr_schedule must be empty (= lr_schedule) or one of {known}, "
+                        f"got '{config.generator_lr_schedule}'")
     if config.discrepancy not in ("l1", "kl"):
         raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
     if not teacher_vars.get("batch_stats") and not config.adversarial_only:
@@ -163,8 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     reporter = reporting.Reporter(workdir, total, start_step=start)
     sample_z = jax.random.normal(jax.random.fold_in(rng, 3), (config.sample_grid, config.latent_dim))
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
-        classes = jnp.arange(config.sample_grid) % hp.num_classes
-        sample_z = jnp.concatenate([sample_z, jax.nn.one_hot(classes, hp.num_classes)], axis=-1)
+        sample_z = ddad.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
     student_acc, best_acc, t0 = float("nan"), float("nan"), time.time()
 
     def check_finite(step, metrics):
@@ -205,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                "student_acc": student_acc, "best_student_acc": best_acc if np.isfinite(best_acc) else student_acc,
                "iterations": total, "replay_slots": config.replay_slots,
-               "class_weight": config.get("class_weight", 0.0), "student_ema": config.get("student_ema", 0.0),
+               "class_weight": config.class_weight, "student_ema": config.student_ema,
                "wall_s_this_run": time.time() - t0, "devices": mesh.size}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

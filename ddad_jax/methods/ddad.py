@@ -33,10 +33,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import augment, losses, parallel
+from ddad_jax import augment, losses, parallel, state as state_lib
 from ddad_jax.methods import replay
 from ddad_jax.models.bn_stats import apply_with_bn_stats
-from ddad_jax import state as state_lib
 from ddad_jax.state import TrainState
 
 AXIS = parallel.BATCH_AXIS
@@ -76,7 +75,12 @@ def draw_latents(rng, hp: DDADHyper, shape) -> jnp.ndarray:
     if not hp.num_classes:
         return z
     labels = jax.random.randint(jax.random.fold_in(rng, 1), shape, 0, hp.num_classes)
-    return jnp.concatenate([z, jax.nn.one_hot(labels, hp.num_classes, dtype=z.dtype)], axis=-1)
+    return with_classes(z, labels, hp.num_classes)
+
+
+def with_classes(z: jnp.ndarray, labels: jnp.ndarray, num_classes: int) -> jnp.ndarray:
+    """A conditional generator's input: the noise ``z`` followed by one-hot ``labels``."""
+    return jnp.concatenate([z, jax.nn.one_hot(labels, num_classes, dtype=z.dtype)], axis=-1)
 
 
 def conditioning_classes(hp: DDADHyper, z: jnp.ndarray) -> jnp.ndarray:
