@@ -56,6 +56,8 @@ def markdown(result) -> str:
     method = f"data-free DDAD replaying the last {slots} generated batches" if slots else "data-free DDAD"
     if result.get("class_weight"):
         method += f" with a class-conditional generator (class_weight {result['class_weight']:g})"
+    finetune = (f" then {result['finetune_iterations']} of student-only fine-tuning on the frozen generator"
+                if result.get("finetune_iterations") else "")
     made = (f"reused from `{result['teacher_reused_from']}`" if result.get("teacher_reused_from")
             else f"{result['teacher_wall_s'] / 60:.1f} min")
     rows = [f"| {s} | {a * 100:.2f} | {w / 60:.1f} | {_minutes(t[0])} | {_minutes(t[1])} |"
@@ -63,7 +65,7 @@ def markdown(result) -> str:
     return "\n".join([
         f"Teacher: {result['teacher']} (BN), test accuracy **{result['teacher_acc'] * 100:.2f} %** "
         f"({made}). Student: {result['student']}, {method}, "
-        f"{result['iterations']} iterations. Machine: {result['machine']}.",
+        f"{result['iterations']} iterations{finetune}. Machine: {result['machine']}.",
         "",
         "| seed | student test accuracy (%) | wall-clock (min) | minutes to 80 % | minutes to 85 % |",
         "|---:|---:|---:|---:|---:|",
@@ -113,6 +115,7 @@ def main():
               "time_to_80_85_s": reach,
               "teacher": teacher["model"], "student": summary["student"], "seeds": args.seeds,
               "teacher_wall_s": teacher_wall, "iterations": summary["iterations"],
+              "finetune_iterations": summary.get("finetune_iterations", 0),
               "replay_slots": summary.get("replay_slots", 0), "teacher_reused_from": reused,
               "class_weight": summary.get("class_weight", 0.0),
               "mean_student_acc": statistics.mean(accs),

@@ -42,7 +42,8 @@ def _config(name, on_cpu):
     from configs import ddad as ddad_config  # pylint: disable=import-outside-toplevel
     dataset, cpu_batch = WORKLOADS[name]
     config = ddad_config.get_config(dataset)
-    config.replay_slots = 0  # the plain DDAD iteration, as in the PyTorch reference
+    config.replay_slots = 0  # the plain DDAD iteration, as in the PyTorch reference:
+    config.student_discrepancy = ""  # L1 for the generator and the student alike
     if on_cpu and cpu_batch:
         config.batch_size = cpu_batch
     return config

@@ -34,7 +34,9 @@ def summarise(label, out):
         reached = time_to_accuracy(os.path.join(out, f"ddad_seed{seed}", "metrics.jsonl"), start, TARGETS)
         for t, seconds in zip(TARGETS, reached):
             per_target[t].append(seconds)
-    return {"label": label, "dir": out, "iterations": result["iterations"], "seeds": result["seeds"],
+    tail = result.get("finetune_iterations", 0)  # student-only iterations after the adversarial ones
+    iterations = f"{result['iterations']} + {tail} fine-tuning" if tail else result["iterations"]
+    return {"label": label, "dir": out, "iterations": iterations, "seeds": result["seeds"],
             "final_acc": result["student_acc"], "wall_s": result["wall_s"],
             "minutes_to": {f"{t:.2f}": [None if s is None else s / 60 for s in v] for t, v in per_target.items()}}
 

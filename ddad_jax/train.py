@@ -1,10 +1,12 @@
 """The data-free training loop: DDAD from a frozen teacher into a student.
 
 config -> load teacher (frozen) and the real test split (evaluation only) -> generator and
-student states -> jitted data-parallel iterations -> every epoch: evaluate the student,
-write metrics and a sample grid, checkpoint -> ``summary.json``.
+student states -> jitted data-parallel iterations (then, with ``finetune_epochs``, student-only
+iterations on the frozen generator) -> every epoch: evaluate the student, write metrics and
+a sample grid, checkpoint -> ``summary.json``.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -13,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from ddad_jax import augment, checkpoints, data, models, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
@@ -27,7 +30,8 @@ def hyper_from_config(config) -> ddad.DDADHyper:
     return ddad.DDADHyper(
         bn_weight=0.0 if config.adversarial_only else config.bn_weight,
         adv_weight=config.adv_weight, discrepancy=config.discrepancy,
-        temperature=config.temperature, student_steps=config.student_steps_per_generator_step,
+        temperature=config.temperature, student_discrepancy=config.student_discrepancy,
+        student_steps=config.student_steps_per_generator_step,
         batch_size=config.batch_size, latent_dim=config.latent_dim,
         replay_slots=config.replay_slots, onehot_weight=config.onehot_weight,
         balance_weight=config.balance_weight,
@@ -44,16 +48,26 @@ def _schedule(config, base_lr: float, updates_per_iteration: int, kind: str = ""
                                    [m * per_epoch for m in config.lr_milestones], config.lr_gamma)
 
 
+def student_schedule(config) -> optax.Schedule:
+    """The student's learning rate per update: ``lr_schedule`` over the adversarial epochs,
+    then, over ``finetune_epochs``, a cosine from ``finetune_lr`` to 0."""
+    k = config.student_steps_per_generator_step
+    main = _schedule(config, config.student_lr, k)
+    if not config.finetune_epochs:
+        return main
+    tail = optax.cosine_decay_schedule(config.finetune_lr, config.finetune_epochs * config.iters_per_epoch * k)
+    return optax.join_schedules([main, tail], [config.num_epochs * config.iters_per_epoch * k])
+
+
 def generator_input_dim(config) -> int:
     """Latent size plus, for a class-conditional generator, the one-hot class."""
     return config.latent_dim + hyper_from_config(config).num_classes
 
 
 def create_state(config, spec, generator, student, rng) -> ddad.DDADState:
-    k = config.student_steps_per_generator_step
     g_tx = state_lib.make_optimizer("adam", _schedule(config, config.generator_lr, 1,
                                                       config.generator_lr_schedule))
-    s_tx = state_lib.make_optimizer(config.student_optimizer, _schedule(config, config.student_lr, k),
+    s_tx = state_lib.make_optimizer(config.student_optimizer, student_schedule(config),
                                     config.student_momentum, config.student_weight_decay)
     image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
     # Initialised outside the data-parallel map, where the `batch` axis does not exist yet.
@@ -100,8 +114,15 @@ def _validate(config, teacher_vars):
     if config.generator_lr_schedule not in ("", *state_lib.SCHEDULES):
         raise UserError(f"generator_lr_schedule must be empty (= lr_schedule) or one of {known}, "
                         f"got '{config.generator_lr_schedule}'")
+    if config.finetune_epochs < 0 or (config.finetune_epochs and config.finetune_lr <= 0):
+        raise UserError("finetune_epochs must be >= 0 (0 = off) and finetune_lr > 0")
+    if config.finetune_discrepancy not in ("l1", "kl"):
+        raise UserError(f"finetune_discrepancy must be 'l1' or 'kl', got '{config.finetune_discrepancy}'")
     if config.discrepancy not in ("l1", "kl"):
         raise UserError(f"discrepancy must be 'l1' or 'kl', got '{config.discrepancy}'")
+    if config.student_discrepancy not in ("", "l1", "kl"):
+        raise UserError("student_discrepancy must be empty (= discrepancy), 'l1' or 'kl', "
+                        f"got '{config.student_discrepancy}'")
     if not teacher_vars.get("batch_stats") and not config.adversarial_only:
         raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so DDAD's BN-statistics "
                         "discriminator has nothing to match; use a BN teacher (e.g. lenet5_bn) or set "
@@ -158,7 +179,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher_vars = parallel.replicate(teacher_vars, mesh)
 
     iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hp, mesh)
-    total = config.num_epochs * config.iters_per_epoch
+    adversarial_total = config.num_epochs * config.iters_per_epoch
+    total = (config.num_epochs + config.finetune_epochs) * config.iters_per_epoch
+    finetune = ddad.make_iteration(  # then student-only iterations on the frozen generator's images
+        teacher_model.clone(dtype=dtype), dataclasses.replace(hp, student_discrepancy=config.finetune_discrepancy),
+        mesh, adversarial=False) if config.finetune_epochs else None
+    epochs = config.num_epochs + config.finetune_epochs
     start = int(state.step)
     reporter = reporting.Reporter(workdir, total, start_step=start)
     sample_z = jax.random.normal(jax.random.fold_in(rng, 3), (config.sample_grid, config.latent_dim))
@@ -173,12 +199,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             "(the last good checkpoint is kept)")
 
     for step in range(start + 1, total + 1):
-        state, metrics = iteration(state, teacher_vars, rng)
+        state, metrics = (iteration if step <= adversarial_total else finetune)(state, teacher_vars, rng)
         end_of_epoch = step % config.iters_per_epoch == 0
         if step % config.log_every == 0 or end_of_epoch:
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             check_finite(step, metrics)
-            reporter.progress(step, metrics, prefix=f"[ddad] epoch {(step - 1) // config.iters_per_epoch + 1} ")
+            phase = "" if step <= adversarial_total else "fine-tune "
+            reporter.progress(step, metrics, prefix=f"[ddad] {phase}epoch {(step - 1) // config.iters_per_epoch + 1} ")
             reporter.write(step, metrics)
         if end_of_epoch:
             epoch = step // config.iters_per_epoch
@@ -186,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             best_acc = student_acc if not best_acc >= student_acc else best_acc
             reporter.write(step, {**accuracies, "test/teacher_accuracy": teacher_acc})
             raw = f", raw student {accuracies['test/student_raw_accuracy']:.4f}" if hp.student_ema else ""
-            print(f"[ddad] epoch {epoch}/{config.num_epochs}: student test accuracy {student_acc:.4f}{raw} "
+            print(f"[ddad] epoch {epoch}/{epochs}: student test accuracy {student_acc:.4f}{raw} "
                   f"(teacher {teacher_acc:.4f}, {time.time() - t0:.0f}s)", flush=True)
             images = sample(state_lib.variables_of(state.generator), sample_z)
             reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"),
@@ -203,7 +230,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                "student_acc": student_acc, "best_student_acc": best_acc if np.isfinite(best_acc) else student_acc,
-               "iterations": total, "replay_slots": config.replay_slots,
+               "iterations": adversarial_total, "finetune_iterations": total - adversarial_total,
+               "replay_slots": config.replay_slots,
                "class_weight": config.class_weight, "student_ema": config.student_ema,
                "wall_s_this_run": time.time() - t0, "devices": mesh.size}
     with open(os.path.join(workdir, "summary.json"), "w") as f:

@@ -80,6 +80,9 @@ def test_results_table_names_the_replay_memory_when_used():
     assert "| **mean** | **81.00** (± 1.00) | 10.5 (median) | | |" in table
     assert "| 0 | 80.00 | 10.0 | 5.0 | not reached |" in table
     assert "replaying" not in fmnist_ddad.markdown({**result, "replay_slots": 0})
+    assert "fine-tuning" not in table
+    tuned = fmnist_ddad.markdown({**result, "finetune_iterations": 50})
+    assert "1500 iterations then 50 of student-only fine-tuning on the frozen generator" in tuned
 
 
 def test_publish_writes_markdown_and_json(tmp_path):

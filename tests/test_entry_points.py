@@ -32,6 +32,7 @@ def test_fashion_mnist_teacher_then_ddad_on_real_data(tmp_path, fmnist_data_dir)
     assert "steps/s | ETA" in out and "[ddad] done" in out
     summary = json.load(open(os.path.join(ddad_dir, "summary.json")))
     assert summary["iterations"] == 4 and summary["teacher"] == "lenet5_bn"
+    assert summary["finetune_iterations"] == 2 and "[ddad] fine-tune epoch 3" in out
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])

@@ -18,6 +18,7 @@ def _config(teacher_dir, data_dir, **overrides):
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.teacher_dir, config.data_dir, config.num_devices = teacher_dir, data_dir, 1
     config.lr_schedule, config.lr_milestones = "step", (1,)  # schedule independent of run length
+    config.finetune_epochs = 0  # the adversarial loop alone (tests/test_finetune.py: the fine-tuning)
     config.update(overrides)
     return config
 

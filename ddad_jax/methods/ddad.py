@@ -9,7 +9,9 @@ One iteration = one generator update, then ``student_steps`` student updates:
   where L_BN compares the batch statistics entering each teacher BatchNorm layer with the
   teacher's running statistics (discriminator 1), and D is the teacher-student
   discrepancy (discriminator 2, the student; L1 between logits as in DFAD, or KL);
-* student: minimise ``D(student, teacher)`` on fresh generated images, optionally augmented
+* student: minimise ``D(student, teacher)`` (or another discrepancy,
+  ``student_discrepancy``: e.g. KL for the student while the generator plays on L1) on
+  fresh generated images, optionally augmented
   (flip, shift, mixup; ``augment``) before the teacher labels them, plus, with
   ``replay_slots``, a batch replayed from a memory of past generated batches (``replay``).
 
@@ -56,6 +58,7 @@ class DDADHyper:
     adv_weight: float = 1.0
     discrepancy: str = "l1"  # or "kl"
     temperature: float = 1.0
+    student_discrepancy: str = ""  # the student's loss; "" = ``discrepancy`` (both sides play one game)
     student_steps: int = 5
     batch_size: int = 256  # global
     latent_dim: int = 256
@@ -66,6 +69,11 @@ class DDADHyper:
     num_classes: int = 0  # > 0: class-conditional generator (latent = noise ++ one-hot class)
     class_weight: float = 0.0  # weight of the teacher's cross-entropy against that class
     student_ema: float = 0.0  # > 0: decay of the student's moving average (per iteration)
+
+    @property
+    def student_loss_kind(self) -> str:
+        """The discrepancy the student minimises (the generator always maximises ``discrepancy``)."""
+        return self.student_discrepancy or self.discrepancy
 
 
 def draw_latents(rng, hp: DDADHyper, shape) -> jnp.ndarray:
@@ -179,7 +187,7 @@ def student_step(hp: DDADHyper, teacher_apply, state: DDADState, z, replay_slots
 
     def loss_fn(params):
         s_logits, s_stats = _student_logits(s, params, x)
-        loss = _pmean(losses.discrepancy(s_logits, t_logits, hp.discrepancy, hp.temperature))
+        loss = _pmean(losses.discrepancy(s_logits, t_logits, hp.student_loss_kind, hp.temperature))
         return loss, s_stats
 
     (loss, s_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(s.params)
@@ -215,18 +223,26 @@ def place_state(state: DDADState, hp: DDADHyper, mesh) -> DDADState:
                         specs, state, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 
 
-def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int] = None):
+def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int] = None,
+                   adversarial: bool = True):
     """Jitted ``(state, teacher_vars, rng) -> (state, metrics)``: one full DDAD iteration,
     the student steps fused in a ``lax.scan``, data-parallel over ``mesh``; the state's
-    buffers are donated. ``max_traces`` (tests) makes a retrace beyond it an error."""
+    buffers are donated. ``max_traces`` (tests) makes a retrace beyond it an error.
+
+    ``adversarial=False`` gives a fine-tuning iteration: the student steps alone, on images
+    of the generator as it stands (no generator update, nothing written to the replay
+    memory)."""
     parallel.check_batch_size(hp.batch_size, mesh)
 
     def per_replica(state, teacher_vars, z_gen, z_student, slots, aug_params):
         teacher_apply = _scoped("teacher")(
             lambda x: apply_with_bn_stats(teacher_model, teacher_vars, x, axis_name=AXIS))
-        state, g_metrics, (x, t_logits) = generator_step(hp, teacher_apply, teacher_vars, state, z_gen)
-        if hp.replay_slots:  # remember the generator step's batch (the teacher already ran on it)
-            state = state.replace(memory=replay.write(state.memory, state.step % hp.replay_slots, x, t_logits))
+        g_metrics = {}
+        if adversarial:
+            state, g_metrics, (x, t_logits) = generator_step(hp, teacher_apply, teacher_vars, state, z_gen)
+            if hp.replay_slots:  # remember the generator step's batch (the teacher already ran on it)
+                state = state.replace(memory=replay.write(state.memory, state.step % hp.replay_slots,
+                                                          x, t_logits))
         # Fully unrolled on CPU: XLA's CPU runtime ran large convolutions inside a while loop
         # ~7x slower (CIFAR ResNet-34 -> ResNet-18 at batch 64: 247 s vs 35 s); elsewhere a loop.
         state, s_metrics = jax.lax.scan(lambda st, xs: student_step(hp, teacher_apply, st, *xs),
