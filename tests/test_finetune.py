@@ -3,6 +3,7 @@ phase after the adversarial epochs (``finetune_epochs``, ``finetune_lr``,
 ``finetune_discrepancy``)."""
 
 import os
+import shutil
 
 import chex
 import jax
@@ -99,8 +100,11 @@ def test_run_freezes_the_generator_and_resumes_inside_the_finetune_phase(tmp_pat
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), end["student"]["params"],
                          end_of_game["student"]["params"])
     assert max(jax.tree.leaves(moved)) > 0
+    # Interrupted after the first fine-tuning epoch (its checkpoint is the latest), then resumed
+    # with the same config: the fine-tuning schedule depends on finetune_epochs.
     resumed = str(tmp_path / "resumed")
-    train.train_and_evaluate(config(1), resumed)  # stops after the first fine-tuning epoch
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
     train.train_and_evaluate(config(2), resumed)
     chex.assert_trees_all_equal(_checkpoint(resumed, 6), end)
 
