@@ -55,8 +55,9 @@ def student_schedule(config) -> optax.Schedule:
     main = _schedule(config, config.student_lr, k)
     if not config.finetune_epochs:
         return main
-    tail = optax.cosine_decay_schedule(config.finetune_lr, config.finetune_epochs * config.iters_per_epoch * k)
-    return optax.join_schedules([main, tail], [config.num_epochs * config.iters_per_epoch * k])
+    per_epoch = config.iters_per_epoch * k
+    tail = optax.cosine_decay_schedule(config.finetune_lr, config.finetune_epochs * per_epoch)
+    return optax.join_schedules([main, tail], [config.num_epochs * per_epoch])
 
 
 def generator_input_dim(config) -> int:
@@ -179,12 +180,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher_vars = parallel.replicate(teacher_vars, mesh)
 
     iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hp, mesh)
-    adversarial_total = config.num_epochs * config.iters_per_epoch
-    total = (config.num_epochs + config.finetune_epochs) * config.iters_per_epoch
     finetune = ddad.make_iteration(  # then student-only iterations on the frozen generator's images
         teacher_model.clone(dtype=dtype), dataclasses.replace(hp, student_discrepancy=config.finetune_discrepancy),
         mesh, adversarial=False) if config.finetune_epochs else None
     epochs = config.num_epochs + config.finetune_epochs
+    adversarial_total, total = config.num_epochs * config.iters_per_epoch, epochs * config.iters_per_epoch
     start = int(state.step)
     reporter = reporting.Reporter(workdir, total, start_step=start)
     sample_z = jax.random.normal(jax.random.fold_in(rng, 3), (config.sample_grid, config.latent_dim))
