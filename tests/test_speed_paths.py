@@ -25,7 +25,8 @@ from configs import ddad as ddad_config
     ((16, 9, 9, 3), (3, 3, 3, 4), (2, 2), ((1, 1), (1, 1))),
     ((7, 8, 8, 2), (1, 1, 2, 3), (1, 1), "SAME"),  # prime batch: one chunk per image
 ])
-def test_chunked_weight_gradient_equals_xla(shape, kernel, strides, padding):
+def test_chunked_weight_gradient_equals_xla(monkeypatch, shape, kernel, strides, padding):
+    monkeypatch.setattr(conv_lib, "FEW_CHANNELS", 0)  # these shapes would take the few-channel path
     kx, kw, kc = jax.random.split(jax.random.key(0), 3)
     x, w = jax.random.normal(kx, shape), jax.random.normal(kw, kernel)
     dn = ("NHWC", "HWIO", "NHWC")
@@ -40,6 +41,98 @@ def test_chunked_weight_gradient_equals_xla(shape, kernel, strides, padding):
     ref = jax.grad(loss, (1, 2))(lax.conv_general_dilated, x, w)
     got = jax.jit(jax.grad(loss, (1, 2)), static_argnums=0)(conv_lib.conv_general_dilated, x, w)
     chex.assert_trees_all_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def _conv_grads(conv_fn, x, w, strides, padding, seed=1):
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(x, w):
+        y = conv_fn(x, w, strides, padding, dimension_numbers=dn)
+        return jnp.sum(jnp.sin(y) * jax.random.normal(jax.random.key(seed), y.shape))
+
+    return conv_fn(x, w, strides, padding, dimension_numbers=dn), jax.grad(loss, (0, 1))(x, w)
+
+
+@pytest.mark.parametrize("shape,kernel,padding,path", [
+    ((4, 12, 12, 1), (5, 5, 1, 6), "VALID", "patches"),  # LeNet's first layer
+    ((3, 10, 9, 16), (3, 3, 16, 1), ((1, 1), (1, 1)), "taps"),  # the generator's last layer
+    ((2, 8, 8, 3), (3, 3, 3, 8), "SAME", "patches"),  # a ResNet stem
+    ((2, 7, 9, 6), (2, 3, 6, 2), ((2, 0), (1, 3)), "taps"),  # uneven kernel and padding
+])
+def test_few_channel_conv_equals_xla_with_gradients(shape, kernel, padding, path):
+    """Layers with few input or output channels run as windows + matmul on CPU (not XLA's
+    convolution), with their own VJP; values and both gradients equal XLA's."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(2), kernel)
+    assert conv_lib._few_channel_padding(x, w, (1, 1), padding, None, None,
+                                         lax.conv_dimension_numbers(shape, kernel, ("NHWC", "HWIO", "NHWC")),
+                                         1, 1, None) is not None
+    assert (path == "patches") == (kernel[2] <= kernel[3])
+    ref_y, ref_g = _conv_grads(lax.conv_general_dilated, x, w, (1, 1), padding)
+    y, g = jax.jit(lambda x, w: _conv_grads(conv_lib.conv_general_dilated, x, w, (1, 1), padding))(x, w)
+    chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(g, ref_g, rtol=1e-4, atol=1e-4)
+
+
+def test_few_channel_conv_is_used_only_where_it_applies():
+    dn = lax.conv_dimension_numbers((2, 8, 8, 3), (3, 3, 3, 8), ("NHWC", "HWIO", "NHWC"))
+    x, w, wide = jnp.zeros((2, 8, 8, 3)), jnp.zeros((3, 3, 3, 8)), jnp.zeros((3, 3, 8, 8))
+    few = lambda x, w, strides=(1, 1), rhs_dilation=None: conv_lib._few_channel_padding(
+        x, w, strides, "SAME", None, rhs_dilation, dn, 1, 1, None)
+    assert few(x, w) == ((1, 1), (1, 1))
+    assert few(x, w, strides=(2, 2)) is None  # strided
+    assert few(x, w, rhs_dilation=(2, 2)) is None  # dilated
+    assert few(jnp.zeros((2, 8, 8, 8)), wide) is None  # 8 channels in and out
+
+
+def test_few_channel_weight_gradient_is_summed_over_devices():
+    """Inside shard_map the weight gradient of a batch shard is summed over the devices
+    (the custom VJP marks the kernel as varying), so one device and eight agree."""
+    x = jax.random.normal(jax.random.key(0), (8, 10, 10, 1))
+    w = jax.random.normal(jax.random.key(1), (5, 5, 1, 6))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(w, x):
+        y = conv_lib.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
+        return jax.lax.psum(jnp.sum(jnp.sin(y)), parallel.BATCH_AXIS)
+
+    mesh = parallel.make_mesh()
+    grad = jax.jit(parallel.data_parallel(jax.grad(loss), mesh, (parallel.REPLICATED, parallel.SHARDED),
+                                          parallel.REPLICATED))(w, parallel.shard_batch(x, mesh))
+    ref = jax.grad(lambda w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn))))(w)
+    assert mesh.size == 8
+    chex.assert_trees_all_close(grad, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,features", [((3, 7, 7, 32), 16), ((2, 4, 6, 5), 3)])
+def test_upsample_conv_equals_upsampling_then_conv(shape, features):
+    """The generator's fused upsample + 3x3 conv equals nearest upsampling by 2 then
+    ``conv3x3``, with the same parameters (values and gradients)."""
+    from ddad_jax.models import layers
+    x = jax.random.normal(jax.random.key(0), shape)
+    up = lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    plain = layers.conv3x3(features)
+    fused = layers.UpsampleConv3x3(features)
+    variables = fused.init(jax.random.key(1), x)
+    chex.assert_trees_all_equal_shapes(variables, plain.init(jax.random.key(1), up(x)))
+    ct = jax.random.normal(jax.random.key(2), (shape[0], 2 * shape[1], 2 * shape[2], features))
+    f_fused = lambda v, x: jnp.sum(jnp.sin(fused.apply(v, x)) * ct)
+    f_plain = lambda v, x: jnp.sum(jnp.sin(plain.apply(v, up(x))) * ct)
+    chex.assert_trees_all_close(fused.apply(variables, x), plain.apply(variables, up(x)), rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(jax.grad(f_fused, (0, 1))(variables, x), jax.grad(f_plain, (0, 1))(variables, x),
+                                rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_equals_flax_with_gradients():
+    import flax.linen as nn
+    from ddad_jax.models import layers
+    x = jax.random.normal(jax.random.key(0), (2, 10, 14, 3))  # no ties: flax's gradient picks one of them
+    ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+    chex.assert_trees_all_equal(layers.max_pool(x, 2), ref(x))
+    chex.assert_trees_all_close(jax.grad(lambda x: jnp.sum(jnp.sin(layers.max_pool(x, 2))))(x),
+                                jax.grad(lambda x: jnp.sum(jnp.sin(ref(x))))(x))
+    odd = jax.random.normal(jax.random.key(1), (1, 5, 5, 2))  # does not divide: flax's pooling
+    chex.assert_trees_all_equal(layers.max_pool(odd, 2), ref(odd))
 
 
 def test_chunk_size_divides_the_batch():

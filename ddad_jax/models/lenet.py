@@ -9,7 +9,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import Conv, batch_norm
+from ddad_jax.models.layers import Conv, batch_norm, max_pool
 
 
 class LeNet5(nn.Module):
@@ -30,9 +30,9 @@ class LeNet5(nn.Module):
             return nn.relu(x)
 
         x = conv_block(x.astype(self.dtype), c1)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2)
         x = conv_block(x, c2)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2)
         x = conv_block(x, c3)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(hidden, dtype=self.dtype)(x))
