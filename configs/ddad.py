@@ -78,7 +78,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.sample_grid = 64  # generated images in each epoch's PNG grid
 
     if dataset == "fashion_mnist":
-        # Sized for 2 CPU cores (~0.55 s an iteration split over 4 CPU devices):
+        # Sized for 2 CPU cores (~0.38 s an iteration split over 4 CPU devices):
         # LeNet-5 (BN) -> LeNet-5-half. 600 iterations gave 74.4 % (3 seeds), 1500 gave 79.3 %
         # (benchmarks/results/fmnist_ddad.json); 2 student steps were worse per iteration.
         # A 16-channel generator costs a quarter of a 32-channel one; a short sweep (student lr
