@@ -57,23 +57,25 @@ def _chunked_weight_grad(conv, chunk: int):
     return f
 
 
-def _taps(kh: int, kw: int):
-    return [(u, v) for u in range(kh) for v in range(kw)]
+def _windows(x, kh, kw, h, w, flip=False):
+    """The (h, w) windows of ``x`` at each of the ``kh * kw`` kernel offsets (tap-major);
+    ``flip`` reverses the offsets (for the transposed operation)."""
+    for u in range(kh):
+        for v in range(kw):
+            du, dv = (kh - 1 - u, kw - 1 - v) if flip else (u, v)
+            yield x[:, du:du + h, dv:dv + w]
 
 
 def _gather_taps(x, kh, kw, h, w, flip=False):
-    """The ``kh * kw`` shifted (h, w) windows of ``x``, side by side on the channel axis
-    (tap-major); ``flip`` reverses the shifts (for the transposed operation)."""
-    return jnp.concatenate([x[:, u:u + h, v:v + w] if not flip else x[:, kh - 1 - u:kh - 1 - u + h, kw - 1 - v:kw - 1 - v + w]
-                            for u, v in _taps(kh, kw)], axis=-1)
+    """The shifted (h, w) windows of ``x``, side by side on the channel axis (tap-major)."""
+    return jnp.concatenate(list(_windows(x, kh, kw, h, w, flip)), axis=-1)
 
 
 def _sum_taps(t, kh, kw, h, w, flip=False):
     """The sum over taps of shifted (h, w) windows of ``t`` (channels tap-major):
     the transpose of ``_gather_taps`` when ``flip`` differs."""
     t = t.reshape((*t.shape[:3], kh * kw, -1))
-    return sum(t[:, u:u + h, v:v + w, i] if not flip else t[:, kh - 1 - u:kh - 1 - u + h, kw - 1 - v:kw - 1 - v + w, i]
-               for i, (u, v) in enumerate(_taps(kh, kw)))
+    return sum(window[:, :, :, i] for i, window in enumerate(_windows(t, kh, kw, h, w, flip)))
 
 
 def _pad_hw(x, pads):
