@@ -145,7 +145,9 @@ def load_teacher(teacher_dir: str, model_name: str, dataset: str,
         raise UserError(f"teacher in {teacher_dir} was trained on '{meta.get('dataset')}', not '{dataset}'")
     spec = data.get_spec(dataset)
     model = models.get_classifier(model_name, spec.num_classes, bn_axis_name=bn_axis_name)
-    target = model.init(jax.random.key(0), jnp.zeros((1, spec.image_size, spec.image_size, spec.channels)))
+    # Only shapes are needed to restore into: no initialisation is run.
+    target = jax.eval_shape(model.init, jax.random.key(0),
+                            jnp.zeros((1, spec.image_size, spec.image_size, spec.channels)))
     try:
         variables = checkpoints.load_variables(os.path.join(teacher_dir, TEACHER_SUBDIR), dict(target))
     except Exception as e:  # pylint: disable=broad-except
