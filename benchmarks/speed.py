@@ -60,7 +60,7 @@ class JaxWorkload:
     def __init__(self, config):
         import jax  # pylint: disable=import-outside-toplevel
         import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-        from ddad_jax import data, models, parallel, train  # pylint: disable=import-outside-toplevel
+        from ddad_jax import data, models, parallel, state as state_lib, train  # pylint: disable=import-outside-toplevel
         from ddad_jax.methods import ddad  # pylint: disable=import-outside-toplevel
         from ddad_jax.models.bn_stats import apply_with_bn_stats  # pylint: disable=import-outside-toplevel
 
@@ -71,7 +71,7 @@ class JaxWorkload:
         dtype = train.compute_dtype(config)
         teacher = models.get_classifier(config.teacher, spec.num_classes, bn_axis_name=axis, dtype=dtype)
         image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
-        tvars = teacher.clone(bn_axis_name=None).init(jax.random.PRNGKey(0), image)
+        tvars = state_lib.init_variables(teacher.clone(bn_axis_name=None), jax.random.PRNGKey(0), image)
         self.tvars = parallel.replicate(tvars, mesh)
         generator = models.Generator(config.generator_channels, spec.image_size, spec.channels, bn_axis_name=axis,
                                      dtype=dtype)

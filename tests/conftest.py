@@ -62,11 +62,12 @@ def tiny_ddad(config, num_devices=1, rng=0):
     import jax
     import jax.numpy as jnp
     from ddad_jax import data, models, parallel
+    from ddad_jax.state import init_variables
     from ddad_jax.train import create_state
 
     mesh = parallel.make_mesh(num_devices)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
+    t_vars = init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
     gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
     state = create_state(config, data.get_spec("fashion_mnist"), gen, student, jax.random.key(rng))

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ddad_jax import models
+from ddad_jax import models, state as state_lib
 from ddad_jax.errors import UserError
 
 
@@ -53,6 +53,14 @@ def test_generator_shape_and_normalised_output(size, channels, base):
     # the final affine-free BatchNorm standardises each channel over the batch
     chex.assert_trees_all_close(images.mean(axis=(0, 1, 2)), jnp.zeros(channels), atol=1e-4)
     chex.assert_trees_all_close(images.std(axis=(0, 1, 2)), jnp.ones(channels), atol=1e-2)
+
+
+def test_compiled_init_equals_model_init():
+    model = models.get_classifier("lenet5_half_bn", 10)
+    x = jnp.zeros((1, 32, 32, 1))
+    compiled = state_lib.init_variables(model, jax.random.key(3), x)
+    chex.assert_trees_all_close(compiled, model.init(jax.random.key(3), x), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_equal_shapes_and_dtypes(compiled, jax.eval_shape(model.init, jax.random.key(3), x))
 
 
 def test_unknown_model_is_a_clear_error():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import ddad as ddad_config
-from ddad_jax import data, models, parallel
+from ddad_jax import data, models, parallel, state as state_lib
 from ddad_jax.errors import UserError
 from ddad_jax.methods import ddad, replay
 from ddad_jax.train import _validate, create_state, hyper_from_config
@@ -46,7 +46,7 @@ def test_iteration_stores_generated_batches_with_the_teachers_inference_logits()
     spec = data.get_spec("fashion_mnist")
     mesh = parallel.make_mesh(2)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
+    t_vars = state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
     t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
     gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)

@@ -11,7 +11,7 @@ import ml_collections
 import pytest
 from jax import lax
 
-from ddad_jax import checkpoints, data, models, parallel
+from ddad_jax import checkpoints, data, models, parallel, state as state_lib
 from ddad_jax.methods import ddad
 from ddad_jax.models import conv as conv_lib
 from ddad_jax.train import create_state, hyper_from_config
@@ -163,7 +163,7 @@ def test_iteration_compiles_once_across_a_checkpoint_round_trip(tmp_path):
     spec = data.get_spec("fashion_mnist")
     mesh = parallel.make_mesh(4)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = parallel.replicate(t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1))), mesh)
+    t_vars = parallel.replicate(state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1))), mesh)
     gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
     rng = jax.random.key(0)
@@ -190,7 +190,7 @@ def _ddad_history(dtype, iterations=2):
     mesh = parallel.make_mesh(2)
     axis = parallel.BATCH_AXIS
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=axis)
-    t_vars = parallel.replicate(t_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 1))), mesh)
+    t_vars = parallel.replicate(state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1))), mesh)
     gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=axis, dtype=dtype)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=axis, dtype=dtype)
     rng = jax.random.key(0)
