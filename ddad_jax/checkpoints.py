@@ -48,9 +48,22 @@ def save_variables(path: str, variables: Any) -> None:
 
 
 def load_variables(path: str, target: Any) -> Any:
+    """The variables saved at ``path``, which must have ``target``'s structure and shapes
+    (``target`` may be abstract, e.g. from ``jax.eval_shape``); ValueError otherwise."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(os.path.abspath(path), abstract)
+        restored = ckptr.restore(os.path.abspath(path), abstract)
+    _check_fits(restored, abstract)
+    return restored
+
+
+def _check_fits(restored: Any, abstract: Any) -> None:
+    """Orbax restores an abstract target's leaves with the saved shapes; refuse a mismatch."""
+    if jax.tree.structure(restored) != jax.tree.structure(abstract):
+        raise ValueError("the saved variables have another structure")
+    for (key, got), want in zip(jax.tree_util.tree_leaves_with_path(restored), jax.tree.leaves(abstract)):
+        if got.shape != want.shape:
+            raise ValueError(f"{jax.tree_util.keystr(key)} has shape {got.shape}, expected {want.shape}")
 
 
 def guard_workdir(workdir: str, identity: dict, keys: Sequence[str]) -> None:
