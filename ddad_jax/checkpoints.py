@@ -28,7 +28,7 @@ class Checkpointer:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return _check_fits(self._manager.restore(step, args=ocp.args.StandardRestore(abstract)), abstract)
         except (ValueError, KeyError) as e:
             raise UserError(f"checkpoint {self.directory}/{step} does not fit this configuration "
                             f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
@@ -52,18 +52,18 @@ def load_variables(path: str, target: Any) -> Any:
     (``target`` may be abstract, e.g. from ``jax.eval_shape``); ValueError otherwise."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(os.path.abspath(path), abstract)
-    _check_fits(restored, abstract)
+        return _check_fits(ckptr.restore(os.path.abspath(path), abstract), abstract)
+
+
+def _check_fits(restored: Any, abstract: Any) -> Any:
+    """``restored`` if its structure and shapes are ``abstract``'s, else ValueError: orbax
+    gives an abstract target's leaves the saved shapes (from ``jax.eval_shape``, say)."""
+    def check(key, got, want):  # leaves may also be Python scalars (shape ())
+        got, want = getattr(got, "shape", ()), getattr(want, "shape", ())
+        if got != want:
+            raise ValueError(f"{jax.tree_util.keystr(key)} has shape {got}, expected {want}")
+    jax.tree_util.tree_map_with_path(check, restored, abstract)  # a structure mismatch raises too
     return restored
-
-
-def _check_fits(restored: Any, abstract: Any) -> None:
-    """Orbax restores an abstract target's leaves with the saved shapes; refuse a mismatch."""
-    if jax.tree.structure(restored) != jax.tree.structure(abstract):
-        raise ValueError("the saved variables have another structure")
-    for (key, got), want in zip(jax.tree_util.tree_leaves_with_path(restored), jax.tree.leaves(abstract)):
-        if got.shape != want.shape:
-            raise ValueError(f"{jax.tree_util.keystr(key)} has shape {got.shape}, expected {want.shape}")
 
 
 def guard_workdir(workdir: str, identity: dict, keys: Sequence[str]) -> None:
