@@ -11,4 +11,12 @@ python3 -m pip install -q -e '.[test]'
 export DDAD_TEST_DATA_DIR="${DDAD_TEST_DATA_DIR:-$HOME/.cache/ddad_jax/tfds_test}"
 # prepared once here, not by each pytest worker at the same time
 python3 -m ddad_jax.data.prepare fashion_mnist --data_dir="$DDAD_TEST_DATA_DIR" >/dev/null
+# one JAX compilation cache for the whole run (both workers and the entry points' subprocesses):
+# many tests compile the same programs, and a cache hit skips XLA's compile (results are unchanged)
+if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
+  JAX_COMPILATION_CACHE_DIR="$(mktemp -d -t ddad_jax_jit_cache.XXXXXX)"
+  trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+fi
+export JAX_COMPILATION_CACHE_DIR
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
 python3 -m pytest -q -n 2 --durations=10 tests "$@"
