@@ -27,6 +27,7 @@ from configs import ddad as ddad_config
 ])
 def test_chunked_weight_gradient_equals_xla(monkeypatch, shape, kernel, strides, padding):
     monkeypatch.setattr(conv_lib, "FEW_CHANNELS", 0)  # these shapes would take the few-channel path
+    monkeypatch.setattr(conv_lib, "PATCHES_MAX_PIXELS", 0)  # ... or the patches weight gradient
     kx, kw, kc = jax.random.split(jax.random.key(0), 3)
     x, w = jax.random.normal(kx, shape), jax.random.normal(kw, kernel)
     dn = ("NHWC", "HWIO", "NHWC")
@@ -85,23 +86,64 @@ def test_few_channel_conv_is_used_only_where_it_applies():
     assert few(jnp.zeros((2, 8, 8, 8)), wide) is None  # 8 channels in and out
 
 
-def test_few_channel_weight_gradient_is_summed_over_devices():
+@pytest.mark.parametrize("x_shape,kernel,strides,padding,path", [
+    ((8, 10, 10, 1), (5, 5, 1, 6), (1, 1), "VALID", "few_channel"),
+    ((8, 4, 4, 128), (3, 3, 128, 16), (1, 1), ((1, 1), (1, 1)), "patches"),
+    ((8, 8, 8, 128), (3, 3, 128, 8), (2, 2), "SAME", "patches"),
+])
+def test_custom_weight_gradients_are_summed_over_devices(x_shape, kernel, strides, padding, path):
     """Inside shard_map the weight gradient of a batch shard is summed over the devices
-    (the custom VJP marks the kernel as varying), so one device and eight agree."""
-    x = jax.random.normal(jax.random.key(0), (8, 10, 10, 1))
-    w = jax.random.normal(jax.random.key(1), (5, 5, 1, 6))
+    (the custom VJPs mark the kernel as varying), so one device and eight agree."""
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    w = jax.random.normal(jax.random.key(1), kernel) / kernel[2]
     dn = ("NHWC", "HWIO", "NHWC")
+    args = (x, w, strides, padding, None, None, lax.conv_dimension_numbers(x_shape, kernel, dn), 1, 1, None)
+    chosen = "few_channel" if conv_lib._few_channel_padding(*args) else "patches" if conv_lib._patches_padding(*args) else ""
+    assert chosen == path
 
     def loss(w, x):
-        y = conv_lib.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
+        y = conv_lib.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
         return jax.lax.psum(jnp.sum(jnp.sin(y)), parallel.BATCH_AXIS)
 
     mesh = parallel.make_mesh()
     grad = jax.jit(parallel.data_parallel(jax.grad(loss), mesh, (parallel.REPLICATED, parallel.SHARDED),
                                           parallel.REPLICATED))(w, parallel.shard_batch(x, mesh))
-    ref = jax.grad(lambda w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn))))(w)
+    ref = jax.grad(lambda w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn))))(w)
     assert mesh.size == 8
     chex.assert_trees_all_close(grad, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,kernel,strides,padding", [
+    ((3, 4, 4, 128), (3, 3, 128, 24), (1, 1), ((1, 1), (1, 1))),  # ResNet-18's last stage, scaled down
+    ((3, 8, 8, 128), (3, 3, 128, 10), (2, 2), "SAME"),  # strided, uneven padding (0, 1)
+    ((3, 8, 8, 1024), (1, 1, 1024, 10), (2, 2), "VALID"),  # a 1x1 projection shortcut
+    ((2, 11, 11, 48), (5, 5, 48, 7), (1, 1), "VALID"),  # 5x5 kernel, 7x7 output
+])
+def test_patches_weight_gradient_equals_xla(shape, kernel, strides, padding):
+    """Convolutions with small output maps and large patches take their weight gradient as
+    one matmul of patches on CPU; values and both gradients equal XLA's."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(2), kernel) / kernel[2]
+    dn = lax.conv_dimension_numbers(shape, kernel, ("NHWC", "HWIO", "NHWC"))
+    assert conv_lib._patches_padding(x, w, strides, padding, None, None, dn, 1, 1, None) is not None
+    ref_y, ref_g = _conv_grads(lax.conv_general_dilated, x, w, strides, padding)
+    y, g = jax.jit(lambda x, w: _conv_grads(conv_lib.conv_general_dilated, x, w, strides, padding))(x, w)
+    chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(g, ref_g, rtol=1e-4, atol=1e-4)
+
+
+def test_patches_weight_gradient_is_used_only_where_it_applies():
+    """8x8 maps or smaller with patches of >= 1024 values (a CIFAR ResNet's last two stages);
+    not LeNet's 5x5 layers, the generators' 9x9 and larger maps, or a ResNet's 16x16 stage."""
+    def patches(x_shape, kernel, strides=(1, 1), padding="SAME"):
+        dn = lax.conv_dimension_numbers(x_shape, kernel, ("NHWC", "HWIO", "NHWC"))
+        return conv_lib._patches_padding(jnp.zeros(x_shape), jnp.zeros(kernel), strides, padding, None, None,
+                                         dn, 1, 1, None)
+    assert patches((16, 4, 4, 512), (3, 3, 512, 512)) == ((1, 1), (1, 1))
+    assert patches((16, 16, 16, 128), (3, 3, 128, 256), strides=(2, 2)) == ((0, 1), (0, 1))
+    assert patches((16, 16, 16, 128), (3, 3, 128, 128)) is None  # 16x16 output
+    assert patches((32, 5, 5, 16), (5, 5, 16, 120), padding="VALID") is None  # LeNet-5's last conv: 400 values
+    assert patches((32, 10, 10, 32), (2, 2, 32, 128), padding="VALID") is None  # the generator's 9x9 map
 
 
 @pytest.mark.parametrize("shape,features", [((3, 7, 7, 32), 16), ((2, 4, 6, 5), 3)])

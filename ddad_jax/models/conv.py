@@ -14,9 +14,15 @@ the generator's last) take another path on CPU, ``few_channel_conv``: shifted wi
 one matmul, whose gradients are matmuls and fused sums. XLA's CPU convolution with one
 output channel -- the gradient with respect to the image of a first layer, which DDAD's
 generator step needs for both teacher and student -- took ~25 ms each at batch 128.
+
+Layers with small output maps and many channels (a CIFAR ResNet's 8x8 and 4x4 stages) take
+their weight gradient as one matmul of strided input patches with the output gradient
+(``_patches_weight_grad``): XLA's CPU weight-gradient convolution is slowest there, and
+chunking makes it slower still.
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +33,10 @@ from ddad_jax import parallel
 WEIGHT_GRAD_CHUNK = 8  # images per chunk on CPU; best of 8/16/32/64 measured
 FEW_CHANNELS = 4  # on CPU, convolutions with at most this many input or output channels are
 # computed as a matmul and shifted slices (``few_channel_conv``); 0 = never
+PATCHES_MAX_PIXELS = 64  # on CPU, a convolution whose output has at most this many pixels a map
+# (8x8: a CIFAR ResNet's last two stages) and whose patch has at least PATCHES_MIN_SIZE values
+# (kh * kw * cin) gets its weight gradient as one matmul of patches; 0 = never. Measured only
+PATCHES_MIN_SIZE = 1024  # on ResNet layers (>= 128 channels, 3x3), so LeNet's 5x5 layers keep XLA's
 
 
 def _chunk_size(batch: int, target: int) -> int:
@@ -52,6 +62,36 @@ def _chunked_weight_grad(conv, chunk: int):
         for i in range(0, x.shape[0], chunk):
             dw = dw + jax.vjp(lambda w_: conv(x[i:i + chunk], w_), w)[1](ct[i:i + chunk])[0]
         return dx, dw
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _patches_weight_grad(conv, strides, padding, precision):
+    """``conv(x, w)`` (NHWC x HWIO, explicit non-negative ``padding``) with a custom VJP whose
+    weight gradient is one matmul: the (n*h*w, kh*kw*cin) matrix of strided input patches,
+    transposed, times the (n*h*w, cout) output gradient. XLA's CPU weight-gradient
+    convolution is slow on small maps with many channels (ResNet-18's 4x4, 512->512 layer at
+    batch 16: ~18 ms, ~35 ms chunked, ~11 ms as this matmul; measured on 2 cores)."""
+    sh, sw = strides
+
+    @jax.custom_vjp
+    def f(x, w):
+        return conv(x, w)
+
+    def fwd(x, w):
+        return conv(x, w), (x, w)
+
+    def bwd(res, ct):
+        x, w = res
+        kh, kw, cin, cout = w.shape
+        n, h, wd = ct.shape[:3]
+        xp = _pad_hw(x, padding)
+        taps = [xp[:, u:u + sh * (h - 1) + 1:sh, v:v + sw * (wd - 1) + 1:sw] for u in range(kh) for v in range(kw)]
+        patches = jnp.concatenate(taps, axis=-1).reshape((n * h * wd, kh * kw * cin))
+        dw = jnp.dot(patches.T, ct.reshape((n * h * wd, cout)), precision=precision).reshape(w.shape)
+        dx = jax.vjp(lambda x_: conv(x_, w), x)[1](ct)[0]
+        return dx, dw.astype(w.dtype)
 
     f.defvjp(fwd, bwd)
     return f
@@ -150,13 +190,12 @@ def _varying_like(w, x):
     return jax.lax.pcast(w, missing, to="varying")
 
 
-def _few_channel_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                         feature_group_count, batch_group_count, preferred_element_type):
-    """The explicit padding when ``few_channel_conv`` can replace this convolution, else None."""
-    if (not FEW_CHANNELS or not parallel.on_cpu() or lhs.ndim != 4 or preferred_element_type is not None
+def _plain_nhwc_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                        feature_group_count, batch_group_count, preferred_element_type):
+    """The explicit non-negative padding of an undilated, ungrouped NHWC x HWIO convolution
+    on the CPU backend (what ``few_channel_conv`` and the patches weight gradient take), else None."""
+    if (not parallel.on_cpu() or lhs.ndim != 4 or preferred_element_type is not None
             or feature_group_count != 1 or batch_group_count != 1
-            or min(rhs.shape[2], rhs.shape[3]) > FEW_CHANNELS
-            or any(s != 1 for s in window_strides)
             or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))):
         return None
     nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
@@ -168,19 +207,44 @@ def _few_channel_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_di
     return padding if min(min(p) for p in padding) >= 0 else None
 
 
+def _few_channel_padding(lhs, rhs, window_strides, *args):
+    """The explicit padding when ``few_channel_conv`` can replace this convolution, else None."""
+    pads = _plain_nhwc_padding(lhs, rhs, window_strides, *args)
+    if pads is None or min(rhs.shape[2], rhs.shape[3]) > FEW_CHANNELS or any(s != 1 for s in window_strides):
+        return None
+    return pads
+
+
+def _patches_padding(lhs, rhs, window_strides, *args):
+    """The explicit padding when the weight gradient is to be one matmul of patches, else None."""
+    pads = _plain_nhwc_padding(lhs, rhs, window_strides, *args)
+    if pads is None:
+        return None
+    out_pixels = math.prod((size + lo + hi - k) // s + 1
+                           for size, (lo, hi), k, s in zip(lhs.shape[1:3], pads, rhs.shape[:2], window_strides))
+    patch_size = rhs.shape[0] * rhs.shape[1] * rhs.shape[2]
+    return pads if out_pixels <= PATCHES_MAX_PIXELS and patch_size >= PATCHES_MIN_SIZE else None
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` with a chunked weight gradient on the CPU backend."""
+    """``lax.conv_general_dilated`` with faster gradients on the CPU backend: few-channel layers
+    as matmuls, small maps' weight gradients as one matmul of patches, other weight
+    gradients chunked over the batch."""
     conv = functools.partial(
         lax.conv_general_dilated, window_strides=window_strides, padding=padding,
         lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,
         precision=precision, preferred_element_type=preferred_element_type)
-    few = _few_channel_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                               feature_group_count, batch_group_count, preferred_element_type)
-    if few is not None:
-        return few_channel_conv(lhs, _varying_like(rhs, lhs), few, precision)
+    args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, preferred_element_type)
+    pads = _few_channel_padding(*args)
+    if pads is not None:
+        return few_channel_conv(lhs, _varying_like(rhs, lhs), pads, precision)
+    pads = _patches_padding(*args)
+    if pads is not None:
+        return _patches_weight_grad(conv, tuple(window_strides), pads, precision)(lhs, _varying_like(rhs, lhs))
     batch_axis = 0
     if dimension_numbers is not None:
         batch_axis = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers).lhs_spec[0]
