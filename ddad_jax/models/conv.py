@@ -1,4 +1,4 @@
-"""A convolution whose weight gradient is accumulated over small batch chunks.
+"""A drop-in convolution with faster gradients on CPU: chunked, few-channel and patches paths.
 
 XLA's CPU backend computes a convolution's weight gradient as one large correlation
 whose speed falls off a cliff as the batch grows: for the DFAD generator's 32x32,
@@ -33,10 +33,12 @@ from ddad_jax import parallel
 WEIGHT_GRAD_CHUNK = 8  # images per chunk on CPU; best of 8/16/32/64 measured
 FEW_CHANNELS = 4  # on CPU, convolutions with at most this many input or output channels are
 # computed as a matmul and shifted slices (``few_channel_conv``); 0 = never
-PATCHES_MAX_PIXELS = 64  # on CPU, a convolution whose output has at most this many pixels a map
-# (8x8: a CIFAR ResNet's last two stages) and whose patch has at least PATCHES_MIN_SIZE values
-# (kh * kw * cin) gets its weight gradient as one matmul of patches; 0 = never. Measured only
-PATCHES_MIN_SIZE = 1024  # on ResNet layers (>= 128 channels, 3x3), so LeNet's 5x5 layers keep XLA's
+# On CPU, a convolution whose output map has at most PATCHES_MAX_PIXELS pixels (8x8: a CIFAR
+# ResNet's last two stages; 0 = never) and whose patch has at least PATCHES_MIN_SIZE values
+# (kh * kw * cin) gets its weight gradient as one matmul of patches. Measured on ResNet layers
+# (>= 128 channels, 3x3) only, so LeNet's 5x5 layers keep their path.
+PATCHES_MAX_PIXELS = 64
+PATCHES_MIN_SIZE = 1024
 
 
 def _chunk_size(batch: int, target: int) -> int:
