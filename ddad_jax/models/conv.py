@@ -45,9 +45,9 @@ def _chunk_size(batch: int, target: int) -> int:
     return max(c for c in range(1, min(batch, target) + 1) if batch % c == 0)
 
 
-def _chunked_weight_grad(conv, chunk: int):
-    """``conv(x, w)`` (batch on axis 0 of ``x``) with a custom VJP whose weight
-    gradient is the sum over chunks of ``chunk`` images."""
+def _with_weight_grad(conv, weight_grad):
+    """``conv(x, w)`` with a custom VJP: the input gradient is XLA's, the weight gradient
+    ``weight_grad(x, w, ct)``."""
 
     @jax.custom_vjp
     def f(x, w):
@@ -59,58 +59,58 @@ def _chunked_weight_grad(conv, chunk: int):
     def bwd(res, ct):
         x, w = res
         dx = jax.vjp(lambda x_: conv(x_, w), x)[1](ct)[0]
+        return dx, weight_grad(x, w, ct).astype(w.dtype)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _chunked_weight_grad(conv, chunk: int):
+    """``conv(x, w)`` (batch on axis 0 of ``x``) whose weight gradient is the sum over
+    chunks of ``chunk`` images."""
+
+    def weight_grad(x, w, ct):
         # Unrolled on purpose: the same sum as a lax.scan ran 3x slower than XLA's own.
         dw = jnp.zeros_like(w)
         for i in range(0, x.shape[0], chunk):
             dw = dw + jax.vjp(lambda w_: conv(x[i:i + chunk], w_), w)[1](ct[i:i + chunk])[0]
-        return dx, dw
+        return dw
 
-    f.defvjp(fwd, bwd)
-    return f
+    return _with_weight_grad(conv, weight_grad)
 
 
 def _patches_weight_grad(conv, strides, padding, precision):
-    """``conv(x, w)`` (NHWC x HWIO, explicit non-negative ``padding``) with a custom VJP whose
-    weight gradient is one matmul: the (n*h*w, kh*kw*cin) matrix of strided input patches,
-    transposed, times the (n*h*w, cout) output gradient. XLA's CPU weight-gradient
-    convolution is slow on small maps with many channels (ResNet-18's 4x4, 512->512 layer at
-    batch 16: ~18 ms, ~35 ms chunked, ~11 ms as this matmul; measured on 2 cores)."""
-    sh, sw = strides
+    """``conv(x, w)`` (NHWC x HWIO, explicit non-negative ``padding``) whose weight gradient
+    is one matmul: the (n*h*w, kh*kw*cin) matrix of strided input patches, transposed,
+    times the (n*h*w, cout) output gradient. XLA's CPU weight-gradient convolution is slow
+    on small maps with many channels (ResNet-18's 4x4, 512->512 layer at batch 16: ~18 ms,
+    ~35 ms chunked, ~11 ms as this matmul; measured on 2 cores)."""
 
-    @jax.custom_vjp
-    def f(x, w):
-        return conv(x, w)
-
-    def fwd(x, w):
-        return conv(x, w), (x, w)
-
-    def bwd(res, ct):
-        x, w = res
+    def weight_grad(x, w, ct):
         kh, kw, cin, cout = w.shape
         n, h, wd = ct.shape[:3]
-        xp = _pad_hw(x, padding)
-        taps = [xp[:, u:u + sh * (h - 1) + 1:sh, v:v + sw * (wd - 1) + 1:sw] for u in range(kh) for v in range(kw)]
-        patches = jnp.concatenate(taps, axis=-1).reshape((n * h * wd, kh * kw * cin))
-        dw = jnp.dot(patches.T, ct.reshape((n * h * wd, cout)), precision=precision).reshape(w.shape)
-        dx = jax.vjp(lambda x_: conv(x_, w), x)[1](ct)[0]
-        return dx, dw.astype(w.dtype)
+        patches = _gather_taps(_pad_hw(x, padding), kh, kw, h, wd, strides=strides)
+        dw = jnp.dot(patches.reshape((n * h * wd, kh * kw * cin)).T, ct.reshape((n * h * wd, cout)),
+                     precision=precision)
+        return dw.reshape(w.shape)
 
-    f.defvjp(fwd, bwd)
-    return f
+    return _with_weight_grad(conv, weight_grad)
 
 
-def _windows(x, kh, kw, h, w, flip=False):
-    """The (h, w) windows of ``x`` at each of the ``kh * kw`` kernel offsets (tap-major);
-    ``flip`` reverses the offsets (for the transposed operation)."""
+def _windows(x, kh, kw, h, w, flip=False, strides=(1, 1)):
+    """The (h, w) windows of ``x`` (taking every ``strides``-th row and column) at each of
+    the ``kh * kw`` kernel offsets (tap-major); ``flip`` reverses the offsets (for the
+    transposed operation)."""
+    sh, sw = strides
     for u in range(kh):
         for v in range(kw):
             du, dv = (kh - 1 - u, kw - 1 - v) if flip else (u, v)
-            yield x[:, du:du + h, dv:dv + w]
+            yield x[:, du:du + sh * (h - 1) + 1:sh, dv:dv + sw * (w - 1) + 1:sw]
 
 
-def _gather_taps(x, kh, kw, h, w, flip=False):
+def _gather_taps(x, kh, kw, h, w, flip=False, strides=(1, 1)):
     """The shifted (h, w) windows of ``x``, side by side on the channel axis (tap-major)."""
-    return jnp.concatenate(list(_windows(x, kh, kw, h, w, flip)), axis=-1)
+    return jnp.concatenate(list(_windows(x, kh, kw, h, w, flip, strides)), axis=-1)
 
 
 def _sum_taps(t, kh, kw, h, w, flip=False):
