@@ -35,16 +35,16 @@ def variables_of(state: TrainState) -> dict:
     return v
 
 
-def ema_decay(decay: float, updates) -> jnp.ndarray:
-    """The averaging weight after ``updates`` updates: ``decay``, lowered early on to
-    ``(1 + updates) / (10 + updates)`` so the first weights do not dominate the average."""
-    return jnp.minimum(decay, (1.0 + updates) / (10.0 + updates))
-
-
-def ema_update(average, new, decay) -> Any:
-    """One exponential-moving-average step over matching pytrees: ``decay * average +
-    (1 - decay) * new``, leaf by leaf, in each leaf's dtype."""
-    return jax.tree.map(lambda a, n: (decay * a + (1.0 - decay) * n).astype(a.dtype), average, new)
+def forward(ts: TrainState, params, x, train: bool = True, name: str = ""):
+    """``(output, updated batch_stats)`` of ``ts``'s network with ``params`` (BatchNorm in
+    training mode on the batch when ``train``; ``{}`` for a network without BatchNorm).
+    ``name`` scopes its ops in profiles."""
+    with jax.named_scope(name or "forward"):
+        if not ts.batch_stats:
+            return ts.apply_fn({"params": params}, x, train=train), {}
+        out, updates = ts.apply_fn({"params": params, "batch_stats": ts.batch_stats}, x, train=train,
+                                   mutable=["batch_stats"])
+        return out, updates["batch_stats"]
 
 
 SCHEDULES = ("step", "cosine", "constant")  # the learning-rate schedules make_schedule knows

@@ -58,11 +58,8 @@ def split_cpu(config) -> int:
 
 
 def _run(config, workdir):
-    if config.kind == "teacher":
-        from ddad_jax import teacher  # pylint: disable=import-outside-toplevel
-        return teacher.train_and_evaluate(config, workdir)
-    from ddad_jax import train  # pylint: disable=import-outside-toplevel
-    return train.train_and_evaluate(config, workdir)
+    from ddad_jax import loop  # pylint: disable=import-outside-toplevel  (JAX starts after split_cpu)
+    return loop.train_and_evaluate(config, workdir)
 
 
 def run(dataset: str) -> None:

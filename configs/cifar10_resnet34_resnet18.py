@@ -1,0 +1,17 @@
+"""DDAD on CIFAR-10: ResNet-34 -> ResNet-18 with DFAD's protocol (for a GPU or TPU host).
+
+    python -m experiments.cifar10 --config=configs/teacher.py:cifar10 --workdir=runs/cifar10_resnet34 --config.model=resnet34
+    python -m experiments.cifar10 --config=configs/cifar10_resnet34_resnet18.py --workdir=runs/cifar10_ddad_resnet18 \
+        --config.teacher_dir=runs/cifar10_resnet34
+"""
+
+import ml_collections
+
+from configs import ddad
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = ddad.base()
+    c.dataset = "cifar10"
+    c.teacher, c.student = "resnet34", "resnet18"  # DFAD and DDAD's CIFAR pair
+    return ddad.smoke(c) if "smoke" in ddad.parse_options(arg) else c

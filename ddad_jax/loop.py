@@ -1,0 +1,117 @@
+"""The one training loop: teacher training and distillation alike.
+
+``train_and_evaluate(config, workdir)`` builds the run (``build.build``: everything
+validated before anything is written), resumes from the workdir's latest intact checkpoint,
+then steps to the end with periodic actions -- log, evaluate, sample grid, checkpoint --
+in the spirit of clu's periodic actions, and writes ``summary.json`` (and a teacher's
+export). A resumed run continues exactly like an uninterrupted one.
+"""
+
+import json
+import os
+import sys
+import time
+from typing import Callable, Dict, List
+
+import jax
+import numpy as np
+
+from ddad_jax import build as build_lib
+from ddad_jax import checkpoints, reporting, state as state_lib
+from ddad_jax.errors import UserError
+
+
+class Every:
+    """A periodic action: ``fn(step, state, metrics)`` every ``n`` steps and at the last one."""
+
+    def __init__(self, n: int, total: int, fn: Callable):
+        self.n, self.total, self.fn = n, total, fn
+
+    def __call__(self, step, state, metrics):
+        if step % self.n == 0 or step == self.total:
+            self.fn(step, state, metrics)
+
+
+def _previous_elapsed(metrics_path: str) -> float:
+    """Seconds an interrupted run had already spent (its last kept record's ``elapsed_s``)."""
+    elapsed = 0.0
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                try:
+                    elapsed = json.loads(line).get("elapsed_s", elapsed)
+                except json.JSONDecodeError:  # a torn last line
+                    continue
+    return elapsed
+
+
+def train(run: build_lib.Run, workdir: str) -> dict:
+    """Steps ``run`` to its end in ``workdir`` (resuming there); returns the summary."""
+    checkpoints.guard_workdir(workdir, run.identity)
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+    restored = ckpt.restore(run.state)
+    state = run.place(restored if restored is not None else run.state)
+    start = int(state.step)
+    if restored is not None:
+        print(f"[{run.name}] resuming from step {start}", flush=True)
+    reporter = reporting.Reporter(workdir, run.total_steps, start_step=start)
+    t0, before = time.time(), _previous_elapsed(reporter.jsonl_path)
+    elapsed = lambda: before + time.time() - t0
+    last_eval: Dict[str, float] = {}
+
+    def log(step, state, metrics):
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad:
+            raise UserError(f"non-finite {bad[0]} at step {step}; stopping without saving "
+                            "(the last good checkpoint is kept)")
+        epoch = (step - 1) // run.steps_per_epoch + 1
+        reporter.progress(step, metrics, prefix=f"[{run.name}] {run.phase(step)}epoch {epoch} ")
+        reporter.write(step, {**metrics, "elapsed_s": elapsed()})
+
+    def evaluate(step, state, metrics):
+        last_eval.clear()
+        last_eval.update(run.evaluate(state))
+        reporter.write(step, {**last_eval, "elapsed_s": elapsed()})
+        epoch, epochs = -(-step // run.steps_per_epoch), -(-run.total_steps // run.steps_per_epoch)
+        shown = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_eval.items())
+        print(f"[{run.name}] epoch {epoch}/{epochs}: {shown} ({elapsed():.0f}s)", flush=True)
+
+    def sample(step, state, metrics):
+        epoch = -(-step // run.steps_per_epoch)
+        reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), run.sample(state))
+
+    def save(step, state, metrics):
+        if not state_lib.all_finite(state):
+            raise UserError(f"non-finite parameters at step {step}; stopping without saving "
+                            "(the last good checkpoint is kept)")
+        ckpt.save(step, state)
+
+    total, per_epoch = run.total_steps, run.steps_per_epoch
+    actions: List[Every] = [Every(run.log_every, total, log), Every(per_epoch, total, evaluate)]
+    if run.sample is not None:
+        actions.append(Every(per_epoch, total, sample))
+    actions.append(Every(run.checkpoint_every or per_epoch, total, save))  # last: after what it covers
+    try:
+        for step in range(start + 1, total + 1):
+            state, metrics = run.step(step, state)
+            for action in actions:
+                action(step, state, metrics)
+    finally:
+        ckpt.close()
+        reporter.close()
+    if not last_eval:  # nothing left to run (a finished run resumed): evaluate what was restored
+        last_eval.update(run.evaluate(state))
+    summary = run.summarize(state, last_eval, elapsed())
+    if run.export is not None:
+        run.export(workdir, state, summary)
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    shown = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_eval.items())
+    print(f"[{run.name}] done: {shown}; {workdir}", file=sys.stdout, flush=True)
+    return summary
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Builds the run ``config`` describes (teacher training or distillation) and trains it."""
+    return train(build_lib.build(config), workdir)

@@ -1,0 +1,13 @@
+"""Objectives by name: the generator's terms and the student's objectives.
+
+A method's config names them, e.g. ``generator_terms = {"bn": 1.0, "adversarial": 1.0}``
+and ``student_objective = "l1"``; each is a small pure function with a hand-computed test
+(``tests/test_objectives.py``). A new method is a config plus, at most, a new function here.
+"""
+
+from ddad_jax.objectives.generator import GENERATOR_TERMS, NEEDS_STUDENT, NEEDS_TARGETS, Synthesis, generator_loss
+from ddad_jax.objectives.student import STUDENT_OBJECTIVES, kl, l1, student_objective
+from ddad_jax.objectives.supervised import accuracy, cross_entropy
+
+__all__ = ["GENERATOR_TERMS", "NEEDS_STUDENT", "NEEDS_TARGETS", "STUDENT_OBJECTIVES", "Synthesis", "accuracy",
+           "cross_entropy", "generator_loss", "kl", "l1", "student_objective"]

@@ -1,0 +1,97 @@
+"""The generator's objective: a weighted sum of named terms, each to be minimised.
+
+Every term is ``fn(s: Synthesis, axis_name) -> scalar``: a value of the *global* batch when
+``axis_name`` names the data-parallel axis (``None``: the batch at hand). DDAD's two
+discriminators are ``bn`` (the teacher's BatchNorm statistics) and ``adversarial`` (the
+student: minus its L1 discrepancy with the teacher, so the generator seeks disagreement).
+DAFL's ``onehot`` and ``balance``, and ``ce`` toward classes drawn for each image
+(DeepInversion, DFQ, CMI, Fast), are there for the methods that use them.
+"""
+
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from ddad_jax.objectives import student as student_objectives
+
+
+class Synthesis(NamedTuple):
+    """What the generator's terms can look at for one (local) batch of synthetic images."""
+
+    teacher_logits: jnp.ndarray
+    bn_observed: Any = None  # per BN layer: batch mean/var of its input (models.bn_stats), global
+    bn_stored: Any = None  # the teacher's running statistics (its ``batch_stats``)
+    student_logits: Optional[jnp.ndarray] = None  # for terms in NEEDS_STUDENT
+    targets: Optional[jnp.ndarray] = None  # int classes drawn for each image (terms in NEEDS_TARGETS)
+
+
+def _mean(x: jnp.ndarray, axis_name) -> jnp.ndarray:
+    """Mean over the local batch, then over replicas (equal shards: the global mean)."""
+    m = jnp.mean(x, axis=0)
+    return jax.lax.pmean(m, axis_name) if axis_name else m
+
+
+def bn_statistics(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Sum over the teacher's BatchNorm layers of ``||mu - running_mean||_2 +
+    ||var - running_var||_2`` (the statistics are already those of the global batch)."""
+    del axis_name
+    observed = traverse_util.flatten_dict(s.bn_observed)
+    stored = traverse_util.flatten_dict(s.bn_stored)
+    if set(observed) != set(stored):
+        raise ValueError("observed and stored BatchNorm statistics have different layers: "
+                         f"{sorted(set(observed) ^ set(stored))[:4]}")
+    if not observed:
+        raise ValueError("no BatchNorm statistics to compare: the model has no BatchNorm layers")
+    return sum(jnp.linalg.norm(observed[k] - stored[k]) for k in sorted(observed))
+
+
+def adversarial(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus the L1 discrepancy between student and teacher logits (DFAD, DDAD)."""
+    gap = jnp.mean(jnp.abs(s.student_logits - s.teacher_logits), axis=-1)
+    return -_mean(gap, axis_name)
+
+
+def adversarial_kl(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus ``KL(teacher || student)`` at temperature 1."""
+    per_image = jax.vmap(lambda st, te: student_objectives.kl(st[None], te[None]))(
+        s.student_logits, s.teacher_logits)
+    return -_mean(per_image, axis_name)
+
+
+def onehot(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Cross-entropy of the teacher's prediction against its own arg-max (DAFL's L_oh):
+    low when each image is a confident example of some class."""
+    logits = s.teacher_logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.argmax(logits, -1))
+    return _mean(ce, axis_name)
+
+
+def balance(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """``sum_c p_c log p_c`` of the global batch's mean class distribution (DAFL's
+    information entropy, negated): minimal, ``-log C``, when the classes are balanced."""
+    p = _mean(jax.nn.softmax(s.teacher_logits.astype(jnp.float32)), axis_name)
+    return jnp.sum(p * jnp.log(jnp.clip(p, 1e-12)))
+
+
+def ce(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """The teacher's cross-entropy against the class drawn for each image."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(s.teacher_logits.astype(jnp.float32), s.targets)
+    return _mean(losses, axis_name)
+
+
+GENERATOR_TERMS: Dict[str, Callable[..., jnp.ndarray]] = {
+    "bn": bn_statistics, "adversarial": adversarial, "adversarial_kl": adversarial_kl,
+    "onehot": onehot, "balance": balance, "ce": ce,
+}
+NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl"})  # the student's forward runs only for these
+NEEDS_TARGETS = frozenset({"ce"})  # classes are drawn (and fed to the generator) only for these
+
+
+def generator_loss(terms: Tuple[Tuple[str, float], ...], s: Synthesis,
+                   axis_name=None) -> Tuple[jnp.ndarray, Mapping[str, jnp.ndarray]]:
+    """``sum_i w_i * term_i`` over ``terms`` ((name, weight) pairs) and each term's value."""
+    values = {name: GENERATOR_TERMS[name](s, axis_name) for name, _ in terms}
+    return sum(w * values[name] for name, w in terms), values
