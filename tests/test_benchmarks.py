@@ -63,26 +63,54 @@ def test_ops_are_sorted_into_parts_and_kinds():
 
 def test_time_to_accuracy_takes_the_first_evaluation_at_or_above_each_target(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    rows = [{"step": 1, "time": 110.0, "gen/loss": 1.0}, {"step": 25, "time": 160.0, "test/student_accuracy": 0.79},
-            {"step": 50, "time": 220.0, "test/student_accuracy": 0.81},
-            {"step": 75, "time": 280.0, "test/student_accuracy": 0.80}]
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    assert fmnist_ddad.time_to_accuracy(str(path), start=100.0) == [120.0, None]
+    rows = [{"step": 1, "time": 110.0, "gen/loss": 1.0}, {"step": 25, "time": 150.0, "test/student_accuracy": 0.70},
+            {"step": 50, "time": 160.0, "test/student_accuracy": 0.79},
+            {"step": 75, "time": 220.0, "test/student_accuracy": 0.74},
+            {"step": 100, "time": 280.0, "test/student_accuracy": 0.80}]
+    lines = [json.dumps(r) for r in rows]
+    path.write_text("\n".join(lines[:2] + ['{"step": 40, "time": 15'] + lines[2:] + ['{"step": 125, "ti']))
+    # default targets 75 % and 80 %; torn lines (an interrupted write) are skipped
+    assert fmnist_ddad.time_to_accuracy(str(path), start=100.0) == [60.0, 180.0]
+    assert fmnist_ddad.time_to_accuracy(str(path), start=100.0, targets=(0.7, 0.85)) == [50.0, None]
 
 
-def test_results_table_names_the_replay_memory_when_used():
-    result = {"student_acc": [0.8, 0.82], "wall_s": [600, 660], "time_to_80_85_s": [[300, None], [None, None]],
-              "seeds": [0, 1], "teacher": "lenet5_bn", "teacher_acc": 0.9069, "teacher_wall_s": 280,
-              "student": "lenet5_half", "iterations": 1500, "machine": "x", "command": "python b.py",
-              "replay_slots": 100}
-    table = fmnist_ddad.markdown(result)
-    assert "replaying the last 100 generated batches" in table
-    assert "| **mean** | **81.00** (± 1.00) | 10.5 (median) | | |" in table
-    assert "| 0 | 80.00 | 10.0 | 5.0 | not reached |" in table
-    assert "replaying" not in fmnist_ddad.markdown({**result, "replay_slots": 0})
-    assert "fine-tuning" not in table
-    tuned = fmnist_ddad.markdown({**result, "finetune_iterations": 50})
-    assert "1500 iterations then 50 of student-only fine-tuning on the frozen generator" in tuned
+def _result(**changes):
+    result = {"seeds": [0, 1, 3], "teacher_acc": [0.91, 0.90, 0.90], "student_acc": [0.76, 0.72, 0.80],
+              "wall_s": [900, 960, 1020], "teacher_wall_s": [180, 190, 200], "time_to_75_s": [300, None, 240],
+              "time_to_80_s": [None, None, 600], "commit": ["abc", "abc", "def"], "heldout_seeds": [3, 4, 5],
+              "teacher": "lenet5_bn", "student": "lenet5_half", "iterations": 1500, "finetune_iterations": 400,
+              "machine": "x86_64, 2 CPU cores, 4 JAX device(s)", "command": "python benchmarks/fmnist_ddad.py"}
+    return {**result, **changes}
+
+
+def test_results_table_has_a_row_per_seed_and_summaries_for_tuned_and_held_out_seeds():
+    table = fmnist_ddad.markdown(_result())
+    assert "| 0 | 91.00 | 76.00 | 5.0 | never | 15.0 |" in table
+    assert "| 1 | 90.00 | 72.00 | never | never | 16.0 |" in table
+    assert "| 3 (held out) | 90.00 | 80.00 | 4.0 | 10.0 | 17.0 |" in table
+    assert "| **seeds 0–2 (tuned on)** | 90.50 ± 0.71 | **74.00 ± 2.83** | | | |" in table
+    assert "| **seeds 3–5 (held out)** | 90.00 ± 0.00 | **80.00 ± 0.00** | | | |" in table
+    assert "| **all seeds** | 90.33 ± 0.58 | **76.00 ± 4.00** | | | |" in table
+    assert "1500 iterations + 400 student-only fine-tuning iterations" in table
+    assert table.endswith("Regenerate: `python benchmarks/fmnist_ddad.py`")
+    tuned_only = fmnist_ddad.markdown(_result(seeds=[0, 1], finetune_iterations=0))
+    assert "(held out)" not in tuned_only  # neither a held-out row nor its summary
+    assert "fine-tuning" not in tuned_only
+
+
+def test_merge_adds_and_replaces_seeds_and_keeps_the_lists_sorted_by_seed():
+    old = _result()
+    new = {"seeds": [2, 1], "teacher_acc": [0.89, 0.92], "student_acc": [0.70, 0.78], "wall_s": [1, 2],
+           "teacher_wall_s": [3, 4], "time_to_75_s": [None, 5], "time_to_80_s": [None, None],
+           "commit": ["new", "new"], "machine": "elsewhere"}
+    merged = fmnist_ddad.merge(old, new)
+    assert merged["seeds"] == [0, 1, 2, 3]
+    assert merged["student_acc"] == [0.76, 0.78, 0.70, 0.80]  # seed 1 replaced, seed 2 added
+    assert merged["time_to_75_s"] == [300, 5, None, 240]
+    assert merged["commit"] == ["abc", "new", "new", "def"]
+    assert merged["machine"] == "elsewhere" and merged["command"] == old["command"]  # run-level: newest wins
+    first = fmnist_ddad.merge(None, new)  # no results file yet
+    assert first["seeds"] == [1, 2] and first["student_acc"] == [0.78, 0.70]
 
 
 def test_publish_writes_markdown_and_json(tmp_path):
