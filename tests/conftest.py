@@ -47,28 +47,31 @@ def run_entry(dataset, *args, env=None, timeout=600):
 def fmnist_smoke_teacher(tmp_path_factory, fmnist_data_dir):
     """A tiny LeNet-5 (BN) teacher trained in-process for a few steps on real Fashion-MNIST."""
     from configs import teacher as teacher_config
-    from ddad_jax import teacher
+    from ddad_jax import loop
     workdir = str(tmp_path_factory.mktemp("fmnist_teacher"))
     config = teacher_config.get_config("fashion_mnist,smoke")
     config.data_dir = fmnist_data_dir
     config.num_devices = 1
-    teacher.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     return workdir
 
 
 def tiny_ddad(config, num_devices=1, rng=0):
-    """A tiny Fashion-MNIST-shaped DDAD setup for unit tests: (mesh, teacher model, teacher
-    variables (random LeNet-5 BN), generator, student, DDAD state created from ``config``)."""
+    """A tiny Fashion-MNIST-shaped DDAD setup for unit tests: (mesh, hp, teacher model, teacher
+    variables (a random LeNet-5 BN with non-trivial running statistics), generator, student,
+    a fresh DDAD state on the host) from ``config``."""
     import jax
     import jax.numpy as jnp
-    from ddad_jax import data, models, parallel
+    from ddad_jax import build, data, models, parallel
     from ddad_jax.state import init_variables
-    from ddad_jax.train import create_state
 
     mesh = parallel.make_mesh(num_devices)
+    spec = data.get_spec("fashion_mnist")
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
     t_vars = init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
+    t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
     gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
-    state = create_state(config, data.get_spec("fashion_mnist"), gen, student, jax.random.key(rng))
-    return mesh, t_model, t_vars, gen, student, state
+    hp = build.hyper(config, spec.num_classes)
+    state = build.create_ddad_state(config, hp, spec, gen, student, jax.random.key(rng))
+    return mesh, hp, t_model, t_vars, gen, student, state

@@ -10,58 +10,42 @@ import numpy as np
 import pytest
 
 from configs import ddad as ddad_config
-from ddad_jax import data, models, parallel, state as state_lib, teacher
+from conftest import tiny_ddad
+from ddad_jax import build, data, models, objectives, parallel, state as state_lib, teacher
 from ddad_jax.errors import UserError
 from ddad_jax.methods import ddad
-from ddad_jax.train import create_state, hyper_from_config
 
 
-def _tiny_config():
+def _run_ddad(num_devices, iterations=3, every_term=False):
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.batch_size, config.student_steps_per_generator_step = 16, 2
-    return config
-
-
-def _run_ddad(num_devices, iterations=3, replay_slots=0):
-    config = _tiny_config()
-    config.replay_slots = replay_slots
-    config.class_weight = 0.0  # the plain variant: an unconditional generator
-    if replay_slots:  # the variant also turns on the generator's optional DAFL terms and the
-        config.onehot_weight, config.balance_weight = 1.0, 5.0  # student's augmentations
-        config.student_flip, config.student_shift, config.student_mixup_alpha = True, 2, 0.5
-        config.class_weight = 1.0  # and a class-conditional generator
-    spec = data.get_spec("fashion_mnist")
-    mesh = parallel.make_mesh(num_devices)
-    t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
-    # a teacher with non-trivial running statistics
-    t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
-    student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
-    rng = jax.random.key(0)
-    hp = hyper_from_config(config)
-    state = ddad.place_state(create_state(config, spec, gen, student, rng), hp, mesh)
+    if every_term:  # every generator term (targets drawn, a class-conditional generator), a pool
+        config.generator_terms.update({k: 0.5 for k in objectives.GENERATOR_TERMS})
+        config.pool_size, config.student_objective = 2, "kl"
+    mesh, hp, t_model, t_vars, _, _, state = tiny_ddad(config, num_devices)
+    state = build.place_ddad_state(state, hp, mesh)
     step = ddad.make_iteration(t_model, hp, mesh)
     history = []
     for _ in range(iterations):
-        state, metrics = step(state, parallel.replicate(t_vars, mesh), rng)
+        state, metrics = step(state, parallel.replicate(t_vars, mesh), jax.random.key(0))
         history.append(jax.device_get(metrics))
     return jax.device_get(state), history
 
 
-@pytest.mark.parametrize("replay_slots", [0, 2])
-def test_ddad_one_device_equals_eight_devices(replay_slots):
+@pytest.mark.parametrize("every_term", [False, True])
+def test_ddad_one_device_equals_eight_devices(every_term):
     assert jax.device_count() == 8
-    state1, hist1 = _run_ddad(1, replay_slots=replay_slots)
-    state8, hist8 = _run_ddad(8, replay_slots=replay_slots)
+    state1, hist1 = _run_ddad(1, every_term=every_term)
+    state8, hist8 = _run_ddad(8, every_term=every_term)
+    assert len(hist1[0]) == (8 if every_term else 4)  # loss, each term, the student's loss
     chex.assert_trees_all_close(hist1, hist8, rtol=2e-4, atol=1e-5)
     chex.assert_trees_all_close(state1.generator.params, state8.generator.params, rtol=2e-3, atol=2e-5)
     chex.assert_trees_all_close(state1.generator.batch_stats, state8.generator.batch_stats, rtol=1e-3, atol=1e-5)
     chex.assert_trees_all_close(state1.student.params, state8.student.params, rtol=2e-3, atol=2e-5)
-    if replay_slots:  # the replay memory is the same global array, whatever the split
-        chex.assert_trees_all_close(state1.memory, state8.memory, rtol=1e-3, atol=1e-4)
+    if every_term:  # the pool is the same global array, whatever the split
+        chex.assert_trees_all_close(state1.pool, state8.pool, rtol=1e-3, atol=1e-4)
     # and the step really did something
-    assert hist1[-1]["gen/bn_loss"] != hist1[0]["gen/bn_loss"]
+    assert hist1[-1]["gen/bn"] != hist1[0]["gen/bn"]
 
 
 def test_teacher_step_one_device_equals_eight_devices():

@@ -1,0 +1,96 @@
+"""Each generator term and student objective against values computed by hand."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddad_jax import objectives, parallel
+from ddad_jax.objectives import generator as terms
+
+LN3 = math.log(3.0)
+
+
+def test_student_l1_hand_computed():
+    s, t = jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.zeros((2, 2))
+    np.testing.assert_allclose(objectives.l1(s, t), 2.5)
+
+
+def test_student_kl_hand_computed_with_temperature():
+    s, t = jnp.array([[0.0, 0.0]]), jnp.array([[LN3, 0.0]])
+    # softmax(t) = (3/4, 1/4) against (1/2, 1/2): 3/4 ln(3/2) + 1/4 ln(1/2)
+    np.testing.assert_allclose(objectives.kl(s, t), 0.130812, atol=1e-6)
+    # T = 2: softmax(t/2) = (sqrt3, 1) / (sqrt3 + 1) = (0.633975, 0.366025), KL 0.036341, times T^2 = 4
+    np.testing.assert_allclose(objectives.kl(s, t, 2.0), 0.145363, atol=1e-5)
+    np.testing.assert_allclose(objectives.kl(t, t, 3.0), 0.0, atol=1e-7)
+
+
+def test_unknown_student_objective_names_the_known_ones():
+    assert objectives.student_objective("kl") is objectives.kl
+    with pytest.raises(ValueError, match="known: kl, l1"):
+        objectives.student_objective("l2")
+
+
+def _synthesis(**kw):
+    base = dict(teacher_logits=jnp.array([[LN3, 0.0], [LN3, 0.0]]))
+    return objectives.Synthesis(**{**base, **kw})
+
+
+def test_bn_term_hand_computed():
+    observed = {"l": {"mean": jnp.array([1.0, 2.0]), "var": jnp.array([1.0, 1.0])}}
+    stored = {"l": {"mean": jnp.array([1.0, 0.0]), "var": jnp.array([2.0, 1.0])}}
+    # ||(0, 2)|| + ||(-1, 0)||
+    np.testing.assert_allclose(terms.bn_statistics(_synthesis(bn_observed=observed, bn_stored=stored)), 3.0)
+    with pytest.raises(ValueError, match="different layers"):
+        terms.bn_statistics(_synthesis(bn_observed=observed, bn_stored={"m": stored["l"]}))
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        terms.bn_statistics(_synthesis(bn_observed={}, bn_stored={}))
+
+
+def test_adversarial_terms_are_minus_the_discrepancy():
+    s = _synthesis(teacher_logits=jnp.zeros((2, 2)), student_logits=jnp.array([[1.0, 2.0], [3.0, 4.0]]))
+    np.testing.assert_allclose(terms.adversarial(s), -2.5)
+    s = _synthesis(teacher_logits=jnp.array([[LN3, 0.0]]), student_logits=jnp.zeros((1, 2)))
+    np.testing.assert_allclose(terms.adversarial_kl(s), -0.130812, atol=1e-6)
+
+
+def test_dafl_terms_hand_computed():
+    # one-hot: every image predicts class 0 with probability 3/4: -ln(3/4)
+    np.testing.assert_allclose(terms.onehot(_synthesis()), 0.287682, atol=1e-6)
+    # balance: mean of (1/2, 1/2) and (3/4, 1/4) = (5/8, 3/8); 5/8 ln 5/8 + 3/8 ln 3/8
+    s = _synthesis(teacher_logits=jnp.array([[0.0, 0.0], [LN3, 0.0]]))
+    np.testing.assert_allclose(terms.balance(s), -0.661563, atol=1e-6)
+    balanced = _synthesis(teacher_logits=jnp.array([[5.0, 0.0], [0.0, 5.0]]))
+    np.testing.assert_allclose(terms.balance(balanced), -math.log(2), atol=1e-6)  # its minimum
+
+
+def test_ce_toward_drawn_targets_hand_computed():
+    s = _synthesis(targets=jnp.array([0, 1]))
+    np.testing.assert_allclose(terms.ce(s), (-math.log(0.75) - math.log(0.25)) / 2, atol=1e-6)
+
+
+def test_generator_loss_weights_the_named_terms():
+    observed = {"l": {"mean": jnp.array([1.0, 2.0]), "var": jnp.array([1.0, 1.0])}}
+    stored = {"l": {"mean": jnp.array([1.0, 0.0]), "var": jnp.array([2.0, 1.0])}}
+    s = _synthesis(teacher_logits=jnp.zeros((2, 2)), student_logits=jnp.array([[1.0, 2.0], [3.0, 4.0]]),
+                   bn_observed=observed, bn_stored=stored)
+    loss, values = objectives.generator_loss((("bn", 2.0), ("adversarial", 1.0)), s)
+    np.testing.assert_allclose(loss, 2.0 * 3.0 - 2.5)
+    assert set(values) == {"bn", "adversarial"}
+
+
+@pytest.mark.parametrize("name", ["adversarial", "adversarial_kl", "onehot", "balance", "ce"])
+def test_terms_over_a_sharded_batch_are_those_of_the_global_batch(name):
+    rng = np.random.default_rng(0)
+    s = objectives.Synthesis(teacher_logits=jnp.asarray(rng.normal(size=(16, 10)), jnp.float32),
+                             student_logits=jnp.asarray(rng.normal(size=(16, 10)), jnp.float32),
+                             targets=jnp.asarray(rng.integers(0, 10, 16)))
+    whole = terms.GENERATOR_TERMS[name](s)
+    mesh = parallel.make_mesh(8)
+    spec = objectives.Synthesis(teacher_logits=parallel.SHARDED, student_logits=parallel.SHARDED,
+                                targets=parallel.SHARDED)
+    sharded = jax.jit(parallel.data_parallel(lambda x: terms.GENERATOR_TERMS[name](x, parallel.BATCH_AXIS),
+                                             mesh, in_specs=(spec,), out_specs=parallel.REPLICATED))(s)
+    np.testing.assert_allclose(sharded, whole, rtol=1e-5)
