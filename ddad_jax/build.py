@@ -9,7 +9,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -64,7 +63,7 @@ _RANGES = {
     "weight_decay": (_FLOAT, 0.0, None), "student_weight_decay": (_FLOAT, 0.0, None),
     "lr_gamma": (_FLOAT, 0.0, None), "temperature": (_FLOAT, 0.0, None),
 }
-_POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "temperature"})  # > 0, not >= 0
+_POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature"})  # > 0, not >= 0
 _CHOICES = {
     "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
     "lr_schedule": state_lib.SCHEDULES, "generator_lr_schedule": ("", *state_lib.SCHEDULES),
@@ -102,8 +101,9 @@ def validate(config) -> None:
 
 
 def identity(config, **extra) -> Dict[str, Any]:
-    """The fields that fix a run's trajectory, plus ``extra`` (e.g. the teacher's fingerprint)."""
-    return {**{k: v for k, v in config.to_dict().items() if k not in NOT_TRAJECTORY}, **extra}
+    """The fields that fix a run's trajectory, plus ``extra`` (e.g. the teacher's fingerprint),
+    as JSON has them (tuples become lists), so they compare equal to a recorded ``run.json``."""
+    return json.loads(json.dumps({**{k: v for k, v in config.to_dict().items() if k not in NOT_TRAJECTORY}, **extra}))
 
 
 def _compute_dtype(config):
