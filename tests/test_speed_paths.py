@@ -13,7 +13,7 @@ from jax import lax
 
 from ddad_jax import checkpoints, data, models, parallel, state as state_lib
 from ddad_jax.methods import ddad
-from ddad_jax.models import conv as conv_lib
+from ddad_jax.backends import cpu as conv_lib
 from ddad_jax.train import create_state, hyper_from_config
 from experiments import launch
 from configs import ddad as ddad_config

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import augment, losses, parallel, state as state_lib
+from ddad_jax import augment, backends, losses, parallel, state as state_lib
 from ddad_jax.methods import replay
 from ddad_jax.models.bn_stats import apply_with_bn_stats
 from ddad_jax.state import TrainState
@@ -247,7 +247,7 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
         # ~7x slower (CIFAR ResNet-34 -> ResNet-18 at batch 64: 247 s vs 35 s); elsewhere a loop.
         state, s_metrics = jax.lax.scan(lambda st, xs: student_step(hp, teacher_apply, st, *xs),
                                         state, (z_student, slots, aug_params),
-                                        unroll=hp.student_steps if parallel.on_cpu() else 1)
+                                        unroll=backends.scan_unroll(hp.student_steps))
         s_metrics = jax.tree.map(lambda m: m[-1], s_metrics)  # the last student step's loss
         state = update_student_ema(hp, state)
         return state.replace(step=state.step + 1), {**g_metrics, **s_metrics}

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models import conv as conv_lib
+from ddad_jax.backends import cpu as conv_lib
 
 
 def batch_norm(train: bool, axis_name: Optional[str] = None, **kwargs) -> nn.BatchNorm:
@@ -20,7 +20,7 @@ def batch_norm(train: bool, axis_name: Optional[str] = None, **kwargs) -> nn.Bat
 
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_lib.conv_general_dilated)
-"""``nn.Conv`` with the CPU-friendly weight gradient of ``conv.py``; every model uses it."""
+"""``nn.Conv`` with the CPU-friendly weight gradient of ``backends/cpu.py``; every model uses it."""
 
 conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1, use_bias=False)
 

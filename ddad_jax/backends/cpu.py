@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ddad_jax import parallel
+from ddad_jax import backends
 
 WEIGHT_GRAD_CHUNK = 8  # images per chunk on CPU; best of 8/16/32/64 measured
 FEW_CHANNELS = 4  # on CPU, convolutions with at most this many input or output channels are
@@ -196,7 +196,7 @@ def _plain_nhwc_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dil
                         feature_group_count, batch_group_count, preferred_element_type):
     """The explicit non-negative padding of an undilated, ungrouped NHWC x HWIO convolution
     on the CPU backend (what ``few_channel_conv`` and the patches weight gradient take), else None."""
-    if (not parallel.on_cpu() or lhs.ndim != 4 or preferred_element_type is not None
+    if (not backends.on_cpu() or lhs.ndim != 4 or preferred_element_type is not None
             or feature_group_count != 1 or batch_group_count != 1
             or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))):
         return None
@@ -251,7 +251,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if dimension_numbers is not None:
         batch_axis = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers).lhs_spec[0]
     chunk = _chunk_size(lhs.shape[0], WEIGHT_GRAD_CHUNK)
-    if (not parallel.on_cpu() or batch_axis != 0 or batch_group_count != 1
+    if (not backends.on_cpu() or batch_axis != 0 or batch_group_count != 1
             or chunk == lhs.shape[0]):
         return conv(lhs, rhs)
     return _chunked_weight_grad(conv, chunk)(lhs, rhs)
