@@ -73,8 +73,8 @@ class JaxWorkload:
         image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
         tvars = state_lib.init_variables(teacher.clone(bn_axis_name=None), jax.random.PRNGKey(0), image)
         self.tvars = parallel.replicate(tvars, mesh)
-        generator = models.Generator(config.generator_channels, spec.image_size, spec.channels, bn_axis_name=axis,
-                                     dtype=dtype)
+        generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
+                                         bn_axis_name=axis, dtype=dtype)
         student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=axis, dtype=dtype)
         self.state = parallel.replicate(train.create_state(config, spec, generator, student,
                                                            jax.random.PRNGKey(1)), mesh)

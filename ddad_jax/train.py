@@ -159,8 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"[ddad] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}",
           flush=True)
 
-    generator = models.Generator(config.generator_channels, spec.image_size, spec.channels,
-                                 bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
+    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
+                                     bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     # Sample grids are drawn outside the parallel map, compiled once.
     sample = jax.jit(lambda variables, z: generator.clone(bn_axis_name=None).apply(
         variables, z, train=True, mutable=["batch_stats"])[0])

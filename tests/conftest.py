@@ -68,7 +68,7 @@ def tiny_ddad(config, num_devices=1, rng=0):
     mesh = parallel.make_mesh(num_devices)
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
     t_vars = init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
+    gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
     state = create_state(config, data.get_spec("fashion_mnist"), gen, student, jax.random.key(rng))
     return mesh, t_model, t_vars, gen, student, state

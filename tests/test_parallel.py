@@ -36,7 +36,7 @@ def _run_ddad(num_devices, iterations=3, replay_slots=0):
     t_vars = state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
     # a teacher with non-trivial running statistics
     t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
+    gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
     rng = jax.random.key(0)
     hp = hyper_from_config(config)

@@ -48,7 +48,7 @@ def test_iteration_stores_generated_batches_with_the_teachers_inference_logits()
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
     t_vars = state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
     t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
+    gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
     hp = hyper_from_config(config)
     state = ddad.place_state(create_state(config, spec, gen, student, jax.random.key(0)), hp, mesh)

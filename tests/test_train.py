@@ -139,7 +139,7 @@ def test_generator_can_keep_its_own_learning_rate_schedule(generator_schedule, d
     config = ddad_config.get_config("fashion_mnist,smoke")  # cosine over 4 iterations
     config.generator_lr_schedule = generator_schedule
     spec = data.get_spec("fashion_mnist")
-    gen = models.Generator(config.generator_channels, 32, 1)
+    gen = models.get_generator(config.generator_channels, 32, 1)
     student = models.get_classifier("lenet5_half", 10)
     state = train.create_state(config, spec, gen, student, jax.random.key(0))
     total = config.num_epochs * config.iters_per_epoch
