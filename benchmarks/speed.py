@@ -10,7 +10,8 @@ the protocol's 256 on an accelerator). For each, the full iteration (one generat
 are timed, JAX and PyTorch alternately in the same process, after warm-up; each figure
 is the median over ``--repeats`` timings. JAX compile time is reported separately.
 ddad_jax runs as a user gets it: on a CPU host split into ``gcd(cpu_devices, batch)``
-XLA devices (``experiments/launch.py``). Weights are random: speed does not depend on them.
+XLA devices (``backends.cpu.split_host_devices``, as ``experiments/launch.py`` does), with
+the CPU paths of ``ddad_jax/backends/cpu.py``. Weights are random: speed does not depend on them.
 
 Writes ``benchmarks/results/speed_<cpu|gpu>.{json,md}`` and the README table between the
 ``speed_<device>`` markers. Needs torch (``pip install torch``; benchmark-only).
@@ -29,7 +30,7 @@ import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
-from experiments import launch  # noqa: E402  pylint: disable=wrong-import-position
+from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
 
 WORKLOADS = {
     # name: (configs/ddad.py argument, batch on a CPU or None for the config's)
@@ -209,7 +210,7 @@ def main():
         sys.exit("error: the speed benchmark compares against PyTorch; pip install torch")
 
     # Split a CPU host before JAX starts, as the entry points do, for a batch every workload divides.
-    launch.split_cpu(ml_collections.ConfigDict({
+    cpu_backend.split_host_devices(ml_collections.ConfigDict({
         "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(w, True).batch_size for w in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     backend = jax.default_backend()

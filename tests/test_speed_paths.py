@@ -4,6 +4,8 @@ split picks a count that divides the batch, and a DDAD iteration compiles once f
 including after a checkpoint round-trip."""
 
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -16,8 +18,9 @@ from ddad_jax import checkpoints, data, models, parallel, state as state_lib
 from ddad_jax.backends import cpu
 from ddad_jax.methods import ddad
 from ddad_jax.train import create_state, hyper_from_config
-from experiments import launch
 from configs import ddad as ddad_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("shape,kernel,strides,padding", [
@@ -193,14 +196,24 @@ def test_chunk_size_divides_the_batch():
     (1, 128, "", 1, None),
     (4, 128, "--xla_force_host_platform_device_count=8", 4, "--xla_force_host_platform_device_count=8"),
 ])
-def test_split_cpu_sets_a_dividing_device_count(monkeypatch, cpu_devices, batch, preset, expected, flag):
+def test_split_host_devices_sets_a_dividing_device_count(monkeypatch, cpu_devices, batch, preset, expected, flag):
     monkeypatch.setenv("XLA_FLAGS", preset)
     config = ml_collections.ConfigDict({"cpu_devices": cpu_devices, "batch_size": batch})
-    assert launch.split_cpu(config) == expected
+    assert cpu.split_host_devices(config) == expected
     if flag:
         assert os.environ["XLA_FLAGS"].split() == [flag]  # a flag the user gave wins
     else:
         assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_device_split_takes_effect_after_the_launcher_is_imported():
+    """Importing the launcher (and with it jax, flax and the CPU backend module) does not start
+    JAX's backend, so the split it makes afterwards still takes effect."""
+    code = ("import jax, ml_collections; from experiments import launch; from ddad_jax.backends import cpu; "
+            "cpu.split_host_devices(ml_collections.ConfigDict({'cpu_devices': 4, 'batch_size': 6})); "
+            "assert jax.device_count() == 2, jax.devices()")
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=REPO)
 
 
 def test_iteration_compiles_once_across_a_checkpoint_round_trip(tmp_path):

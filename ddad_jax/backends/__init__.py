@@ -43,7 +43,7 @@ PLAIN = Ops(conv=nn.Conv, upsample_conv=layers.UpsampleConv, max_pool=layers.max
 
 def ops_for(platform: Optional[str] = None) -> Ops:
     """The ops for ``platform`` ('cpu', 'gpu', 'tpu'; default ``jax.default_backend()``, which
-    starts JAX's backend: on a CPU host, split it into devices first, as experiments/launch.py does):
+    starts JAX's backend: on a CPU host, split it into devices first, ``cpu.split_host_devices``):
     ``cpu.OPS`` on CPU, else ``PLAIN``."""
     from ddad_jax.backends import cpu  # pylint: disable=import-outside-toplevel  (cpu.py builds on Ops)
     return cpu.OPS if (platform or jax.default_backend()) == "cpu" else PLAIN
