@@ -45,7 +45,8 @@ def ops_for(platform: Optional[str] = None) -> Ops:
     """The ops for ``platform`` ('cpu', 'gpu', 'tpu'; default ``jax.default_backend()``, which
     starts JAX's backend: on a CPU host, split it into devices first, ``cpu.split_host_devices``):
     ``cpu.OPS`` on CPU, else ``PLAIN``."""
-    from ddad_jax.backends import cpu  # pylint: disable=import-outside-toplevel  (cpu.py builds on Ops)
+    # Imported here: cpu.py builds its OPS from Ops above.
+    from ddad_jax.backends import cpu  # pylint: disable=import-outside-toplevel
     return cpu.OPS if (platform or jax.default_backend()) == "cpu" else PLAIN
 
 
