@@ -10,7 +10,8 @@ the protocol's 256 on an accelerator). For each, the full iteration (one generat
 are timed, JAX and PyTorch alternately in the same process, after warm-up; each figure
 is the median over ``--repeats`` timings. JAX compile time is reported separately.
 ddad_jax runs as a user gets it: on a CPU host split into ``gcd(cpu_devices, batch)``
-XLA devices (``experiments/launch.py``). Weights are random: speed does not depend on them.
+XLA devices (``backends.cpu.split_host_devices``, as ``experiments/launch.py`` does), with
+the CPU paths of ``ddad_jax/backends/cpu.py``. Weights are random: speed does not depend on them.
 
 Writes ``benchmarks/results/speed_<cpu|gpu>.{json,md}`` and the README table between the
 ``speed_<device>`` markers. Needs torch (``pip install torch``; benchmark-only).
@@ -29,7 +30,7 @@ import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
-from experiments import launch  # noqa: E402  pylint: disable=wrong-import-position
+from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
 
 WORKLOADS = {
     # name: (configs/ddad.py argument, batch on a CPU or None for the config's)
@@ -42,8 +43,8 @@ def _config(name, on_cpu):
     from configs import ddad as ddad_config  # pylint: disable=import-outside-toplevel
     dataset, cpu_batch = WORKLOADS[name]
     config = ddad_config.get_config(dataset)
-    config.replay_slots = 0  # the plain DDAD iteration, as in the PyTorch reference:
-    config.student_discrepancy = ""  # L1 for the generator and the student alike
+    # the plain DDAD iteration, as in the PyTorch reference: BN + adversarial terms, L1 student
+    assert dict(config.generator_terms) == {"bn": 1.0, "adversarial": 1.0} and config.student_objective == "l1"
     if on_cpu and cpu_batch:
         config.batch_size = cpu_batch
     return config
@@ -60,32 +61,31 @@ class JaxWorkload:
     def __init__(self, config):
         import jax  # pylint: disable=import-outside-toplevel
         import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-        from ddad_jax import data, models, parallel, state as state_lib, train  # pylint: disable=import-outside-toplevel
+        from ddad_jax import build, data, models, parallel, state as state_lib  # pylint: disable=import-outside-toplevel
         from ddad_jax.methods import ddad  # pylint: disable=import-outside-toplevel
-        from ddad_jax.models.bn_stats import apply_with_bn_stats  # pylint: disable=import-outside-toplevel
 
         self.jax = jax
         spec = data.get_spec(config.dataset)
         self.mesh = mesh = parallel.make_mesh()
         axis = parallel.BATCH_AXIS
-        dtype = train.compute_dtype(config)
+        dtype = build.compute_dtype(config)
         teacher = models.get_classifier(config.teacher, spec.num_classes, bn_axis_name=axis, dtype=dtype)
         image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
         tvars = state_lib.init_variables(teacher.clone(bn_axis_name=None), jax.random.PRNGKey(0), image)
         self.tvars = parallel.replicate(tvars, mesh)
-        generator = models.Generator(config.generator_channels, spec.image_size, spec.channels, bn_axis_name=axis,
-                                     dtype=dtype)
+        generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
+                                         bn_axis_name=axis, dtype=dtype)
         student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=axis, dtype=dtype)
-        self.state = parallel.replicate(train.create_state(config, spec, generator, student,
-                                                           jax.random.PRNGKey(1)), mesh)
-        hp = train.hyper_from_config(config)
+        hp = build.hyper(config, spec.num_classes)
+        self.state = parallel.replicate(build.create_ddad_state(config, hp, spec, generator, student,
+                                                                jax.random.PRNGKey(1)), mesh)
         self.iteration = ddad.make_iteration(teacher, hp, mesh)
         self.rng = jax.random.PRNGKey(2)
 
-        t_apply = lambda tv: (lambda x: apply_with_bn_stats(teacher, tv, x, axis_name=axis))
+        t_apply = lambda tv: ddad.Teacher(teacher, tv)
         R, S = parallel.REPLICATED, parallel.SHARDED
         self.gen_step = jax.jit(parallel.data_parallel(
-            lambda st, tv, z: ddad.generator_step(hp, t_apply(tv), tv, st, z)[:2], mesh, (R, R, S), (R, R)),
+            lambda st, tv, z: ddad.generator_step(hp, t_apply(tv), st, z, None)[:2], mesh, (R, R, S), (R, R)),
             donate_argnums=0)
         self.student_step_fn = jax.jit(parallel.data_parallel(
             lambda st, tv, z: ddad.student_step(hp, t_apply(tv), st, z), mesh, (R, R, S), (R, R)),
@@ -133,7 +133,7 @@ def _torch_workload(config, on_cpu):
     spec = data.get_spec(config.dataset)
     return DDADIteration(config.teacher, config.student, spec.image_size, spec.channels, spec.num_classes,
                          config.generator_channels, config.latent_dim, config.batch_size,
-                         config.student_steps_per_generator_step, config.bn_weight, config.adv_weight,
+                         config.student_steps_per_generator_step, config.generator_terms.bn, config.generator_terms.adversarial,
                          config.student_lr, config.student_momentum, config.student_weight_decay,
                          config.generator_lr, device=device)
 
@@ -209,7 +209,7 @@ def main():
         sys.exit("error: the speed benchmark compares against PyTorch; pip install torch")
 
     # Split a CPU host before JAX starts, as the entry points do, for a batch every workload divides.
-    launch.split_cpu(ml_collections.ConfigDict({
+    cpu_backend.split_host_devices(ml_collections.ConfigDict({
         "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(w, True).batch_size for w in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     backend = jax.default_backend()

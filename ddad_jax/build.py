@@ -106,7 +106,9 @@ def identity(config, **extra) -> Dict[str, Any]:
     return json.loads(json.dumps({**{k: v for k, v in config.to_dict().items() if k not in NOT_TRAJECTORY}, **extra}))
 
 
-def _compute_dtype(config):
+def compute_dtype(config):
+    """The networks' compute dtype: with bfloat16, convolutions and matmuls run in bf16 while
+    parameters, optimiser state, BatchNorm statistics and every loss stay float32."""
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
 
 
@@ -242,9 +244,9 @@ def build_ddad(config) -> Run:
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
     print(f"[ddad] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
 
-    dtype = _compute_dtype(config)
-    generator = models.Generator(config.generator_channels, spec.image_size, spec.channels,
-                                 bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
+    dtype = compute_dtype(config)
+    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
+                                     bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     student_f32 = student.clone(dtype=jnp.float32)  # evaluation always in float32
     rng = jax.random.key(config.seed)

@@ -19,11 +19,6 @@ REPLICATED = P()
 SHARDED = P(BATCH_AXIS)
 
 
-def on_cpu() -> bool:
-    """Whether JAX computes on the CPU backend (where some XLA paths need working around)."""
-    return jax.default_backend() == "cpu"
-
-
 def make_mesh(num_devices: Optional[int] = None) -> Mesh:
     devices = jax.devices()
     if num_devices:

@@ -4,14 +4,13 @@ Every failure a user can fix (bad config, missing data or teacher, non-finite lo
 ends as one ``error: ...`` line on stderr and exit status 2; nothing on disk is touched.
 """
 
-import math
-import os
 import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ddad_jax.backends import cpu as cpu_backend
 from ddad_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "a configs/*.py file, e.g. configs/ddad.py:fashion_mnist",
@@ -42,21 +41,6 @@ def _parse_flags(argv):
         sys.exit(2)
 
 
-def split_cpu(config) -> int:
-    """The device-split trick: on a CPU host, XLA runs one device's work on too few
-    threads at once, and splitting the batch over several host devices runs faster
-    (DDAD on Fashion-MNIST, 2 cores: 0.67 s an iteration on 1 device, 0.54 s on 4; after the
-    few-channel and fused-upsampling convolutions of models/, ~0.42 s and ~0.38 s).
-    Sets ``--xla_force_host_platform_device_count`` to ``gcd(config.cpu_devices,
-    batch_size)`` before JAX starts, unless the flag is already given. It creates CPU
-    devices only: on a GPU or TPU host JAX still computes on the accelerators."""
-    n = math.gcd(int(config.get("cpu_devices", 1) or 1), int(config.get("batch_size", 1)))
-    xla_flags = os.environ.get("XLA_FLAGS", "")
-    if n > 1 and "xla_force_host_platform_device_count" not in xla_flags:
-        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={n}".strip()
-    return n
-
-
 def _run(config, workdir):
     from ddad_jax import loop  # pylint: disable=import-outside-toplevel  (JAX starts after split_cpu)
     return loop.train_and_evaluate(config, workdir)
@@ -78,7 +62,7 @@ def run(dataset: str) -> None:
             if config.dataset != dataset:
                 raise UserError(f"this config is for '{config.dataset}', but this is "
                                 f"experiments.{dataset}; pass --config=<file>.py:{dataset}")
-            split_cpu(config)
+            cpu_backend.split_host_devices(config)
             _run(config, workdir)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -70,7 +70,7 @@ def tiny_ddad(config, num_devices=1, rng=0):
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
     t_vars = init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1)))
     t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
+    gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
     hp = build.hyper(config, spec.num_classes)
     state = build.create_ddad_state(config, hp, spec, gen, student, jax.random.key(rng))

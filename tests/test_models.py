@@ -1,10 +1,20 @@
+import ast
+import glob
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
 import pytest
 
-from ddad_jax import models, state as state_lib
+from ddad_jax import backends, models, state as state_lib
+from ddad_jax.backends import cpu
 from ddad_jax.errors import UserError
+from ddad_jax.models import layers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def n_params(variables):
@@ -66,3 +76,82 @@ def test_compiled_init_equals_model_init():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(UserError, match="unknown model 'vgg'"):
         models.get_classifier("vgg", 10)
+
+
+def test_ops_follow_the_backend():
+    assert backends.ops_for("cpu") is cpu.OPS
+    assert backends.ops_for("gpu") is backends.PLAIN and backends.ops_for("tpu") is backends.PLAIN
+    assert backends.ops_for() is cpu.OPS  # the tests run on CPU
+    assert models.get_classifier("lenet5", 10).conv is cpu.OPS.conv
+    assert models.get_classifier("lenet5", 10, ops=backends.PLAIN).max_pool is backends.PLAIN.max_pool
+    assert models.get_generator(8, 32, 1).upsample_conv is cpu.UpsampleConv3x3
+    assert models.get_generator(8, 32, 1, ops=backends.PLAIN).upsample_conv is layers.UpsampleConv
+    assert backends.scan_unroll(5) == 5
+
+
+def _both(build, x):
+    """Initial variables of ``build(ops)`` for PLAIN and cpu.OPS, as abstract shapes (no compute)."""
+    return [jax.eval_shape(build(ops).init, jax.random.key(0), x) for ops in (backends.PLAIN, cpu.OPS)]
+
+
+@pytest.mark.parametrize("name", models.CLASSIFIERS)
+def test_classifier_parameters_are_the_same_on_every_backend(name):
+    """A checkpoint written on a CPU host (cpu.OPS) loads on a GPU (PLAIN) and back."""
+    channels = 1 if name.startswith("lenet") else 3
+    plain, fast = _both(lambda ops: models.get_classifier(name, 10, ops=ops), jnp.zeros((1, 32, 32, channels)))
+    chex.assert_trees_all_equal_shapes_and_dtypes(plain, fast)  # also checks the tree (module names)
+
+
+@pytest.mark.parametrize("size,channels", [(32, 3), (32, 1), (28, 1)])
+def test_generator_parameters_are_the_same_on_every_backend(size, channels):
+    plain, fast = _both(lambda ops: models.get_generator(8, size, channels, ops=ops), jnp.zeros((1, 16)))
+    chex.assert_trees_all_equal_shapes_and_dtypes(plain, fast)
+
+
+def _outputs_and_grads(model, variables, x):
+    """Train-mode outputs, new BN statistics, and gradients of a loss w.r.t. params and input."""
+    def loss(params, x):
+        out, new_state = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        weights = jax.random.normal(jax.random.key(5), out.shape)
+        return jnp.sum(jnp.sin(out) * weights), (out, new_state)
+
+    (_, aux), grads = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(variables["params"], x)
+    return aux, grads
+
+
+@pytest.mark.parametrize("build,x_shape", [
+    (lambda ops: models.get_classifier("lenet5_bn", 10, ops=ops), (16, 32, 32, 1)),
+    # batch 16 at 16x16: the stem takes the few-channel path, the 2x2 and 4x4 stages the patches
+    # weight gradient, the others the chunked one (chunks of 8)
+    (lambda ops: models.CifarResNet((1, 1, 1, 1), conv=ops.conv), (16, 16, 16, 3)),
+    (lambda ops: models.get_classifier("wrn16_1", 10, ops=ops), (16, 16, 16, 3)),
+    (lambda ops: models.get_generator(8, 16, 1, ops=ops), (16, 12)),
+], ids=["lenet5_bn", "resnet_1111", "wrn16_1", "generator"])
+def test_cpu_ops_compute_what_plain_flax_computes(build, x_shape):
+    """The same variables give the same outputs, BN statistics and gradients with PLAIN and
+    cpu.OPS (to float32 rounding: the sums run in another order)."""
+    x = jax.random.normal(jax.random.key(1), x_shape)
+    plain, fast = build(backends.PLAIN), build(cpu.OPS)
+    variables = plain.init(jax.random.key(0), x)
+    chex.assert_trees_all_equal(variables, fast.init(jax.random.key(0), x))
+    got, ref = _outputs_and_grads(fast, variables, x), _outputs_and_grads(plain, variables, x)
+    chex.assert_trees_all_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_models_do_not_depend_on_parallel():
+    """The models are plain Flax: nothing under ddad_jax/models imports ddad_jax.parallel,
+    directly or through what it imports (backends included)."""
+    models_dir = os.path.dirname(models.__file__)
+    for path in glob.glob(os.path.join(models_dir, "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n.startswith("ddad_jax.parallel") for n in names), (path, names)
+    # backends first, then models: the import cycle (models' registry -> backends -> models.layers) resolves
+    code = ("import sys; import ddad_jax.backends.cpu; import ddad_jax.models; "
+            "assert 'ddad_jax.parallel' not in sys.modules, sorted(m for m in sys.modules if 'ddad' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

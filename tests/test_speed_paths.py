@@ -1,8 +1,11 @@
-"""The speed paths keep results: the chunked conv weight gradient equals XLA's, the
-CPU device split picks a count that divides the batch, and a DDAD iteration compiles
-once for a whole run, including after a checkpoint round-trip."""
+"""The speed paths keep results: the CPU convolutions of ``backends/cpu.py`` (chunked, few-channel
+and patches gradients), fused upsampling and max pooling equal XLA's and Flax's, the CPU device
+split picks a count that divides the batch, and a DDAD iteration compiles once for a whole run,
+including after a checkpoint round-trip."""
 
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -11,12 +14,13 @@ import ml_collections
 import pytest
 from jax import lax
 
-from ddad_jax import checkpoints, data, models, parallel, state as state_lib
+from ddad_jax import build, checkpoints, data, models, parallel, state as state_lib
+from ddad_jax.backends import cpu
 from ddad_jax.methods import ddad
-from ddad_jax.models import conv as conv_lib
-from ddad_jax.train import create_state, hyper_from_config
-from experiments import launch
+from conftest import tiny_ddad
 from configs import ddad as ddad_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("shape,kernel,strides,padding", [
@@ -26,8 +30,8 @@ from configs import ddad as ddad_config
     ((7, 8, 8, 2), (1, 1, 2, 3), (1, 1), "SAME"),  # prime batch: one chunk per image
 ])
 def test_chunked_weight_gradient_equals_xla(monkeypatch, shape, kernel, strides, padding):
-    monkeypatch.setattr(conv_lib, "FEW_CHANNELS", 0)  # these shapes would take the few-channel path
-    monkeypatch.setattr(conv_lib, "PATCHES_MAX_PIXELS", 0)  # ... or the patches weight gradient
+    monkeypatch.setattr(cpu, "FEW_CHANNELS", 0)  # these shapes would take the few-channel path
+    monkeypatch.setattr(cpu, "PATCHES_MAX_PIXELS", 0)  # ... or the patches weight gradient
     kx, kw, kc = jax.random.split(jax.random.key(0), 3)
     x, w = jax.random.normal(kx, shape), jax.random.normal(kw, kernel)
     dn = ("NHWC", "HWIO", "NHWC")
@@ -37,10 +41,10 @@ def test_chunked_weight_gradient_equals_xla(monkeypatch, shape, kernel, strides,
         return jnp.sum(jnp.sin(y) * jax.random.normal(kc, y.shape))
 
     ref_y = lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
-    chex.assert_trees_all_close(conv_lib.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn),
+    chex.assert_trees_all_close(cpu.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn),
                                 ref_y, rtol=1e-6, atol=1e-6)
     ref = jax.grad(loss, (1, 2))(lax.conv_general_dilated, x, w)
-    got = jax.jit(jax.grad(loss, (1, 2)), static_argnums=0)(conv_lib.conv_general_dilated, x, w)
+    got = jax.jit(jax.grad(loss, (1, 2)), static_argnums=0)(cpu.conv_general_dilated, x, w)
     chex.assert_trees_all_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -65,12 +69,12 @@ def test_few_channel_conv_equals_xla_with_gradients(shape, kernel, padding, path
     convolution), with their own VJP; values and both gradients equal XLA's."""
     x = jax.random.normal(jax.random.key(0), shape)
     w = jax.random.normal(jax.random.key(2), kernel)
-    assert conv_lib._few_channel_padding(x, w, (1, 1), padding, None, None,
-                                         lax.conv_dimension_numbers(shape, kernel, ("NHWC", "HWIO", "NHWC")),
-                                         1, 1, None) is not None
+    assert cpu._few_channel_padding(x, w, (1, 1), padding, None, None,
+                                    lax.conv_dimension_numbers(shape, kernel, ("NHWC", "HWIO", "NHWC")),
+                                    1, 1, None) is not None
     assert (path == "patches") == (kernel[2] <= kernel[3])
     ref_y, ref_g = _conv_grads(lax.conv_general_dilated, x, w, (1, 1), padding)
-    y, g = jax.jit(lambda x, w: _conv_grads(conv_lib.conv_general_dilated, x, w, (1, 1), padding))(x, w)
+    y, g = jax.jit(lambda x, w: _conv_grads(cpu.conv_general_dilated, x, w, (1, 1), padding))(x, w)
     chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(g, ref_g, rtol=1e-4, atol=1e-4)
 
@@ -78,7 +82,7 @@ def test_few_channel_conv_equals_xla_with_gradients(shape, kernel, padding, path
 def test_few_channel_conv_is_used_only_where_it_applies():
     dn = lax.conv_dimension_numbers((2, 8, 8, 3), (3, 3, 3, 8), ("NHWC", "HWIO", "NHWC"))
     x, w, wide = jnp.zeros((2, 8, 8, 3)), jnp.zeros((3, 3, 3, 8)), jnp.zeros((3, 3, 8, 8))
-    few = lambda x, w, strides=(1, 1), rhs_dilation=None: conv_lib._few_channel_padding(
+    few = lambda x, w, strides=(1, 1), rhs_dilation=None: cpu._few_channel_padding(
         x, w, strides, "SAME", None, rhs_dilation, dn, 1, 1, None)
     assert few(x, w) == ((1, 1), (1, 1))
     assert few(x, w, strides=(2, 2)) is None  # strided
@@ -98,11 +102,11 @@ def test_custom_weight_gradients_are_summed_over_devices(x_shape, kernel, stride
     w = jax.random.normal(jax.random.key(1), kernel) / kernel[2]
     dn = ("NHWC", "HWIO", "NHWC")
     args = (x, w, strides, padding, None, None, lax.conv_dimension_numbers(x_shape, kernel, dn), 1, 1, None)
-    chosen = "few_channel" if conv_lib._few_channel_padding(*args) else "patches" if conv_lib._patches_padding(*args) else ""
+    chosen = "few_channel" if cpu._few_channel_padding(*args) else "patches" if cpu._patches_padding(*args) else ""
     assert chosen == path
 
     def loss(w, x):
-        y = conv_lib.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+        y = cpu.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
         return jax.lax.psum(jnp.sum(jnp.sin(y)), parallel.BATCH_AXIS)
 
     mesh = parallel.make_mesh()
@@ -125,9 +129,9 @@ def test_patches_weight_gradient_equals_xla(shape, kernel, strides, padding):
     x = jax.random.normal(jax.random.key(0), shape)
     w = jax.random.normal(jax.random.key(2), kernel) / kernel[2]
     dn = lax.conv_dimension_numbers(shape, kernel, ("NHWC", "HWIO", "NHWC"))
-    assert conv_lib._patches_padding(x, w, strides, padding, None, None, dn, 1, 1, None) is not None
+    assert cpu._patches_padding(x, w, strides, padding, None, None, dn, 1, 1, None) is not None
     ref_y, ref_g = _conv_grads(lax.conv_general_dilated, x, w, strides, padding)
-    y, g = jax.jit(lambda x, w: _conv_grads(conv_lib.conv_general_dilated, x, w, strides, padding))(x, w)
+    y, g = jax.jit(lambda x, w: _conv_grads(cpu.conv_general_dilated, x, w, strides, padding))(x, w)
     chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(g, ref_g, rtol=1e-4, atol=1e-4)
 
@@ -137,8 +141,8 @@ def test_patches_weight_gradient_is_used_only_where_it_applies():
     not LeNet's 5x5 layers, the generators' 9x9 and larger maps, or a ResNet's 16x16 stage."""
     def patches(x_shape, kernel, strides=(1, 1), padding="SAME"):
         dn = lax.conv_dimension_numbers(x_shape, kernel, ("NHWC", "HWIO", "NHWC"))
-        return conv_lib._patches_padding(jnp.zeros(x_shape), jnp.zeros(kernel), strides, padding, None, None,
-                                         dn, 1, 1, None)
+        return cpu._patches_padding(jnp.zeros(x_shape), jnp.zeros(kernel), strides, padding, None, None,
+                                    dn, 1, 1, None)
     assert patches((16, 4, 4, 512), (3, 3, 512, 512)) == ((1, 1), (1, 1))
     assert patches((16, 16, 16, 128), (3, 3, 128, 256), strides=(2, 2)) == ((0, 1), (0, 1))
     assert patches((16, 16, 16, 128), (3, 3, 128, 128)) is None  # 16x16 output
@@ -146,41 +150,44 @@ def test_patches_weight_gradient_is_used_only_where_it_applies():
     assert patches((32, 10, 10, 32), (2, 2, 32, 128), padding="VALID") is None  # the generator's 9x9 map
 
 
-@pytest.mark.parametrize("shape,features", [((3, 7, 7, 32), 16), ((2, 4, 6, 5), 3)])
-def test_upsample_conv_equals_upsampling_then_conv(shape, features):
-    """The generator's fused upsample + 3x3 conv equals nearest upsampling by 2 then
-    ``conv3x3``, with the same parameters (values and gradients)."""
+@pytest.mark.parametrize("shape,features,use_bias", [((3, 7, 7, 32), 16, False), ((2, 4, 6, 5), 3, True)])
+def test_upsample_conv_equals_upsampling_then_conv(shape, features, use_bias):
+    """The generator's upsample + 3x3 conv, plain (``layers.UpsampleConv``) and fused
+    (``cpu.UpsampleConv3x3``), equals nearest upsampling by 2 then ``conv3x3``, with the
+    same parameters (values and gradients)."""
     from ddad_jax.models import layers
     x = jax.random.normal(jax.random.key(0), shape)
     up = lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    plain = layers.conv3x3(features)
-    fused = layers.UpsampleConv3x3(features)
-    variables = fused.init(jax.random.key(1), x)
-    chex.assert_trees_all_equal_shapes(variables, plain.init(jax.random.key(1), up(x)))
+    reference = layers.conv3x3()(features, use_bias=use_bias)
+    variables = reference.init(jax.random.key(1), up(x))
+    if use_bias:  # a bias that is not zero
+        variables = jax.tree.map(lambda p: p + 0.1, variables)
     ct = jax.random.normal(jax.random.key(2), (shape[0], 2 * shape[1], 2 * shape[2], features))
-    f_fused = lambda v, x: jnp.sum(jnp.sin(fused.apply(v, x)) * ct)
-    f_plain = lambda v, x: jnp.sum(jnp.sin(plain.apply(v, up(x))) * ct)
-    chex.assert_trees_all_close(fused.apply(variables, x), plain.apply(variables, up(x)), rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close(jax.grad(f_fused, (0, 1))(variables, x), jax.grad(f_plain, (0, 1))(variables, x),
-                                rtol=1e-4, atol=1e-4)
+    f_ref = lambda v, x: jnp.sum(jnp.sin(reference.apply(v, up(x))) * ct)
+    for module_def in (layers.UpsampleConv, cpu.UpsampleConv3x3):
+        module = module_def(features, use_bias=use_bias)
+        chex.assert_trees_all_equal(module.init(jax.random.key(1), x), reference.init(jax.random.key(1), up(x)))
+        f = lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)) * ct)
+        chex.assert_trees_all_close(module.apply(variables, x), reference.apply(variables, up(x)), rtol=1e-5, atol=1e-5)
+        chex.assert_trees_all_close(jax.grad(f, (0, 1))(variables, x), jax.grad(f_ref, (0, 1))(variables, x),
+                                    rtol=1e-4, atol=1e-4)
 
 
 def test_max_pool_equals_flax_with_gradients():
     import flax.linen as nn
-    from ddad_jax.models import layers
     x = jax.random.normal(jax.random.key(0), (2, 10, 14, 3))  # no ties: flax's gradient picks one of them
     ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-    chex.assert_trees_all_equal(layers.max_pool(x, 2), ref(x))
-    chex.assert_trees_all_close(jax.grad(lambda x: jnp.sum(jnp.sin(layers.max_pool(x, 2))))(x),
+    chex.assert_trees_all_equal(cpu.max_pool(x, 2), ref(x))
+    chex.assert_trees_all_close(jax.grad(lambda x: jnp.sum(jnp.sin(cpu.max_pool(x, 2))))(x),
                                 jax.grad(lambda x: jnp.sum(jnp.sin(ref(x))))(x))
     odd = jax.random.normal(jax.random.key(1), (1, 5, 5, 2))  # does not divide: flax's pooling
-    chex.assert_trees_all_equal(layers.max_pool(odd, 2), ref(odd))
+    chex.assert_trees_all_equal(cpu.max_pool(odd, 2), ref(odd))
 
 
 def test_chunk_size_divides_the_batch():
-    assert conv_lib._chunk_size(128, 8) == 8
-    assert conv_lib._chunk_size(12, 8) == 6
-    assert conv_lib._chunk_size(7, 8) == 7 and conv_lib._chunk_size(13, 8) == 1
+    assert cpu._chunk_size(128, 8) == 8
+    assert cpu._chunk_size(12, 8) == 6
+    assert cpu._chunk_size(7, 8) == 7 and cpu._chunk_size(13, 8) == 1
 
 
 @pytest.mark.parametrize("cpu_devices,batch,preset,expected,flag", [
@@ -189,38 +196,41 @@ def test_chunk_size_divides_the_batch():
     (1, 128, "", 1, None),
     (4, 128, "--xla_force_host_platform_device_count=8", 4, "--xla_force_host_platform_device_count=8"),
 ])
-def test_split_cpu_sets_a_dividing_device_count(monkeypatch, cpu_devices, batch, preset, expected, flag):
+def test_split_host_devices_sets_a_dividing_device_count(monkeypatch, cpu_devices, batch, preset, expected, flag):
     monkeypatch.setenv("XLA_FLAGS", preset)
     config = ml_collections.ConfigDict({"cpu_devices": cpu_devices, "batch_size": batch})
-    assert launch.split_cpu(config) == expected
+    assert cpu.split_host_devices(config) == expected
     if flag:
         assert os.environ["XLA_FLAGS"].split() == [flag]  # a flag the user gave wins
     else:
         assert os.environ["XLA_FLAGS"] == ""
 
 
+def test_device_split_takes_effect_after_the_launcher_is_imported():
+    """Importing the launcher (and with it jax, flax and the CPU backend module) does not start
+    JAX's backend, so the split it makes afterwards still takes effect."""
+    code = ("import jax, ml_collections; from experiments import launch; from ddad_jax.backends import cpu; "
+            "cpu.split_host_devices(ml_collections.ConfigDict({'cpu_devices': 4, 'batch_size': 6})); "
+            "assert jax.device_count() == 2, jax.devices()")
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=REPO)
+
+
 def test_iteration_compiles_once_across_a_checkpoint_round_trip(tmp_path):
     config = ddad_config.get_config("fashion_mnist,smoke")
-    config.replay_slots = 3  # the batch-sharded replay memory goes through the checkpoint too
-    spec = data.get_spec("fashion_mnist")
-    mesh = parallel.make_mesh(4)
-    t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=parallel.BATCH_AXIS)
-    t_vars = parallel.replicate(state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1))), mesh)
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
-    student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
-    rng = jax.random.key(0)
-    fresh = create_state(config, spec, gen, student, rng)
-    hp = hyper_from_config(config)
+    config.pool_size = 3  # the batch-sharded pool goes through the checkpoint too
+    mesh, hp, t_model, t_vars, _, _, fresh = tiny_ddad(config, num_devices=4)
+    t_vars, rng = parallel.replicate(t_vars, mesh), jax.random.key(0)
     step = ddad.make_iteration(t_model, hp, mesh, max_traces=1)
-    state = ddad.place_state(fresh, hp, mesh)
+    state = build.place_ddad_state(fresh, hp, mesh)
     for _ in range(2):
         state, _ = step(state, t_vars, rng)
     ckpt = checkpoints.Checkpointer(str(tmp_path / "ckpt"))
     ckpt.save(2, jax.device_get(state))
     ckpt.close()
     restored = checkpoints.Checkpointer(str(tmp_path / "ckpt")).restore(fresh)
-    chex.assert_trees_all_equal(restored.memory, jax.device_get(state.memory))
-    state = ddad.place_state(restored, hp, mesh)
+    chex.assert_trees_all_equal(restored.pool, jax.device_get(state.pool))
+    state = build.place_ddad_state(restored, hp, mesh)
     for _ in range(2):  # a retrace here (e.g. a weak type lost in the round trip) fails
         state, _ = step(state, t_vars, rng)
     assert int(state.step) == 4
@@ -233,11 +243,12 @@ def _ddad_history(dtype, iterations=2):
     axis = parallel.BATCH_AXIS
     t_model = models.get_classifier("lenet5_bn", 10, bn_axis_name=axis)
     t_vars = parallel.replicate(state_lib.init_variables(t_model, jax.random.key(7), jnp.zeros((1, 32, 32, 1))), mesh)
-    gen = models.Generator(config.generator_channels, 32, 1, bn_axis_name=axis, dtype=dtype)
+    gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=axis, dtype=dtype)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=axis, dtype=dtype)
     rng = jax.random.key(0)
-    state = parallel.replicate(create_state(config, spec, gen, student, rng), mesh)
-    step = ddad.make_iteration(t_model.clone(dtype=dtype), hyper_from_config(config), mesh)
+    hp = build.hyper(config, spec.num_classes)
+    state = build.place_ddad_state(build.create_ddad_state(config, hp, spec, gen, student, rng), hp, mesh)
+    step = ddad.make_iteration(t_model.clone(dtype=dtype), hp, mesh)
     history = []
     for _ in range(iterations):
         state, metrics = step(state, t_vars, rng)
@@ -260,16 +271,9 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32_losses():
 
 def test_bfloat16_models_compute_in_bfloat16():
     for model, x in [(models.get_classifier("wrn16_1", 10, dtype=jnp.bfloat16), jnp.ones((2, 32, 32, 3))),
-                     (models.Generator(8, 32, 1, dtype=jnp.bfloat16), jnp.ones((2, 16)))]:
+                     (models.get_generator(8, 32, 1, dtype=jnp.bfloat16), jnp.ones((2, 16)))]:
         variables = model.init(jax.random.key(0), x)
         jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables))
         assert "conv_general_dilated" in jaxpr and "bf16[" in jaxpr
         out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
         assert out.dtype == jnp.float32
-
-
-def test_unknown_compute_dtype_is_a_clear_error():
-    from ddad_jax.errors import UserError
-    from ddad_jax.train import compute_dtype
-    with pytest.raises(UserError, match="compute_dtype must be one of float32, bfloat16"):
-        compute_dtype(ml_collections.ConfigDict({"compute_dtype": "float16"}))

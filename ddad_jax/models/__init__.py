@@ -1,11 +1,21 @@
-"""Models by name, so configs can say ``teacher='resnet34'``."""
+"""Models by name, so configs can say ``teacher='resnet34'``.
 
+The models are plain Flax; the layers a backend implements its own way (convolution,
+LeNet's max pooling, the generator's upsampling convolution) are module fields. The
+registry fills them from ``ops``, by default ``backends.ops_for()``: on a CPU host the
+faster CPU paths, elsewhere plain Flax. Either way the parameters are the same.
+"""
+
+from __future__ import annotations  # ``backends`` imports ``layers`` from this package
+
+import dataclasses
 import functools
 from typing import Any, Callable, Dict, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ddad_jax import backends
 from ddad_jax.errors import UserError
 from ddad_jax.models.generator import Generator
 from ddad_jax.models.lenet import LeNet5
@@ -27,11 +37,28 @@ _CLASSIFIERS: Dict[str, Callable[..., nn.Module]] = {
 CLASSIFIERS = tuple(sorted(_CLASSIFIERS))
 
 
+def _op_fields(model: type, ops: Optional[backends.Ops]) -> Dict[str, Any]:
+    """The fields of ``ops`` (default: the current backend's) that ``model`` declares."""
+    ops = ops or backends.ops_for()
+    declared = {f.name for f in dataclasses.fields(model)}
+    return {f.name: getattr(ops, f.name) for f in dataclasses.fields(ops) if f.name in declared}
+
+
 def get_classifier(name: str, num_classes: int, bn_axis_name: Optional[str] = None,
-                   dtype: Any = jnp.float32) -> nn.Module:
+                   dtype: Any = jnp.float32, ops: Optional[backends.Ops] = None) -> nn.Module:
+    """The classifier ``name`` (one of ``CLASSIFIERS``), its layers from ``ops`` (default
+    ``backends.ops_for()``, which starts JAX's backend)."""
     if name not in _CLASSIFIERS:
         raise UserError(f"unknown model '{name}'; choose one of {', '.join(CLASSIFIERS)}")
-    return _CLASSIFIERS[name](num_classes=num_classes, bn_axis_name=bn_axis_name, dtype=dtype)
+    factory = _CLASSIFIERS[name]
+    return factory(num_classes=num_classes, bn_axis_name=bn_axis_name, dtype=dtype, **_op_fields(factory.func, ops))
 
 
-__all__ = ["CLASSIFIERS", "Generator", "get_classifier", "LeNet5", "CifarResNet", "WideResNet"]
+def get_generator(base_channels: int, image_size: int, channels: int, bn_axis_name: Optional[str] = None,
+                  dtype: Any = jnp.float32, ops: Optional[backends.Ops] = None) -> Generator:
+    """The DAFL/DFAD ``Generator``, its layers from ``ops`` (default ``backends.ops_for()``)."""
+    return Generator(base_channels, image_size, channels, bn_axis_name=bn_axis_name, dtype=dtype,
+                     **_op_fields(Generator, ops))
+
+
+__all__ = ["CLASSIFIERS", "Generator", "get_classifier", "get_generator", "LeNet5", "CifarResNet", "WideResNet"]

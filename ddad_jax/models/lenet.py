@@ -4,12 +4,13 @@ DAFL's LeNet-5 has no BatchNorm; ``use_bn=True`` adds one after each convolution
 network carries the running statistics DDAD's first discriminator needs.
 """
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import Conv, batch_norm, max_pool
+from ddad_jax.models import layers
+from ddad_jax.models.layers import ModuleDef, batch_norm
 
 
 class LeNet5(nn.Module):
@@ -18,21 +19,23 @@ class LeNet5(nn.Module):
     use_bn: bool = False
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
+    conv: ModuleDef = nn.Conv
+    max_pool: Callable[[jnp.ndarray, int], jnp.ndarray] = layers.max_pool  # (x, size) -> x
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         c1, c2, c3, hidden = (int(c * self.width) for c in (6, 16, 120, 84))
 
         def conv_block(x, features):
-            x = Conv(features, (5, 5), padding="VALID", dtype=self.dtype)(x)
+            x = self.conv(features, (5, 5), padding="VALID", dtype=self.dtype)(x)
             if self.use_bn:
                 x = batch_norm(train, self.bn_axis_name, dtype=self.dtype)(x)
             return nn.relu(x)
 
         x = conv_block(x.astype(self.dtype), c1)
-        x = max_pool(x, 2)
+        x = self.max_pool(x, 2)
         x = conv_block(x, c2)
-        x = max_pool(x, 2)
+        x = self.max_pool(x, 2)
         x = conv_block(x, c3)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(hidden, dtype=self.dtype)(x))

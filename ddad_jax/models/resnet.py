@@ -5,7 +5,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import Conv, batch_norm, conv3x3
+from ddad_jax.models.layers import ModuleDef, batch_norm, conv3x3
 
 
 class BasicBlock(nn.Module):
@@ -13,16 +13,18 @@ class BasicBlock(nn.Module):
     stride: int = 1
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x, train: bool):
         bn = lambda: batch_norm(train, self.bn_axis_name, dtype=self.dtype)
-        y = conv3x3(self.features, strides=self.stride, dtype=self.dtype)(x)
+        conv3 = conv3x3(self.conv)
+        y = conv3(self.features, strides=self.stride, dtype=self.dtype)(x)
         y = nn.relu(bn()(y))
-        y = conv3x3(self.features, dtype=self.dtype)(y)
+        y = conv3(self.features, dtype=self.dtype)(y)
         y = bn()(y)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = Conv(self.features, (1, 1), strides=self.stride, use_bias=False, dtype=self.dtype)(x)
+            x = self.conv(self.features, (1, 1), strides=self.stride, use_bias=False, dtype=self.dtype)(x)
             x = bn()(x)
         return nn.relu(x + y)
 
@@ -32,14 +34,15 @@ class CifarResNet(nn.Module):
     num_classes: int = 10
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = conv3x3(64, dtype=self.dtype)(x.astype(self.dtype))
+        x = conv3x3(self.conv)(64, dtype=self.dtype)(x.astype(self.dtype))
         x = nn.relu(batch_norm(train, self.bn_axis_name, dtype=self.dtype)(x))
         for i, blocks in enumerate(self.stage_sizes):
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
-                x = BasicBlock(64 * 2**i, stride, self.bn_axis_name, self.dtype)(x, train)
+                x = BasicBlock(64 * 2**i, stride, self.bn_axis_name, self.dtype, conv=self.conv)(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

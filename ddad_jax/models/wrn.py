@@ -5,7 +5,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import Conv, batch_norm, conv3x3
+from ddad_jax.models.layers import ModuleDef, batch_norm, conv3x3
 
 
 class WideBlock(nn.Module):
@@ -13,15 +13,17 @@ class WideBlock(nn.Module):
     stride: int
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x, train: bool):
         bn = lambda: batch_norm(train, self.bn_axis_name, dtype=self.dtype)
+        conv3 = conv3x3(self.conv)
         out = nn.relu(bn()(x))
-        y = conv3x3(self.features, strides=self.stride, dtype=self.dtype)(out)
-        y = conv3x3(self.features, dtype=self.dtype)(nn.relu(bn()(y)))
+        y = conv3(self.features, strides=self.stride, dtype=self.dtype)(out)
+        y = conv3(self.features, dtype=self.dtype)(nn.relu(bn()(y)))
         if x.shape[-1] != self.features or self.stride != 1:
-            x = Conv(self.features, (1, 1), strides=self.stride, use_bias=False, dtype=self.dtype)(out)
+            x = self.conv(self.features, (1, 1), strides=self.stride, use_bias=False, dtype=self.dtype)(out)
         return x + y
 
 
@@ -31,17 +33,19 @@ class WideResNet(nn.Module):
     num_classes: int = 10
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if (self.depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {self.depth}")
         n = (self.depth - 4) // 6
-        x = conv3x3(16, dtype=self.dtype)(x.astype(self.dtype))
+        x = conv3x3(self.conv)(16, dtype=self.dtype)(x.astype(self.dtype))
         for i, width in enumerate((16, 32, 64)):
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
-                x = WideBlock(width * self.widen_factor, stride, self.bn_axis_name, self.dtype)(x, train)
+                block = WideBlock(width * self.widen_factor, stride, self.bn_axis_name, self.dtype, conv=self.conv)
+                x = block(x, train)
         x = nn.relu(batch_norm(train, self.bn_axis_name, dtype=self.dtype)(x))
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

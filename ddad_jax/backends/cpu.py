@@ -1,16 +1,20 @@
-"""A drop-in convolution with faster gradients on CPU: chunked, few-channel and patches paths.
+"""Everything that is only there to make XLA:CPU fast: ``OPS`` for the models and the device split.
 
-XLA's CPU backend computes a convolution's weight gradient as one large correlation
-whose speed falls off a cliff as the batch grows: for the DFAD generator's 32x32,
-32->16 channel layer at batch 128 it takes ~350 ms, against ~23 ms for the same sum
-done as 16 chunks of 8 images (measured on 2 cores). The input gradient has no such
-cliff. ``conv_general_dilated`` here is a drop-in for ``lax.conv_general_dilated``
-(flax's ``nn.Conv`` takes it as an attribute) with that chunked weight gradient on
-CPU; on GPU/TPU it is the plain XLA convolution. The result is the same sum in a
-different order.
+``backends.ops_for`` gives the models ``OPS`` on the CPU backend and plain Flax elsewhere.
+Every piece computes the same function as its plain Flax counterpart, with the same
+parameters (a checkpoint moves freely between the two); only the order of the sums
+differs. Measurements are on 2 cores.
+
+Convolutions (``Conv``: ``nn.Conv`` with ``conv_general_dilated`` below). XLA's CPU backend
+computes a convolution's weight gradient as one large correlation whose speed falls off a
+cliff as the batch grows: for the DFAD generator's 32x32, 32->16 channel layer at batch 128
+it takes ~350 ms, against ~23 ms for the same sum done as 16 chunks of 8 images. The input
+gradient has no such cliff. ``conv_general_dilated`` here is a drop-in for
+``lax.conv_general_dilated`` (flax's ``nn.Conv`` takes it as an attribute) with that
+chunked weight gradient. The result is the same sum in a different order.
 
 Layers with few input or output channels (an image's 1 or 3: a classifier's first layer,
-the generator's last) take another path on CPU, ``few_channel_conv``: shifted windows and
+the generator's last) take another path, ``few_channel_conv``: shifted windows and
 one matmul, whose gradients are matmuls and fused sums. XLA's CPU convolution with one
 output channel -- the gradient with respect to the image of a first layer, which DDAD's
 generator step needs for both teacher and student -- took ~25 ms each at batch 128.
@@ -19,21 +23,30 @@ Layers with small output maps and many channels (a CIFAR ResNet's 8x8 and 4x4 st
 their weight gradient as one matmul of strided input patches with the output gradient
 (``_patches_weight_grad``): XLA's CPU weight-gradient convolution is slowest there, and
 chunking makes it slower still.
+
+The generator's upsampling and the 3x3 convolution after it run as one cheaper 2x2
+convolution (``UpsampleConv3x3``; its forward at batch 128 went from 37 to 20 ms on one
+device). LeNet's max pooling is a max over a reshape (``max_pool``; XLA's ``reduce_window``
+gradient cost ~20 ms an iteration). ``split_host_devices`` splits a CPU host into several
+XLA devices before JAX starts its backend.
 """
 
 import functools
 import math
+import os
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ddad_jax import parallel
+from ddad_jax.backends import Ops
 
-WEIGHT_GRAD_CHUNK = 8  # images per chunk on CPU; best of 8/16/32/64 measured
-FEW_CHANNELS = 4  # on CPU, convolutions with at most this many input or output channels are
+WEIGHT_GRAD_CHUNK = 8  # images per chunk; best of 8/16/32/64 measured
+FEW_CHANNELS = 4  # convolutions with at most this many input or output channels are
 # computed as a matmul and shifted slices (``few_channel_conv``); 0 = never
-# On CPU, a convolution whose output map has at most PATCHES_MAX_PIXELS pixels (8x8: a CIFAR
+# A convolution whose output map has at most PATCHES_MAX_PIXELS pixels (8x8: a CIFAR
 # ResNet's last two stages; 0 = never) and whose patch has at least PATCHES_MIN_SIZE values
 # (kh * kw * cin) gets its weight gradient as one matmul of patches. Measured on ResNet layers
 # (>= 128 channels, 3x3) only, so LeNet's 5x5 layers keep their path.
@@ -195,8 +208,8 @@ def _varying_like(w, x):
 def _plain_nhwc_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                         feature_group_count, batch_group_count, preferred_element_type):
     """The explicit non-negative padding of an undilated, ungrouped NHWC x HWIO convolution
-    on the CPU backend (what ``few_channel_conv`` and the patches weight gradient take), else None."""
-    if (not parallel.on_cpu() or lhs.ndim != 4 or preferred_element_type is not None
+    (what ``few_channel_conv`` and the patches weight gradient take), else None."""
+    if (lhs.ndim != 4 or preferred_element_type is not None
             or feature_group_count != 1 or batch_group_count != 1
             or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))):
         return None
@@ -231,7 +244,7 @@ def _patches_padding(lhs, rhs, window_strides, *args):
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` with faster gradients on the CPU backend: few-channel layers
+    """``lax.conv_general_dilated`` with faster gradients on XLA:CPU: few-channel layers
     as matmuls, small maps' weight gradients as one matmul of patches, other weight
     gradients chunked over the batch."""
     conv = functools.partial(
@@ -251,7 +264,83 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if dimension_numbers is not None:
         batch_axis = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers).lhs_spec[0]
     chunk = _chunk_size(lhs.shape[0], WEIGHT_GRAD_CHUNK)
-    if (not parallel.on_cpu() or batch_axis != 0 or batch_group_count != 1
-            or chunk == lhs.shape[0]):
+    if batch_axis != 0 or batch_group_count != 1 or chunk == lhs.shape[0]:
         return conv(lhs, rhs)
     return _chunked_weight_grad(conv, chunk)(lhs, rhs)
+
+
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+"""``nn.Conv`` with the faster gradients of ``conv_general_dilated``; same parameters."""
+
+
+# Which of a 3x3 kernel's rows (columns) act on each of the two input rows (columns) that
+# an output row (column) of phase 0 / 1 sees after nearest-neighbour upsampling by 2.
+_PHASE_TAPS = ((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))
+
+
+def upsample2_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, conv=conv_general_dilated) -> jnp.ndarray:
+    """``conv3x3(upsample2(x))`` ('SAME' zero padding, nearest-neighbour upsampling by 2)
+    without building the upsampled image: each of the output's four pixel phases is a
+    2x2 convolution of ``x`` with sums of the 3x3 kernel's taps, so one 2x2 convolution
+    with 4x the output channels computes them all (16 instead of 36 multiply-adds per
+    input pixel and channel pair, on a quarter of the pixels), and the phases are
+    interleaved. The same sum as the plain form, in a different order."""
+    n, h, w, _ = x.shape
+    cout = kernel.shape[-1]
+    taps = jnp.asarray(_PHASE_TAPS, kernel.dtype)  # (phase, 2, 3)
+    phased = jnp.einsum("aup,bvq,pqio->uvioab", taps, taps, kernel)  # (2, 2, in, out, a, b)
+    phased = phased.reshape((*phased.shape[:3], cout * 4))
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    z = conv(padded, phased.astype(x.dtype), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z = z.reshape((n, h + 1, w + 1, cout, 2, 2))
+    rows = [jnp.stack([z[:, a:a + h, b:b + w, :, a, b] for b in (0, 1)], axis=3).reshape((n, h, 2 * w, cout))
+            for a in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape((n, 2 * h, 2 * w, cout))
+
+
+class UpsampleConv3x3(nn.Module):
+    """Nearest-neighbour upsampling by 2, then a 3x3 convolution ('SAME'), as one cheaper
+    computation (``upsample2_conv3x3``); parameters as ``models.layers.UpsampleConv``'s."""
+    features: int
+    use_bias: bool = False
+    dtype: Any = jnp.float32  # compute dtype; params stay float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features), jnp.float32)
+        y = upsample2_conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32).astype(self.dtype)
+        return y
+
+
+def max_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    """Non-overlapping ``size`` x ``size`` max pooling (NHWC, stride = size, no padding).
+    When the image divides evenly it is a max over a reshape, whose gradient is one
+    elementwise select; XLA's CPU gradient of ``reduce_window`` max goes through index
+    arithmetic several times slower. Ties (equal values within a window) share the gradient
+    instead of one of them taking it all."""
+    n, h, w, c = x.shape
+    if h % size or w % size:
+        return nn.max_pool(x, (size, size), strides=(size, size))
+    return jnp.max(x.reshape((n, h // size, size, w // size, size, c)), axis=(2, 4))
+
+
+OPS = Ops(conv=Conv, upsample_conv=UpsampleConv3x3, max_pool=max_pool)
+
+
+def split_host_devices(config) -> int:
+    """The device-split trick: on a CPU host, XLA runs one device's work on too few
+    threads at once, and splitting the batch over several host devices runs faster
+    (DDAD on Fashion-MNIST, 2 cores: 0.67 s an iteration on 1 device, 0.54 s on 4; after the
+    few-channel and fused-upsampling convolutions above, ~0.42 s and ~0.38 s).
+    Sets ``--xla_force_host_platform_device_count`` to ``gcd(config.cpu_devices,
+    batch_size)``, unless the flag is already given, and returns that count. Call it before
+    JAX starts its backend (importing jax is fine; ``jax.devices()`` or a computation is too
+    late). It creates CPU devices only: on a GPU or TPU host JAX still computes on the
+    accelerators."""
+    n = math.gcd(int(config.get("cpu_devices", 1) or 1), int(config.get("batch_size", 1)))
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    if n > 1 and "xla_force_host_platform_device_count" not in xla_flags:
+        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={n}".strip()
+    return n
