@@ -122,13 +122,17 @@ class DDADIteration:
         self._bn_inputs = []
         return self.teacher(x)
 
-    def generator_step(self):
-        x = self.generator(self._noise())
+    def generator_losses(self, z):
+        """(BN-statistics loss, L1 discrepancy) of the generator's images for latents ``z``."""
+        x = self.generator(z)
         t_logits = self._teacher(x)
         bn_loss = sum(torch.linalg.vector_norm(h.mean((0, 2, 3)) - m.running_mean)
                       + torch.linalg.vector_norm(h.var((0, 2, 3), unbiased=False) - m.running_var)
                       for h, m in zip(self._bn_inputs, self._teacher_bns))
-        adv = (self.student(x) - t_logits).abs().mean()
+        return bn_loss, (self.student(x) - t_logits).abs().mean()
+
+    def generator_step(self, z=None):
+        bn_loss, adv = self.generator_losses(self._noise() if z is None else z)
         loss = self.bn_weight * bn_loss - self.adv_weight * adv
         params = list(self.generator.parameters())
         for p, g in zip(params, torch.autograd.grad(loss, params)):
@@ -136,9 +140,9 @@ class DDADIteration:
         self.g_opt.step()
         return float(loss.detach())
 
-    def student_step(self):
+    def student_step(self, z=None):
         with torch.no_grad():
-            x = self.generator(self._noise())
+            x = self.generator(self._noise() if z is None else z)
             t_logits = self._teacher(x)
         loss = (self.student(x) - t_logits).abs().mean()
         self.s_opt.zero_grad(set_to_none=True)
