@@ -42,6 +42,7 @@ class Run:
     phase: Callable[[int], str] = lambda step: ""  # e.g. 'fine-tune ' for a step
     sample: Optional[Callable[[Any], np.ndarray]] = None  # state -> [0, 1] images for a PNG grid
     export: Optional[Callable[[str, Any, dict], None]] = None  # (workdir, state, summary): deliverables
+    report: Callable[[dict], str] = lambda summary: ""  # the closing line, from the summary
     log_every: int = 10
     checkpoint_every: int = 0  # 0 = every epoch
 
@@ -172,6 +173,8 @@ def build_teacher(config) -> Run:
         steps_per_epoch=steps_per_epoch, identity=identity(config),
         evaluate=lambda s: {"test/accuracy": evaluate(model, state_lib.variables_of(s), eval_set)},
         summarize=summarize, log_every=config.log_every,
+        report=lambda s: f"{s['model']} on {s['dataset']}: test accuracy {s['test_acc']:.4f}; exported to "
+                         f"{teacher_lib.TEACHER_SUBDIR}/ and {teacher_lib.TEACHER_META}",
         export=lambda workdir, s, summary: teacher_lib.export(workdir, state_lib.variables_of(s), summary))
 
 
@@ -281,7 +284,10 @@ def build_ddad(config) -> Run:
         identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
         evaluate=lambda s: {"test/student_accuracy": evaluate(student_f32, state_lib.variables_of(s.student), eval_set),
                             "test/teacher_accuracy": teacher_acc},
-        summarize=summarize, phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
+        summarize=summarize,
+        report=lambda s: f"student {s['student']} test accuracy {s['student_acc']:.4f} "
+                         f"(teacher {s['teacher']} {s['teacher_acc']:.4f})",
+        phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=(lambda s: jax.device_get(data.denormalize(draw(state_lib.variables_of(s.generator), sample_z), spec)))
         if config.sample_grid else None,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

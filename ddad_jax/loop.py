@@ -9,7 +9,6 @@ export). A resumed run continues exactly like an uninterrupted one.
 
 import json
 import os
-import sys
 import time
 from typing import Callable, Dict, List
 
@@ -107,8 +106,7 @@ def train(run: build_lib.Run, workdir: str) -> dict:
         run.export(workdir, state, summary)
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    shown = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_eval.items())
-    print(f"[{run.name}] done: {shown}; {workdir}", file=sys.stdout, flush=True)
+    print(f"[{run.name}] done: {run.report(summary)} ({workdir})", flush=True)
     return summary
 
 

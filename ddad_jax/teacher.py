@@ -68,8 +68,14 @@ def load_teacher(teacher_dir: str, model_name: str, dataset: str,
     if not teacher_dir or not os.path.exists(meta_path):
         raise UserError(f"no teacher checkpoint in '{teacher_dir}' (expected {TEACHER_META} and "
                         f"{TEACHER_SUBDIR}/); train one with configs/teacher.py or set --config.teacher_dir")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{meta_path} is not a readable teacher card ({str(e).splitlines()[0][:120]}); "
+                        "re-export the teacher with configs/teacher.py") from None
     if meta.get("model") != model_name:
         raise UserError(f"teacher in {teacher_dir} is a '{meta.get('model')}', but the config asks for "
                         f"'{model_name}'; set --config.teacher={meta.get('model')} or another teacher_dir")

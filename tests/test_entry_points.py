@@ -25,8 +25,8 @@ def test_fashion_mnist_teacher_then_ddad_on_real_data(tmp_path, fmnist_data_dir)
     teacher_dir, ddad_dir = str(tmp_path / "teacher"), str(tmp_path / "ddad")
     out = _ok(run_entry("fashion_mnist", "--config=configs/teacher.py:fashion_mnist,smoke",
                         f"--workdir={teacher_dir}", f"--config.data_dir={fmnist_data_dir}")).stdout
-    assert "[teacher] lenet5_bn on fashion_mnist: test accuracy" in out
-    out = _ok(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+    assert "[teacher] done: lenet5_bn on fashion_mnist: test accuracy" in out
+    out = _ok(run_entry("fashion_mnist", "--config=configs/fmnist_lenet5.py:smoke",
                         f"--workdir={ddad_dir}", f"--config.data_dir={fmnist_data_dir}",
                         f"--config.teacher_dir={teacher_dir}")).stdout
     assert "steps/s | ETA" in out and "[ddad] done" in out
@@ -49,7 +49,7 @@ def test_cifar_teacher_then_ddad_on_standin_data(tmp_path, cifar_data_dir, datas
 
 def test_unknown_config_field(tmp_path):
     _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
-                              f"--workdir={tmp_path}", "--config.bn_wieght=2"), "bn_wieght")
+                              f"--workdir={tmp_path}", "--config.student_objectve=kl"), "did you mean 'student_objective'")
 
 
 def test_config_for_another_dataset(tmp_path):
@@ -72,7 +72,7 @@ def test_dataset_not_prepared(tmp_path):
     _one_line_error(run_entry("cifar10", "--config=configs/teacher.py:cifar10,smoke",
                               f"--workdir={tmp_path / 'w'}", f"--config.data_dir={tmp_path / 'empty'}"),
                     "python -m ddad_jax.data.prepare cifar10")
-    assert not os.path.exists(tmp_path / "w" / "checkpoints")
+    assert not os.path.exists(tmp_path / "w")  # nothing written before the data was found
 
 
 def test_batch_not_divisible_by_device_count(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
@@ -81,3 +81,12 @@ def test_batch_not_divisible_by_device_count(tmp_path, fmnist_smoke_teacher, fmn
                               f"--workdir={tmp_path / 'w'}", f"--config.teacher_dir={fmnist_smoke_teacher}",
                               f"--config.data_dir={fmnist_data_dir}", "--config.batch_size=12", env=env),
                     "batch_size=12 is not divisible by the 8 devices")
+
+
+@pytest.mark.parametrize("flag, match", [("--config.num_epochs=-3", "num_epochs must be >= 1"),
+                                         ("--config.log_every=0", "log_every must be >= 1"),
+                                         ("--config.generator_terms.bn=-1", "generator_terms.bn must be")])
+def test_values_out_of_range_are_one_line_errors_before_anything_is_written(tmp_path, flag, match):
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/fmnist_lenet5.py:smoke",
+                              f"--workdir={tmp_path / 'w'}", flag), match)
+    assert not os.path.exists(tmp_path / "w")

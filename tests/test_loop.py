@@ -108,6 +108,16 @@ def test_teacher_of_another_architecture_or_a_corrupt_one_is_a_clear_error(tmp_p
     assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.parametrize("card", ["{not json", "[1, 2]", ""])
+def test_a_garbage_teacher_card_is_a_clear_error(tmp_path, fmnist_smoke_teacher, fmnist_data_dir, card):
+    broken = tmp_path / "teacher"
+    shutil.copytree(fmnist_smoke_teacher, broken)
+    (broken / "teacher.json").write_text(card)
+    with pytest.raises(UserError, match="is not a readable teacher card"):
+        loop.train_and_evaluate(_config(str(broken), fmnist_data_dir), str(tmp_path / "w"))
+    assert not os.path.exists(tmp_path / "w")
+
+
 def test_teacher_without_batchnorm_needs_the_bn_term_off(tmp_path, fmnist_data_dir):
     tdir = str(tmp_path / "plain_teacher")
     tc = teacher_config.get_config("fashion_mnist,smoke")
