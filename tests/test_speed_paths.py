@@ -94,6 +94,8 @@ def test_few_channel_conv_is_used_only_where_it_applies():
     ((8, 10, 10, 1), (5, 5, 1, 6), (1, 1), "VALID", "few_channel"),
     ((8, 4, 4, 128), (3, 3, 128, 16), (1, 1), ((1, 1), (1, 1)), "patches"),
     ((8, 8, 8, 128), (3, 3, 128, 8), (2, 2), "SAME", "patches"),
+    # 16 images a device: the weight gradient is summed over two chunks of 8 on each
+    ((128, 8, 8, 16), (3, 3, 16, 8), (1, 1), "SAME", "chunked"),
 ])
 def test_custom_weight_gradients_are_summed_over_devices(x_shape, kernel, strides, padding, path):
     """Inside shard_map the weight gradient of a batch shard is summed over the devices
@@ -102,8 +104,10 @@ def test_custom_weight_gradients_are_summed_over_devices(x_shape, kernel, stride
     w = jax.random.normal(jax.random.key(1), kernel) / kernel[2]
     dn = ("NHWC", "HWIO", "NHWC")
     args = (x, w, strides, padding, None, None, lax.conv_dimension_numbers(x_shape, kernel, dn), 1, 1, None)
-    chosen = "few_channel" if cpu._few_channel_padding(*args) else "patches" if cpu._patches_padding(*args) else ""
+    chosen = "few_channel" if cpu._few_channel_padding(*args) else "patches" if cpu._patches_padding(*args) else "chunked"
     assert chosen == path
+    if path == "chunked":
+        assert cpu._chunk_size(x_shape[0] // 8, cpu.WEIGHT_GRAD_CHUNK) < x_shape[0] // 8
 
     def loss(w, x):
         y = cpu.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
