@@ -1,37 +1,141 @@
-"""Orbax checkpoints in a run's workdir, and a guard against mixing runs in one workdir."""
+"""Orbax checkpoints in a run's workdir, and the record (``run.json``) of what run a workdir holds.
 
+A run can be killed at any moment (SIGKILL, power loss, a full disk) and rerun with the
+same command; what is on disk must then resume it, and nothing already there may be lost:
+
+* orbax writes a checkpoint into a temporary directory and renames it when complete, so a
+  kill mid-save leaves no half-checkpoint under its step's name (the temporary directory
+  is removed at the next start);
+* a checkpoint that is nevertheless unreadable (a truncated or deleted file, garbage in
+  its metadata) is set aside, not deleted, and the run resumes from the newest intact one.
+"""
+
+import contextlib
+import gc
 import json
 import os
-from typing import Any, Optional, Sequence
+import sys
+from typing import Any, List, Optional, Sequence, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 from ddad_jax.errors import UserError
 
+def _reason(e: BaseException) -> str:
+    """An exception as a short one-line reason."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Keeps a failed read of a corrupt checkpoint from printing pages to stderr: orbax logs
+    the garbage it could not parse (absl ERROR), and its abandoned read coroutines report
+    their exceptions again when collected ("Exception ignored in ..."). The caller reports
+    the failure itself, in one line."""
+    verbosity, hook = absl_logging.get_verbosity(), sys.unraisablehook
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()  # collect the abandoned coroutines while their reports are still muted
+        sys.unraisablehook = hook
+        absl_logging.set_verbosity(verbosity)
+
 
 class Checkpointer:
-    """Periodic saves of a whole train state (a pytree); restores the latest."""
+    """Periodic saves of a whole train state (a pytree); restores the newest readable one."""
 
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               cleanup_tmp_directories=True)  # saves a kill cut short
+        with _quiet_orbax():  # garbage in a step's metadata is logged here, and handled in restore
+            self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                  item_handlers=ocp.StandardCheckpointHandler())
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
 
     def restore(self, target: Any) -> Optional[Any]:
-        """The latest saved state shaped like ``target``, or None if there is none."""
-        step = self.latest_step()
-        if step is None:
+        """The newest saved state shaped like ``target``, or None if nothing was saved.
+
+        A checkpoint that cannot be read at all (truncated, deleted or garbled files) is
+        moved to ``<directory>.unreadable/<step>`` with a one-line warning on stderr, and
+        the next older one is tried: orbax would otherwise keep counting it as the latest
+        step and skip saves up to it. A readable checkpoint that does not fit ``target``
+        (another architecture or optimiser: a config mismatch) is a UserError, as is having
+        no readable checkpoint at all; in both cases nothing is moved.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        unreadable: List[Tuple[int, str]] = []
+        for step in steps:
+            restored, problem, fits = self._try_restore(step, abstract)
+            if restored is not None:
+                self._set_aside(unreadable, step)
+                return restored
+            if not fits:
+                raise UserError(f"checkpoint {self.directory}/{step} does not fit this configuration "
+                                f"({problem}); use a new --workdir")
+            unreadable.append((step, problem))
+        listed = "; ".join(f"{self.directory}/{s}: {why}" for s, why in unreadable)
+        raise UserError(f"no readable checkpoint ({listed}); move {self.directory} away or use a new "
+                        "--workdir to start over")
+
+    def _try_restore(self, step: int, abstract: Any) -> Tuple[Optional[Any], str, bool]:
+        """(state or None, what went wrong, whether the checkpoint may fit ``abstract``)."""
+        with _quiet_orbax():
+            try:
+                restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # pylint: disable=broad-except
+                # orbax and tensorstore raise ValueError, JSONDecodeError (a ValueError), OSError
+                # or a bare Exception for a corrupt checkpoint as well as for a mismatched target:
+                # the checkpoint is "unreadable" only if it cannot be read as it was saved either.
+                return None, _reason(e), not self._readable_as_saved(step)
         try:
-            return _check_fits(self._manager.restore(step, args=ocp.args.StandardRestore(abstract)), abstract)
-        except (ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {self.directory}/{step} does not fit this configuration "
-                            f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
+            return _check_fits(restored, abstract), "", True
+        except ValueError as e:
+            return None, _reason(e), False
+
+    def _readable_as_saved(self, step: int) -> bool:
+        """Whether checkpoint ``step`` restores into its own recorded shapes and dtypes, on one
+        device (a target without shardings would need the devices it was saved from)."""
+        try:
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            saved = self._manager.item_metadata(step).tree
+            as_saved = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding) if hasattr(m, "dtype") else m,
+                saved)
+            self._manager.restore(step, args=ocp.args.StandardRestore(as_saved))
+            return True
+        except Exception:  # pylint: disable=broad-except
+            return False
+
+    def _set_aside(self, unreadable: Sequence[Tuple[int, str]], resumed_from: int) -> None:
+        """Moves unreadable checkpoints out of orbax's sight (kept, never deleted)."""
+        for step, why in unreadable:
+            src = os.path.join(self.directory, str(step))
+            dest = os.path.join(self.directory + ".unreadable", str(step))
+            suffix = 1
+            while os.path.exists(dest):  # the same step may go bad again after a rerun
+                dest, suffix = os.path.join(self.directory + ".unreadable", f"{step}.{suffix}"), suffix + 1
+            try:
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.replace(src, dest)
+                kept = f"it is kept in {dest}"
+            except OSError as e:
+                raise UserError(f"checkpoint {src} is unreadable ({why}), and moving it aside failed "
+                                f"({_reason(e)}); move it away by hand to resume from {resumed_from}") from None
+            print(f"warning: checkpoint {src} is unreadable ({why}); resuming from {resumed_from} ({kept})",
+                  file=sys.stderr, flush=True)
+        if unreadable:
+            self._manager.reload()
 
     def save(self, step: int, state: Any) -> None:
         self._manager.save(step, args=ocp.args.StandardSave(state))

@@ -88,3 +88,87 @@ def test_cli_teacher_with_eval_batch_size_8_on_4_cpu_devices(tmp_path, fmnist_da
                        "--config.eval_batch_size=8", "--config.eval_examples=2000", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.load(open(tmp_path / "t" / "teacher.json"))["test_examples"] == 2000
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _state(value):
+    return {"w": jnp.full((4, 3), value, jnp.float32), "b": {"c": jnp.arange(5) + int(value)},
+            "step": jnp.asarray(int(value), jnp.int32)}
+
+
+def _save_steps(directory, steps=(1, 2)):
+    ckpt = checkpoints.Checkpointer(directory)
+    for s in steps:
+        ckpt.save(s, _state(float(s)))
+    ckpt.close()
+
+
+def _truncate(path):
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[:len(content) // 2])
+
+
+def _data_files(step_dir):
+    """The files holding the arrays' values (orbax's OCDBT data files)."""
+    d = os.path.join(step_dir, "default", "d")
+    return [os.path.join(d, f) for f in os.listdir(d)]
+
+
+CORRUPTIONS = {
+    "deleted data file": lambda step_dir: [os.remove(f) for f in _data_files(step_dir)],
+    "truncated data file": lambda step_dir: [_truncate(f) for f in _data_files(step_dir)],
+    "garbage tree metadata": lambda step_dir: open(os.path.join(step_dir, "default", "_METADATA"), "wb").write(
+        b"\x00{garbage"),
+    "truncated array metadata": lambda step_dir: _truncate(
+        os.path.join(step_dir, "default", "array_metadatas", "process_0")),
+    "deleted manifest": lambda step_dir: os.remove(os.path.join(step_dir, "default", "manifest.ocdbt")),
+    "deleted item directory": lambda step_dir: shutil.rmtree(os.path.join(step_dir, "default")),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, corruption):
+    directory = str(tmp_path / "checkpoints")
+    _save_steps(directory)
+    CORRUPTIONS[corruption](os.path.join(directory, "2"))
+    ckpt = checkpoints.Checkpointer(directory)
+    restored = ckpt.restore(_state(0.0))
+    err = capsys.readouterr().err
+    chex.assert_trees_all_equal(restored, _state(1.0))
+    warnings = [l for l in err.splitlines() if l.strip()]
+    assert len(warnings) == 1, err
+    assert warnings[0].startswith(f"warning: checkpoint {directory}/2 is unreadable (")
+    assert "); resuming from 1 (it is kept in " in warnings[0]
+    # set aside, not deleted, and out of orbax's way: the next save of step 2 happens
+    assert os.path.isdir(os.path.join(directory + ".unreadable", "2"))
+    assert ckpt.latest_step() == 1
+    ckpt.save(2, _state(22.0))
+    ckpt.close()
+    chex.assert_trees_all_equal(checkpoints.Checkpointer(directory).restore(_state(0.0)), _state(22.0))
+
+
+def test_only_corrupt_checkpoints_is_a_clear_error_and_moves_nothing(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    _save_steps(directory)
+    CORRUPTIONS["garbage tree metadata"](os.path.join(directory, "2"))
+    CORRUPTIONS["truncated data file"](os.path.join(directory, "1"))
+    with pytest.raises(UserError, match=r"no readable checkpoint \(.*/2: .*/1: .*use a new --workdir") as e:
+        checkpoints.Checkpointer(directory).restore(_state(0.0))
+    assert "\n" not in str(e.value)
+    assert sorted(os.listdir(directory)) == ["1", "2"] and not os.path.exists(directory + ".unreadable")
+
+
+def test_checkpoint_of_another_shape_is_a_config_mismatch_not_corruption(tmp_path, capsys):
+    directory = str(tmp_path / "checkpoints")
+    _save_steps(directory)
+    other = {"w": jnp.zeros((4, 4)), "b": {"c": jnp.zeros(5, jnp.int32)}, "step": jnp.zeros((), jnp.int32)}
+    with pytest.raises(UserError, match=f"checkpoint {directory}/2 does not fit this configuration"):
+        checkpoints.Checkpointer(directory).restore(other)
+    renamed = {"v": jnp.zeros((4, 3)), "b": {"c": jnp.zeros(5, jnp.int32)}, "step": jnp.zeros((), jnp.int32)}
+    with pytest.raises(UserError, match="does not fit this configuration"):
+        checkpoints.Checkpointer(directory).restore(renamed)
+    assert "warning" not in capsys.readouterr().err
+    assert sorted(os.listdir(directory)) == ["1", "2"]
