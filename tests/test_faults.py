@@ -24,6 +24,11 @@ from ddad_jax.evaluation import EvalSet, _correct_counts, evaluate
 from ddad_jax.state import init_variables
 
 
+def _env():
+    # as tests/conftest.py's run_entry: the launcher splits the CPU into 4 devices itself
+    return {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+
+
 def _one_line_error(result, match):
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
@@ -251,3 +256,53 @@ def test_variables_fingerprint_is_stable_and_sees_one_changed_value():
     # the same values under another name are another network
     assert checkpoints.variables_fingerprint({"a": jnp.ones(3)}) != checkpoints.variables_fingerprint(
         {"b": jnp.ones(3)})
+
+
+# ---------------------------------------------------------------- command line
+
+def test_missing_config_file_is_one_error_line(tmp_path):
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/nope.py:fashion_mnist", f"--workdir={tmp_path / 'w'}"),
+                    "cannot load --config: No such file or directory: 'configs/nope.py'")
+    _one_line_error(run_entry("fashion_mnist", "--config=configs/nope.py:fashion_mnist", "--config.seed=2",
+                              f"--workdir={tmp_path / 'w'}"), "No such file or directory: 'configs/nope.py'")
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_config_file_with_a_syntax_error_is_one_error_line(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import ml_collections\n\ndef get_config(arg=None:\n    return None\n")
+    _one_line_error(run_entry("fashion_mnist", f"--config={bad}:fashion_mnist", f"--workdir={tmp_path / 'w'}"),
+                    f"--config file {bad} has a syntax error at line 3")
+    assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.parametrize("raised, match", [
+    ("UserError('deep in the run,\\nover two lines')", "error: deep in the run, over two lines"),
+    ("OSError(errno.ENOSPC, 'No space left on device', '/w/checkpoints/7')",
+     "error: No space left on device: /w/checkpoints/7"),
+])
+def test_failure_raised_under_the_run_is_one_error_line(tmp_path, raised, match):
+    # the run itself replaced by one that raises, to reach launch.py's handler directly
+    code = ("import errno, sys\n"
+            "from experiments import launch\n"
+            "from ddad_jax.errors import UserError\n"
+            "def _run(config, workdir):\n"
+            f"    raise {raised}\n"
+            "launch._run = _run\n"
+            "sys.argv = ['x', '--config=configs/teacher.py:fashion_mnist,smoke', '--workdir=" + str(tmp_path) + "']\n"
+            "launch.run('fashion_mnist')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True,
+                            timeout=120)
+    _one_line_error(result, match)
+
+
+def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, fmnist_smoke_teacher,
+                                                                         fmnist_data_dir):
+    a_file = tmp_path / "file"
+    a_file.write_text("keep me")
+    args = ("--config=configs/ddad.py:fashion_mnist,smoke", f"--config.teacher_dir={fmnist_smoke_teacher}",
+            f"--config.data_dir={fmnist_data_dir}")
+    _one_line_error(run_entry("fashion_mnist", *args, f"--workdir={a_file}"), f"--workdir {a_file} is a file")
+    assert a_file.read_text() == "keep me"
+    _one_line_error(run_entry("fashion_mnist", *args, f"--workdir={tmp_path / 'w'}", "--config.eval_batch_size=-8"),
+                    "eval_batch_size must be >= 1, got -8")
