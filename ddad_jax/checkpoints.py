@@ -1,37 +1,148 @@
-"""Orbax checkpoints in a run's workdir, and a guard against mixing runs in one workdir."""
+"""Orbax checkpoints in a run's workdir, and the record (``run.json``) of what run a workdir holds.
 
+A run can be killed at any moment (SIGKILL, power loss, a full disk) and rerun with the
+same command; what is on disk must then resume it, and nothing already there may be lost:
+
+* orbax writes a checkpoint into a temporary directory and renames it when complete, so a
+  kill mid-save leaves no half-checkpoint under its step's name (the temporary directory
+  is removed at the next start);
+* a checkpoint that is nevertheless unreadable (a truncated or deleted file, garbage in
+  its metadata) is set aside, not deleted, and the run resumes from the newest intact one;
+* ``run.json`` is replaced atomically; a torn one is rewritten with a warning.
+"""
+
+import contextlib
+import gc
+import hashlib
 import json
 import os
-from typing import Any, Optional, Sequence
+import sys
+import tempfile
+from typing import Any, List, Optional, Sequence, Tuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 from ddad_jax.errors import UserError
 
+RUN_RECORD = "run.json"
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as a short one-line reason."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Keeps a failed read of a corrupt checkpoint from printing pages to stderr: orbax logs
+    the garbage it could not parse (absl ERROR), and its abandoned read coroutines report
+    their exceptions again when collected ("Exception ignored in ..."). The caller reports
+    the failure itself, in one line."""
+    verbosity, hook = absl_logging.get_verbosity(), sys.unraisablehook
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()  # collect the abandoned coroutines while their reports are still muted
+        sys.unraisablehook = hook
+        absl_logging.set_verbosity(verbosity)
+
 
 class Checkpointer:
-    """Periodic saves of a whole train state (a pytree); restores the latest."""
+    """Periodic saves of a whole train state (a pytree); restores the newest readable one."""
 
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               cleanup_tmp_directories=True)  # saves a kill cut short
+        with _quiet_orbax():  # garbage in a step's metadata is logged here, and handled in restore
+            self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                  item_handlers=ocp.StandardCheckpointHandler())
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
 
     def restore(self, target: Any) -> Optional[Any]:
-        """The latest saved state shaped like ``target``, or None if there is none."""
-        step = self.latest_step()
-        if step is None:
+        """The newest saved state shaped like ``target``, or None if nothing was saved.
+
+        A checkpoint that cannot be read at all (truncated, deleted or garbled files) is
+        moved to ``<directory>.unreadable/<step>`` with a one-line warning on stderr, and
+        the next older one is tried: orbax would otherwise keep counting it as the latest
+        step and skip saves up to it. A readable checkpoint that does not fit ``target``
+        (another architecture or optimiser: a config mismatch) is a UserError, as is having
+        no readable checkpoint at all; in both cases nothing is moved.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        unreadable: List[Tuple[int, str]] = []
+        for step in steps:
+            restored, problem, fits = self._try_restore(step, abstract)
+            if restored is not None:
+                self._set_aside(unreadable, step)
+                return restored
+            if not fits:
+                raise UserError(f"checkpoint {self.directory}/{step} does not fit this configuration "
+                                f"({problem}); use a new --workdir")
+            unreadable.append((step, problem))
+        listed = "; ".join(f"{self.directory}/{s}: {why}" for s, why in unreadable)
+        raise UserError(f"no readable checkpoint ({listed}); move {self.directory} away or use a new "
+                        "--workdir to start over")
+
+    def _try_restore(self, step: int, abstract: Any) -> Tuple[Optional[Any], str, bool]:
+        """(state or None, what went wrong, whether the checkpoint may fit ``abstract``)."""
+        with _quiet_orbax():
+            try:
+                restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # pylint: disable=broad-except
+                # orbax and tensorstore raise ValueError, JSONDecodeError (a ValueError), OSError
+                # or a bare Exception for a corrupt checkpoint as well as for a mismatched target:
+                # the checkpoint is "unreadable" only if it cannot be read as it was saved either.
+                return None, _reason(e), not self._readable_as_saved(step)
         try:
-            return _check_fits(self._manager.restore(step, args=ocp.args.StandardRestore(abstract)), abstract)
-        except (ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {self.directory}/{step} does not fit this configuration "
-                            f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
+            return _check_fits(restored, abstract), "", True
+        except ValueError as e:
+            return None, _reason(e), False
+
+    def _readable_as_saved(self, step: int) -> bool:
+        """Whether checkpoint ``step`` restores into its own recorded shapes and dtypes, on one
+        device (a target without shardings would need the devices it was saved from)."""
+        try:
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            saved = self._manager.item_metadata(step).tree
+            as_saved = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding) if hasattr(m, "dtype") else m,
+                saved)
+            self._manager.restore(step, args=ocp.args.StandardRestore(as_saved))
+            return True
+        except Exception:  # pylint: disable=broad-except
+            return False
+
+    def _set_aside(self, unreadable: Sequence[Tuple[int, str]], resumed_from: int) -> None:
+        """Moves unreadable checkpoints out of orbax's sight (kept, never deleted)."""
+        for step, why in unreadable:
+            src = os.path.join(self.directory, str(step))
+            dest = os.path.join(self.directory + ".unreadable", str(step))
+            suffix = 1
+            while os.path.exists(dest):  # the same step may go bad again after a rerun
+                dest, suffix = os.path.join(self.directory + ".unreadable", f"{step}.{suffix}"), suffix + 1
+            try:
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.replace(src, dest)
+                kept = f"it is kept in {dest}"
+            except OSError as e:
+                raise UserError(f"checkpoint {src} is unreadable ({why}), and moving it aside failed "
+                                f"({_reason(e)}); move it away by hand to resume from {resumed_from}") from None
+            print(f"warning: checkpoint {src} is unreadable ({why}); resuming from {resumed_from} ({kept})",
+                  file=sys.stderr, flush=True)
+        if unreadable:
+            self._manager.reload()
 
     def save(self, step: int, state: Any) -> None:
         self._manager.save(step, args=ocp.args.StandardSave(state))
@@ -66,23 +177,104 @@ def _check_fits(restored: Any, abstract: Any) -> Any:
     return restored
 
 
-def guard_workdir(workdir: str, identity: dict, keys: Sequence[str]) -> None:
-    """Records what a workdir holds; refuses to resume a run of another kind there.
+def variables_fingerprint(variables: Any) -> str:
+    """A short stable hash of a pytree of arrays (e.g. a teacher's variables), to record which
+    teacher a run distils: sha256 over every leaf's tree path, dtype, shape and bytes, in
+    tree-path order; its first 16 hex digits. Equal values give equal fingerprints across
+    processes and devices; changing any value, shape, dtype or name changes it."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        value = np.asarray(jax.device_get(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())  # C order, whatever the array's layout
+    return digest.hexdigest()[:16]
 
-    ``identity`` is the run's config (as a dict); ``keys`` are the fields that must match
-    for a checkpoint in ``workdir`` to be resumable (architectures, dataset, method...).
+
+def _canonical(value: Any) -> str:
+    """A value as run.json records it, as text: tuples and lists compare equal, and NaN
+    equals NaN (as a float it would never match itself)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _make_workdir(workdir: str) -> None:
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir {workdir} is a file, not a directory; pick another --workdir")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --workdir {workdir} ({e.strerror or _reason(e)})") from None
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Writes ``path`` through a temporary file and a rename: a kill leaves the old or the
+    new content, never a torn file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def guard_workdir(workdir: str, identity: dict, keys: Optional[Sequence[str]] = None) -> None:
+    """Creates ``workdir`` if needed and records in its ``run.json`` what run it holds;
+    refuses (UserError, nothing changed) to continue a different run there.
+
+    Every key of ``identity`` (JSON-able values: seed, batch size, learning rates, steps,
+    architectures, a teacher's ``variables_fingerprint``...) must equal what ``run.json``
+    recorded; a key recorded on one side only is a difference too. The caller chooses the
+    keys: those that a checkpoint in ``workdir`` must agree with to be resumed.
+
+    A ``run.json`` that cannot be parsed (a write torn by an older version, garbage) is
+    rewritten for this run with a warning: the checkpoints' own shape check still refuses
+    a state of another architecture. ``keys`` is for the older call form
+    ``guard_workdir(workdir, config_dict, keys)``: it records ``identity``'s ``keys`` only.
     """
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "run.json")
-    wanted = {k: identity.get(k) for k in keys}
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
-        diff = {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
-        if diff:
-            k, (old, new) = next(iter(diff.items()))
-            raise UserError(f"workdir {workdir} holds a run with {k}={old!r}, not {new!r}; "
-                            "use a new --workdir (nothing was changed)")
+    if keys is not None:
+        identity = {k: identity.get(k) for k in keys}
+    _make_workdir(workdir)
+    path = os.path.join(workdir, RUN_RECORD)
+    wanted = json.loads(_canonical(identity))
+    recorded = _read_record(path)
+    if recorded is not None:
+        for k in list(wanted) + [k for k in recorded if k not in wanted]:
+            if k in wanted and k in recorded and _canonical(wanted[k]) == _canonical(recorded[k]):
+                continue
+            if k not in recorded:
+                what = f"that did not record {k} (this run has {k}={wanted[k]!r})"
+            elif k not in wanted:
+                what = f"with {k}={recorded[k]!r}, which this run does not set"
+            else:
+                what = f"with {k}={recorded[k]!r}, not {wanted[k]!r}"
+            raise UserError(f"--workdir {workdir} holds a run {what}; use a new --workdir, "
+                            f"or remove {workdir} to start over (nothing was changed)")
         return
-    with open(path, "w") as f:
-        json.dump(wanted, f, indent=2)
+    try:
+        _write_atomically(path, json.dumps(wanted, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror or _reason(e)})") from None
+
+
+def _read_record(path: str) -> Optional[dict]:
+    """run.json's content; None if absent or unparsable (then with a warning)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            recorded = json.loads(f.read().decode("utf-8"))
+        if isinstance(recorded, dict):
+            return recorded
+        why = f"a JSON {type(recorded).__name__}, not an object"
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        why = _reason(e)
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or _reason(e)})") from None
+    print(f"warning: {path} is unreadable ({why}); rewriting it for this run", file=sys.stderr, flush=True)
+    return None

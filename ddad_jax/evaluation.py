@@ -1,60 +1,102 @@
 """Accuracy of a classifier on a real (test) split, in inference mode.
 
-The split is padded, batched and placed on the devices once (``EvalSet.build``), each
-batch sharded over the run's mesh; ``evaluate`` then runs a sharded ``jax.jit`` per batch
-and keeps the correct counts on device until the end. Evaluating every epoch costs no
-host-to-device copies and no host sync per batch.
+The split is padded, stacked into ``(num_batches, batch, ...)`` arrays and placed on the
+devices once (``EvalSet.build``), the batch axis sharded over the run's mesh. ``evaluate``
+is then one jitted program: on each device a ``lax.map`` over the batches counts that
+device's correct predictions, and the per-device counts are added on the host.
+
+Why one program and no collective: dispatching one sharded program per batch made every
+batch's sum a cross-device all-reduce. With small batches (``eval_batch_size=8``) hundreds
+of them were queued at once, and on a CPU host split into several XLA devices
+(``--xla_force_host_platform_device_count``) the few threads could not bring all of one
+all-reduce's participants together in time: XLA:CPU's collective rendezvous timed out and
+aborted the process. Here the devices never wait for each other, whatever the batch size.
+It also keeps evaluation free of per-batch dispatch and host syncs.
 """
 
 import dataclasses
 import functools
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ddad_jax import data, parallel
+from ddad_jax.errors import UserError
+
+# (num_batches, batch, ...): every batch split over the devices, all batches on each device.
+_BATCHES_SHARDED = P(None, parallel.BATCH_AXIS)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
-    batches: List[Tuple[jax.Array, jax.Array]]  # (images, labels); padded rows have label -1
-    num_examples: int
+    images: jax.Array  # (num_batches, batch_size, H, W, C), uint8 as stored
+    labels: jax.Array  # (num_batches, batch_size) int32; padded rows have label -1
+    num_examples: int  # real (unpadded) examples
     spec: data.DatasetSpec
     mesh: Optional[Mesh] = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.labels.shape[1]
 
     @classmethod
     def build(cls, images: np.ndarray, labels: np.ndarray, spec: data.DatasetSpec,
               batch_size: int = 1000, mesh: Optional[Mesh] = None) -> "EvalSet":
-        """With ``mesh``, ``batch_size`` is rounded up to a multiple of its device count."""
-        put = jax.device_put
+        """The split, padded to whole batches, on the devices (sharded over ``mesh`` if any).
+
+        ``batch_size`` (>= 1) is capped at the number of examples -- a larger one would only
+        add padding -- and, with ``mesh``, rounded up to a multiple of its device count.
+        """
+        n = len(images)
+        if batch_size < 1:
+            raise UserError(f"eval_batch_size must be >= 1, got {batch_size}")
+        if n == 0 or len(labels) != n:
+            raise UserError(f"cannot evaluate on {n} images with {len(labels)} labels")
+        batch_size = min(batch_size, n)
         if mesh is not None:
             batch_size = -(-batch_size // mesh.size) * mesh.size
-            put = functools.partial(jax.device_put, device=NamedSharding(mesh, parallel.SHARDED))
-        batches = []
-        for start in range(0, len(images), batch_size):
-            x, y = images[start:start + batch_size], labels[start:start + batch_size]
-            pad = batch_size - len(x)
-            if pad:  # keep one compiled shape; padded rows get label -1 and never count
-                x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-                y = np.concatenate([y, -np.ones(pad, y.dtype)])
-            batches.append((put(x), put(y)))
-        return cls(batches, len(images), spec, mesh)
+        num_batches = -(-n // batch_size)
+        # One compiled shape: padded rows get label -1 and never count as correct.
+        x = np.zeros((num_batches * batch_size,) + images.shape[1:], images.dtype)
+        y = np.full((num_batches * batch_size,), -1, np.int32)
+        x[:n], y[:n] = images, labels
+        x = x.reshape((num_batches, batch_size) + images.shape[1:])
+        y = y.reshape(num_batches, batch_size)
+        if mesh is None:
+            x, y = jax.device_put(x), jax.device_put(y)
+        else:
+            sharding = NamedSharding(mesh, _BATCHES_SHARDED)
+            x, y = jax.device_put(x, sharding), jax.device_put(y, sharding)
+        return cls(x, y, n, spec, mesh)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _count_correct(model, variables, images, labels, spec):
-    logits = model.apply(variables, data.normalize(images, spec), train=False)
-    return jnp.sum(jnp.argmax(logits, -1) == labels)
+@functools.partial(jax.jit, static_argnames=("model", "spec", "mesh"))
+def _correct_counts(variables, images, labels, *, model, spec, mesh):
+    """Correct predictions per device, shape (devices,) (one entry without a mesh)."""
+
+    def count(variables, images, labels):  # this device's slice of every batch
+        def batch_correct(batch):
+            x, y = batch
+            logits = model.apply(variables, data.normalize(x, spec), train=False)
+            return jnp.sum(jnp.argmax(logits, -1) == y, dtype=jnp.int32)
+
+        return jnp.sum(jax.lax.map(batch_correct, (images, labels)))[None]
+
+    if mesh is None:
+        return count(variables, images, labels)
+    # No psum: each device returns its own count, so no device ever waits on another.
+    per_device = parallel.data_parallel(count, mesh, out_specs=parallel.SHARDED,
+                                        in_specs=(parallel.REPLICATED, _BATCHES_SHARDED, _BATCHES_SHARDED))
+    return per_device(variables, images, labels)
 
 
 def evaluate(model, variables, eval_set: EvalSet) -> float:
     """Top-1 accuracy of ``model`` over every example of ``eval_set``."""
     if eval_set.mesh is not None:
         variables = parallel.replicate(variables, eval_set.mesh)
-    correct = jnp.zeros((), jnp.int32)
-    for x, y in eval_set.batches:
-        correct = correct + _count_correct(model, variables, x, y, eval_set.spec)
-    return int(correct) / eval_set.num_examples
+    counts = _correct_counts(variables, eval_set.images, eval_set.labels, model=model, spec=eval_set.spec,
+                             mesh=eval_set.mesh)
+    return int(np.sum(jax.device_get(counts))) / eval_set.num_examples

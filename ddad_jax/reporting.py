@@ -37,12 +37,39 @@ class Reporter:
             self._tb = None
 
     def _drop_records_after(self, step: int) -> None:
+        """Keeps the records up to ``step`` (a resumed run rewrites what came after its
+        checkpoint). A last line that is not valid JSON is a write torn by a kill: it is
+        dropped with a warning. An unparsable line before it is not ours to judge and is
+        kept as it is. The file is replaced atomically, so a kill here loses nothing."""
         if not os.path.exists(self.jsonl_path):
             return
-        with open(self.jsonl_path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-        with open(self.jsonl_path, "w") as f:
-            f.writelines(keep)
+        with open(self.jsonl_path, "rb") as f:
+            raw = f.read()
+        lines = raw.decode("utf-8", errors="surrogateescape").split("\n")  # bytes kept as they are
+        while lines and not lines[-1].strip():
+            lines.pop()
+        keep = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if i == len(lines) - 1:
+                    print(f"warning: dropped the torn last line of {self.jsonl_path} "
+                          f"(an interrupted write): {line[:80]!r}", file=sys.stderr, flush=True)
+                else:
+                    keep.append(line)
+                continue
+            record_step = record.get("step", 0) if isinstance(record, dict) else 0
+            if not isinstance(record_step, (int, float)) or record_step <= step:
+                keep.append(line)
+        text = "".join(line + "\n" for line in keep)
+        if text.encode("utf-8", errors="surrogateescape") != raw:
+            tmp = f"{self.jsonl_path}.tmp"
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(text)
+            os.replace(tmp, self.jsonl_path)
 
     def write(self, step: int, metrics: Dict[str, float]) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}

@@ -1,9 +1,12 @@
 """The shared absl entry: parse ``--config`` and ``--workdir``, dispatch on ``config.kind``.
 
-Every failure a user can fix (bad config, missing data or teacher, non-finite loss...)
-ends as one ``error: ...`` line on stderr and exit status 2; nothing on disk is touched.
+Every failure a user can fix (bad or missing config file, missing data or teacher, a
+workdir of another run, non-finite loss, a full disk...) ends as one ``error: ...`` line on
+stderr and exit status 2, and nothing already on disk is lost or overwritten. This module
+writes nothing itself: the workdir is created by the run, once its config is validated.
 """
 
+import errno
 import re
 import sys
 
@@ -19,8 +22,29 @@ flags.DEFINE_string("workdir", None, "where checkpoints, metrics and samples go 
 FLAGS = flags.FLAGS
 
 
+def _config_file_problem(e: BaseException):
+    """What is wrong with the ``--config`` file itself, if that is the cause of ``e``, or None.
+
+    ml_collections raises a config file's SyntaxError as it is, and defers an unreadable
+    file (missing, a directory...) to the config's first use, as an IOError whose message
+    lists every path it tried; either becomes one short line here."""
+    for cause in (e, e.__cause__, e.__context__):
+        if isinstance(cause, SyntaxError):
+            return (f"--config file {cause.filename} has a syntax error at line {cause.lineno}: "
+                    f"{cause.msg}")
+    errno_msg = re.search(r"\[Errno \d+\] ([^\n]+)", str(e))
+    if errno_msg and "config" in str(e).lower():
+        return f"cannot load --config: {errno_msg.group(1)}"
+    if "Path to config file is an empty string" in str(e):
+        return "--config is empty; pass e.g. --config=configs/ddad.py:<dataset>"
+    return None
+
+
 def _one_line(e: BaseException) -> str:
     """A flag/config exception as one readable line (ml_collections nests its messages)."""
+    problem = _config_file_problem(e)
+    if problem:
+        return problem
     msg = re.sub(r"\s+", " ", str(e).replace("\\n", "\n"))
     typo = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', msg)
     if typo:
@@ -35,15 +59,29 @@ def _one_line(e: BaseException) -> str:
 
 def _parse_flags(argv):
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
+        # A config file that could not be read is only reported when the config is first
+        # used (see _config_file_problem): use it here, while errors are still flag errors.
+        getattr(FLAGS.config, "kind", None)
+        return rest
     except Exception as e:  # pylint: disable=broad-except
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        _fail(_one_line(e))
 
 
 def _run(config, workdir):
-    from ddad_jax import loop  # pylint: disable=import-outside-toplevel  (JAX starts after split_cpu)
+    from ddad_jax import loop  # pylint: disable=import-outside-toplevel
     return loop.train_and_evaluate(config, workdir)
+
+
+# OSErrors that say something about the machine, not the code: a full disk or quota, a
+# read-only file system, missing permissions.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _fail(message: str) -> None:
+    """Ends the process as every user-fixable failure does: one line on stderr, status 2."""
+    print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def run(dataset: str) -> None:
@@ -64,8 +102,12 @@ def run(dataset: str) -> None:
                                 f"experiments.{dataset}; pass --config=<file>.py:{dataset}")
             cpu_backend.split_host_devices(config)
             _run(config, workdir)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        except UserError as e:  # raised anywhere under the run: one line, no traceback
+            _fail(str(e))
+        except OSError as e:
+            if e.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            # the disk or the permissions of a path the run writes: fixable by the user
+            _fail(f"{e.strerror}: {e.filename}" if e.filename else str(e))
 
     app.run(main, flags_parser=_parse_flags)

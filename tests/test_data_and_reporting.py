@@ -66,6 +66,33 @@ def test_reporter_progress_jsonl_and_resume_truncation(tmp_path):
     assert steps == [2, 4]
 
 
+@pytest.mark.parametrize("torn", ['{"step": 8, "lo', '{"step": 8, "loss": 8.0}', "\x00\x00\x00"])
+def test_reporter_resume_drops_a_torn_last_line_and_keeps_the_rest(tmp_path, capsys, torn):
+    # A kill can cut the last append short (or leave it without its newline). Before the fix,
+    # resuming raised a JSONDecodeError (or appended onto the torn line).
+    r = reporting.Reporter(str(tmp_path), total_steps=10, stream=io.StringIO())
+    for step in (2, 4, 6):
+        r.write(step, {"loss": step * 1.0})
+    r.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(torn)
+    r = reporting.Reporter(str(tmp_path), total_steps=10, start_step=8, stream=io.StringIO())
+    r.write(9, {"loss": 9.0})
+    r.close()
+    records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    valid_torn = torn.endswith("}")  # complete but for its newline: a record like any other
+    assert [x["step"] for x in records] == [2, 4, 6] + [8] * valid_torn + [9]
+    warning = capsys.readouterr().err
+    assert ("warning: dropped the torn last line" in warning) != valid_torn and warning.count("\n") <= 1
+
+
+def test_reporter_keeps_an_unparsable_line_that_is_not_the_last(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\nnot json \xff\n{"step": 2}\n{"step": 3}\n')
+    reporting.Reporter(str(tmp_path), total_steps=10, start_step=2, stream=io.StringIO()).close()
+    assert path.read_bytes() == b'{"step": 1}\nnot json \xff\n{"step": 2}\n'
+
+
 def test_image_grid(tmp_path):
     from PIL import Image
     path = str(tmp_path / "g" / "grid.png")
