@@ -6,7 +6,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -21,7 +21,13 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class Reporter:
-    """Writes metrics to ``workdir/metrics.jsonl`` and ``workdir/tb``; prints progress."""
+    """Writes metrics to ``workdir/metrics.jsonl`` and ``workdir/tb``; prints progress.
+
+    A run resumed from the checkpoint of ``start_step`` reports again what came after it:
+    the JSON-lines records after ``start_step`` are dropped, and TensorBoard is told to
+    discard the earlier event files' scalars after it (tensorboardX's ``purge_step``), so
+    both hold each step once, as for a run that was never interrupted.
+    """
 
     def __init__(self, workdir: str, total_steps: int, start_step: int = 0, stream=None):
         self.workdir, self.total_steps = workdir, total_steps
@@ -32,7 +38,8 @@ class Reporter:
         self._t0, self._step0 = None, start_step  # set at the first report: excludes compilation
         try:
             from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"),
+                                     purge_step=start_step + 1 if start_step else None)
         except ImportError:
             self._tb = None
 
@@ -70,6 +77,22 @@ class Reporter:
             with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text)
             os.replace(tmp, self.jsonl_path)
+
+    def history(self, key: str) -> List[Tuple[int, float]]:
+        """(step, value) of every record of ``key`` so far, oldest first: on resume, what
+        the interrupted runs reported up to the checkpoint (e.g. to carry on a best-so-far)."""
+        found = []
+        if not os.path.exists(self.jsonl_path):
+            return found
+        with open(self.jsonl_path, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and key in record:
+                    found.append((record.get("step", 0), record[key]))
+        return found
 
     def write(self, step: int, metrics: Dict[str, float]) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}

@@ -1,6 +1,8 @@
 import gzip
 import io
 import json
+import os
+import time
 
 import chex
 import numpy as np
@@ -91,6 +93,43 @@ def test_reporter_keeps_an_unparsable_line_that_is_not_the_last(tmp_path):
     path.write_bytes(b'{"step": 1}\nnot json \xff\n{"step": 2}\n{"step": 3}\n')
     reporting.Reporter(str(tmp_path), total_steps=10, start_step=2, stream=io.StringIO()).close()
     assert path.read_bytes() == b'{"step": 1}\nnot json \xff\n{"step": 2}\n'
+
+
+def _tb_events(tb_dir):
+    """Every event of every TensorBoard file in ``tb_dir`` (TFRecord framing, no TensorFlow)."""
+    import glob
+    import struct
+    from tensorboardX.proto import event_pb2
+    events = []
+    for path in sorted(glob.glob(os.path.join(tb_dir, "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            raw = f.read()
+        i, file_events = 0, []
+        while i < len(raw):
+            (n,) = struct.unpack("<Q", raw[i:i + 8])
+            file_events.append(event_pb2.Event.FromString(raw[i + 12:i + 12 + n]))
+            i += 12 + n + 4
+        events.append(file_events)
+    return events
+
+
+def test_reporter_resume_purges_later_tensorboard_scalars_and_gives_history(tmp_path):
+    # Without purge_step, TensorBoard kept both the interrupted run's scalars after the
+    # checkpoint and the resumed run's for the same steps (a zig-zag in every curve).
+    r = reporting.Reporter(str(tmp_path), total_steps=10, stream=io.StringIO())
+    for step in range(1, 7):
+        r.write(step, {"loss": float(step)})
+    r.close()
+    time.sleep(1.1)  # tensorboardX names event files by the second
+    r = reporting.Reporter(str(tmp_path), total_steps=10, start_step=4, stream=io.StringIO())
+    assert r.history("loss") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)] and r.history("nothing") == []
+    r.write(5, {"loss": 50.0})
+    r.close()
+    first, resumed = _tb_events(str(tmp_path / "tb"))
+    assert [e.step for e in first if e.summary.value] == [1, 2, 3, 4, 5, 6]
+    start = [e for e in resumed if e.HasField("session_log")]
+    assert len(start) == 1 and start[0].session_log.status == start[0].session_log.START and start[0].step == 5
+    assert [(e.step, e.summary.value[0].simple_value) for e in resumed if e.summary.value] == [(5, 50.0)]
 
 
 def test_image_grid(tmp_path):

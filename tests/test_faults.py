@@ -306,3 +306,84 @@ def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, 
     assert a_file.read_text() == "keep me"
     _one_line_error(run_entry("fashion_mnist", *args, f"--workdir={tmp_path / 'w'}", "--config.eval_batch_size=-8"),
                     "eval_batch_size must be >= 1, got -8")
+
+
+# ---------------------------------------------------------------- SIGKILL and rerun
+
+KILLS = 4
+DDAD_ARGS = ("--config=configs/ddad.py:fashion_mnist,smoke", "--config.num_epochs=6", "--config.checkpoint_every=1")
+
+
+def _ddad_command(workdir, teacher_dir, data_dir):
+    return [sys.executable, "-m", "experiments.fashion_mnist", *DDAD_ARGS, f"--workdir={workdir}",
+            f"--config.teacher_dir={teacher_dir}", f"--config.data_dir={data_dir}"]
+
+
+def _run_and_kill(command, kill_after_step, delay, log):
+    """Starts ``command``; once it has printed the progress line of iteration
+    ``kill_after_step``, waits ``delay`` seconds and SIGKILLs it: a short delay lands where
+    that iteration's metrics are appended and its checkpoint is written, a longer one in the
+    next iteration, an evaluation or the final summary. Returns the exit status (-9 if killed)."""
+    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    for line in proc.stdout:
+        log.append(line)
+        if f" step {kill_after_step}/" in line:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.stdout.close()
+    return proc.wait(timeout=120)
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in f]
+
+
+def _latest_checkpoint(workdir):
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    step = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+    with ocp.StandardCheckpointer() as ckptr:  # no target: the arrays as saved
+        return step, ckptr.restore(os.path.join(ckpt_dir, str(step), "default"))
+
+
+@pytest.mark.fault_injection
+def test_sigkill_at_random_moments_then_rerun_ends_exactly_like_an_uninterrupted_run(
+        tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
+    """Checks that a DDAD run SIGKILLed at seeded random moments (mid-iteration, while its
+    metrics or checkpoint are written, in the final evaluation) and rerun with the same
+    command each time ends with the very same student -- summary accuracy, every array of
+    the last checkpoint, the metrics records -- as the same run left alone. 14 iterations
+    (6 epochs + 1 fine-tuning epoch of 2), a checkpoint after each; 6 processes of ~10-20 s."""
+    teacher = fmnist_smoke_teacher  # a smoke teacher run (configs/teacher.py:fashion_mnist,smoke)
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    result = subprocess.run(_ddad_command(straight, teacher, fmnist_data_dir), cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # seeded random moments: after 4 distinct iterations of the 14 (in order, each rerun
+    # resumes before its kill point), 0-0.6 s later (an iteration takes ~0.3 s)
+    rng, log, statuses = np.random.default_rng(20261124), [], []
+    for step in sorted(rng.choice(np.arange(1, 15), KILLS, replace=False)):
+        statuses.append(_run_and_kill(_ddad_command(killed, teacher, fmnist_data_dir), step,
+                                      float(rng.uniform(0.0, 0.6)), log))
+    resumes = [line.strip() for line in log if "resuming from iteration" in line]
+    print(f"exit statuses {statuses}; {resumes}")  # where the kills landed (pytest -s shows it)
+    assert statuses[:-1] == [-signal.SIGKILL] * (KILLS - 1), statuses  # the last may finish first
+    result = subprocess.run(_ddad_command(killed, teacher, fmnist_data_dir), cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "error:" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert any("resuming from iteration" in line for line in log + result.stdout.splitlines()), "".join(log)
+
+    summaries = [json.load(open(os.path.join(w, "summary.json"))) for w in (straight, killed)]
+    assert summaries[0]["student_acc"] == summaries[1]["student_acc"]
+    (step_a, state_a), (step_b, state_b) = _latest_checkpoint(straight), _latest_checkpoint(killed)
+    assert step_a == step_b == 14
+    leaves_a, leaves_b = jax.tree_util.tree_leaves_with_path(state_a), jax.tree_util.tree_leaves_with_path(state_b)
+    assert [p for p, _ in leaves_a] == [p for p, _ in leaves_b]
+    for (path, a), (_, b) in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+    assert _records(killed) == _records(straight)
+    assert not [d for d in os.listdir(os.path.join(killed, "checkpoints")) if "tmp" in d]
