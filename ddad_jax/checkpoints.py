@@ -16,6 +16,7 @@ import gc
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any, List, Optional, Sequence, Tuple
@@ -153,9 +154,19 @@ class Checkpointer:
 
 
 def save_variables(path: str, variables: Any) -> None:
-    """Writes a model's variables (e.g. an exported teacher) as one standalone checkpoint."""
+    """Writes a model's variables (e.g. an exported teacher) as one standalone checkpoint.
+    An existing one at ``path`` is replaced only once the new one is complete, so a kill
+    mid-write leaves the old export (or none), never a half-written one."""
+    path = os.path.abspath(path)
+    new, old = path + ".new", path + ".old"
+    shutil.rmtree(new, ignore_errors=True)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.abspath(path), variables, force=True)
+        ckptr.save(new, variables, force=True)
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_variables(path: str, target: Any) -> Any:
@@ -207,7 +218,7 @@ def _make_workdir(workdir: str) -> None:
         raise UserError(f"cannot create --workdir {workdir} ({e.strerror or _reason(e)})") from None
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str) -> None:
     """Writes ``path`` through a temporary file and a rename: a kill leaves the old or the
     new content, never a torn file."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
@@ -216,6 +227,7 @@ def _write_atomically(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -223,7 +235,7 @@ def _write_atomically(path: str, text: str) -> None:
         raise
 
 
-def guard_workdir(workdir: str, identity: dict, keys: Optional[Sequence[str]] = None) -> None:
+def guard_workdir(workdir: str, identity: dict) -> None:
     """Creates ``workdir`` if needed and records in its ``run.json`` what run it holds;
     refuses (UserError, nothing changed) to continue a different run there.
 
@@ -234,11 +246,8 @@ def guard_workdir(workdir: str, identity: dict, keys: Optional[Sequence[str]] = 
 
     A ``run.json`` that cannot be parsed (a write torn by an older version, garbage) is
     rewritten for this run with a warning: the checkpoints' own shape check still refuses
-    a state of another architecture. ``keys`` is for the older call form
-    ``guard_workdir(workdir, config_dict, keys)``: it records ``identity``'s ``keys`` only.
+    a state of another architecture.
     """
-    if keys is not None:
-        identity = {k: identity.get(k) for k in keys}
     _make_workdir(workdir)
     path = os.path.join(workdir, RUN_RECORD)
     wanted = json.loads(_canonical(identity))
@@ -257,7 +266,7 @@ def guard_workdir(workdir: str, identity: dict, keys: Optional[Sequence[str]] = 
                             f"or remove {workdir} to start over (nothing was changed)")
         return
     try:
-        _write_atomically(path, json.dumps(wanted, indent=2) + "\n")
+        write_atomically(path, json.dumps(wanted, indent=2) + "\n")
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror or _reason(e)})") from None
 

@@ -104,8 +104,7 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     summary = run.summarize(state, last_eval, elapsed())
     if run.export is not None:
         run.export(workdir, state, summary)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    checkpoints.write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     print(f"[{run.name}] done: {run.report(summary)} ({workdir})", flush=True)
     return summary
 

@@ -57,8 +57,7 @@ def make_train_step(model, spec: data.DatasetSpec, mesh):
 def export(workdir: str, variables, summary: dict) -> None:
     """Writes a trained teacher as ``teacher/`` (its variables) and ``teacher.json``."""
     checkpoints.save_variables(os.path.join(workdir, TEACHER_SUBDIR), jax.device_get(variables))
-    with open(os.path.join(workdir, TEACHER_META), "w") as f:
-        json.dump(summary, f, indent=2)
+    checkpoints.write_atomically(os.path.join(workdir, TEACHER_META), json.dumps(summary, indent=2))
 
 
 def load_teacher(teacher_dir: str, model_name: str, dataset: str,

@@ -202,15 +202,6 @@ def test_guard_workdir_accepts_the_same_run_and_names_the_first_difference(tmp_p
     assert open(os.path.join(workdir, "run.json")).read() == recorded
 
 
-def test_guard_workdir_older_call_form_records_only_the_keys(tmp_path):
-    workdir = str(tmp_path / "w")
-    checkpoints.guard_workdir(workdir, {"kind": "teacher", "model": "lenet5", "seed": 0}, ("kind", "model"))
-    assert json.load(open(os.path.join(workdir, "run.json"))) == {"kind": "teacher", "model": "lenet5"}
-    checkpoints.guard_workdir(workdir, {"kind": "teacher", "model": "lenet5", "seed": 4}, ("kind", "model"))
-    with pytest.raises(UserError, match="holds a run with model='lenet5', not 'lenet5_bn'"):
-        checkpoints.guard_workdir(workdir, {"kind": "teacher", "model": "lenet5_bn"}, ("kind", "model"))
-
-
 @pytest.mark.parametrize("content", [b'{"kind": "ddad", "se', b"\x00\xff garbage", b"[1, 2]", b""])
 def test_guard_workdir_rewrites_a_torn_run_json_with_a_warning(tmp_path, capsys, content):
     workdir = tmp_path / "w"
