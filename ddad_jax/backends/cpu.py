@@ -34,7 +34,7 @@ XLA devices before JAX starts its backend.
 import functools
 import math
 import os
-from typing import Any
+
 
 import flax.linen as nn
 import jax
@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ddad_jax.backends import Ops
+from ddad_jax.models import layers
 
 WEIGHT_GRAD_CHUNK = 8  # images per chunk; best of 8/16/32/64 measured
 FEW_CHANNELS = 4  # convolutions with at most this many input or output channels are
@@ -298,20 +299,8 @@ def upsample2_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, conv=conv_general_dil
     return jnp.stack(rows, axis=2).reshape((n, 2 * h, 2 * w, cout))
 
 
-class UpsampleConv3x3(nn.Module):
-    """Nearest-neighbour upsampling by 2, then a 3x3 convolution ('SAME'), as one cheaper
-    computation (``upsample2_conv3x3``); parameters as ``models.layers.UpsampleConv``'s."""
-    features: int
-    use_bias: bool = False
-    dtype: Any = jnp.float32  # compute dtype; params stay float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features), jnp.float32)
-        y = upsample2_conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32).astype(self.dtype)
-        return y
+UpsampleConv3x3 = functools.partial(layers.UpsampleConv, compute=upsample2_conv3x3)
+"""``layers.UpsampleConv`` (same parameters) computed as one cheaper fused convolution."""
 
 
 def max_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:

@@ -6,7 +6,7 @@ implementations with the same parameters (``ddad_jax/backends``); these are the 
 """
 
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -30,22 +30,28 @@ def conv3x3(conv: ModuleDef = nn.Conv) -> ModuleDef:
     return functools.partial(conv, kernel_size=(3, 3), padding=1, use_bias=False)
 
 
+def upsample2_then_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """Nearest-neighbour upsampling by 2, then a 3x3 'SAME' convolution (NHWC x HWIO)."""
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class UpsampleConv(nn.Module):
     """Nearest-neighbour upsampling by 2, then a 3x3 convolution ('SAME' zero padding).
 
     Its parameters are those of ``conv3x3`` (``kernel`` of shape (3, 3, in, features), and
-    ``bias`` when ``use_bias``) held directly, not in a submodule, so a fused
-    implementation (``backends.cpu.UpsampleConv3x3``) can load the same checkpoint."""
+    ``bias`` when ``use_bias``) held directly, not in a submodule; ``compute(x, kernel)``
+    is how the two are computed, so a backend can fuse them (``backends.cpu``) and load the
+    same checkpoint."""
     features: int
     use_bias: bool = False
     dtype: Any = jnp.float32  # compute dtype; params stay float32
+    compute: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] = upsample2_then_conv3x3
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features), jnp.float32)
-        x = jnp.repeat(jnp.repeat(x.astype(self.dtype), 2, axis=1), 2, axis=2)
-        y = lax.conv_general_dilated(x, kernel.astype(self.dtype), (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = self.compute(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32).astype(self.dtype)
         return y
