@@ -3,6 +3,8 @@ into LeNet-5-half with the same seed.
 
     python benchmarks/fmnist_ddad.py                 # seeds 0-5, ~18 min a seed on 2 cores
     python benchmarks/fmnist_ddad.py --seeds 4 5     # a subset: merged into the results
+    python benchmarks/fmnist_ddad.py --out DIR       # again after an interruption: finished seeds in
+                                                     # DIR are collected, not rerun
 
 Seeds 0-2 are the ones the Fashion-MNIST defaults were tuned on (by their test accuracy:
 a data-free run has no validation split); seeds 3-5 are held out, no setting was chosen on
@@ -68,7 +70,9 @@ def _commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        # changes outside the code that runs (benchmark scripts, docs) do not change the figures
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ddad_jax", "configs",
+                                "experiments"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -143,6 +147,9 @@ def main():
     args = parser.parse_args()
     path = os.path.join(RESULTS, f"{args.name}.json")
     old = json.load(open(path)) if os.path.exists(path) else None
+    if old is not None and not isinstance(old.get("student_acc"), list):  # a results file of an older format
+        print(f"note: {path} has the older one-teacher format; it is replaced", flush=True)
+        old = None
     if args.render:
         if old is None:
             sys.exit(f"error: {path} does not exist; run the benchmark first")
@@ -159,14 +166,21 @@ def main():
     summary = {}
     for seed in args.seeds:
         teacher_dir = os.path.join(args.out, f"teacher_seed{seed}")
-        teacher_wall = run(["-m", "experiments.fashion_mnist", "--config=configs/teacher.py:fashion_mnist",
-                            f"--workdir={teacher_dir}", f"--config.seed={seed}"],
-                           os.path.join(args.out, f"teacher_seed{seed}.log"))
         workdir = os.path.join(args.out, f"ddad_seed{seed}")
-        start = time.time()
-        wall = run(["-m", "experiments.fashion_mnist", "--config=configs/ddad.py:fashion_mnist",
-                    f"--workdir={workdir}", f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
-                    *args.ddad_overrides], os.path.join(args.out, f"ddad_seed{seed}.log"))
+        logs = [os.path.join(args.out, f"{stage}_seed{seed}.log") for stage in ("teacher", "ddad")]
+        if os.path.exists(os.path.join(workdir, "summary.json")):
+            # finished by an earlier, interrupted invocation with this --out: collected, not rerun
+            # (the DDAD stage started when the teacher's log was last written, and ended with its own)
+            start, wall = os.path.getmtime(logs[0]), os.path.getmtime(logs[1]) - os.path.getmtime(logs[0])
+            teacher_wall = json.load(open(os.path.join(teacher_dir, "summary.json")))["wall_s"]
+            print(f"seed {seed}: collected from {workdir}", flush=True)
+        else:
+            teacher_wall = run(["-m", "experiments.fashion_mnist", "--config=configs/teacher.py:fashion_mnist",
+                                f"--workdir={teacher_dir}", f"--config.seed={seed}"], logs[0])
+            start = time.time()
+            wall = run(["-m", "experiments.fashion_mnist", "--config=configs/ddad.py:fashion_mnist",
+                        f"--workdir={workdir}", f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
+                        *args.ddad_overrides], logs[1])
         summary = json.load(open(os.path.join(workdir, "summary.json")))
         t75, t80 = time_to_accuracy(os.path.join(workdir, "metrics.jsonl"), start)
         for key, value in (("teacher_acc", summary["teacher_acc"]), ("student_acc", summary["student_acc"]),
