@@ -147,7 +147,7 @@ def main():
     args = parser.parse_args()
     path = os.path.join(RESULTS, f"{args.name}.json")
     old = json.load(open(path)) if os.path.exists(path) else None
-    if old is not None and not isinstance(old.get("student_acc"), list):  # a results file of an older format
+    if old is not None and not isinstance(old.get("teacher_acc"), list):  # the older one-teacher format
         print(f"note: {path} has the older one-teacher format; it is replaced", flush=True)
         old = None
     if args.render:
