@@ -3,7 +3,7 @@
 The parameters are drawn separately from the images (``draw``), so a data-parallel caller
 can draw them once for the global batch and hand each replica its part: results then do
 not depend on the device count. Used by supervised teacher training (random crop + flip)
-and by the data-free student step (flip, shift, mixup of generated images; the teacher
+and available to KD objectives on real or synthetic images (flip, shift, mixup; the teacher
 labels the augmented images, so no augmentation has to preserve the class).
 """
 

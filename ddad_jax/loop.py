@@ -31,19 +31,6 @@ class Every:
             self.fn(step, state, metrics)
 
 
-def _previous_elapsed(metrics_path: str) -> float:
-    """Seconds an interrupted run had already spent (its last kept record's ``elapsed_s``)."""
-    elapsed = 0.0
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            for line in f:
-                try:
-                    elapsed = json.loads(line).get("elapsed_s", elapsed)
-                except json.JSONDecodeError:  # a torn last line
-                    continue
-    return elapsed
-
-
 def train(run: build_lib.Run, workdir: str) -> dict:
     """Steps ``run`` to its end in ``workdir`` (resuming there); returns the summary."""
     checkpoints.guard_workdir(workdir, run.identity)
@@ -54,7 +41,8 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     if restored is not None:
         print(f"[{run.name}] resuming from step {start}", flush=True)
     reporter = reporting.Reporter(workdir, run.total_steps, start_step=start)
-    t0, before = time.time(), _previous_elapsed(reporter.jsonl_path)
+    # seconds an interrupted run had already spent: its last kept record's elapsed_s
+    t0, before = time.time(), ([0.0] + [v for _, v in reporter.history("elapsed_s")])[-1]
     elapsed = lambda: before + time.time() - t0
     last_eval: Dict[str, float] = {}
 

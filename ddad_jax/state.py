@@ -75,7 +75,7 @@ def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.9,
 def all_finite(tree) -> bool:
     """Whether every float leaf is finite, checked on the host: no device computation, so no
     cross-device collective for sharded leaves (eager collectives on split CPU devices hung
-    once, next to an asynchronous checkpoint save, in a run with the batch-sharded replay memory)."""
+    once, next to an asynchronous checkpoint save, in a run with a batch-sharded memory of past batches)."""
     for leaf in jax.tree.leaves(jax.device_get(tree)):
         leaf = np.asarray(leaf)
         if np.issubdtype(leaf.dtype, np.inexact) and not np.all(np.isfinite(leaf)):

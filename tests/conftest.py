@@ -36,6 +36,15 @@ def cifar_data_dir(tmp_path_factory):
     return data_dir
 
 
+def one_line_error(result, match):
+    """``result`` (a ``run_entry``) failed as every user error must: exit 2, one ``error:``
+    line containing ``match``, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and match in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 def run_entry(dataset, *args, env=None, timeout=600):
     """Runs ``python -m experiments.<dataset> ARGS`` from the repo root."""
     env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "", **(env or {})}  # one CPU device unless asked

@@ -6,19 +6,12 @@ import os
 
 import pytest
 
-from conftest import run_entry
+from conftest import one_line_error, run_entry
 
 
 def _ok(result):
     assert result.returncode == 0, result.stderr[-3000:]
     return result
-
-
-def _one_line_error(result, match):
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1 and match in lines[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
 
 
 def test_fashion_mnist_teacher_then_ddad_on_real_data(tmp_path, fmnist_data_dir):
@@ -48,28 +41,28 @@ def test_cifar_teacher_then_ddad_on_standin_data(tmp_path, cifar_data_dir, datas
 
 
 def test_unknown_config_field(tmp_path):
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+    one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
                               f"--workdir={tmp_path}", "--config.student_objectve=kl"), "did you mean 'student_objective'")
 
 
 def test_config_for_another_dataset(tmp_path):
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py", f"--workdir={tmp_path}"),
+    one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py", f"--workdir={tmp_path}"),
                     "this config is for 'cifar10'")
 
 
 def test_unknown_config_option(tmp_path):
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,tiny",
+    one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,tiny",
                               f"--workdir={tmp_path}"), "unknown option")
 
 
 def test_missing_teacher_checkpoint(tmp_path, fmnist_data_dir):
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+    one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
                               f"--workdir={tmp_path / 'w'}", f"--config.data_dir={fmnist_data_dir}",
                               f"--config.teacher_dir={tmp_path / 'none'}"), "no teacher checkpoint")
 
 
 def test_dataset_not_prepared(tmp_path):
-    _one_line_error(run_entry("cifar10", "--config=configs/teacher.py:cifar10,smoke",
+    one_line_error(run_entry("cifar10", "--config=configs/teacher.py:cifar10,smoke",
                               f"--workdir={tmp_path / 'w'}", f"--config.data_dir={tmp_path / 'empty'}"),
                     "python -m ddad_jax.data.prepare cifar10")
     assert not os.path.exists(tmp_path / "w")  # nothing written before the data was found
@@ -77,7 +70,7 @@ def test_dataset_not_prepared(tmp_path):
 
 def test_batch_not_divisible_by_device_count(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
+    one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
                               f"--workdir={tmp_path / 'w'}", f"--config.teacher_dir={fmnist_smoke_teacher}",
                               f"--config.data_dir={fmnist_data_dir}", "--config.batch_size=12", env=env),
                     "batch_size=12 is not divisible by the 8 devices")
@@ -87,6 +80,6 @@ def test_batch_not_divisible_by_device_count(tmp_path, fmnist_smoke_teacher, fmn
                                          ("--config.log_every=0", "log_every must be >= 1"),
                                          ("--config.generator_terms.bn=-1", "generator_terms.bn must be")])
 def test_values_out_of_range_are_one_line_errors_before_anything_is_written(tmp_path, flag, match):
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/fmnist_lenet5.py:smoke",
+    one_line_error(run_entry("fashion_mnist", "--config=configs/fmnist_lenet5.py:smoke",
                               f"--workdir={tmp_path / 'w'}", flag), match)
     assert not os.path.exists(tmp_path / "w")

@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, run_entry
+from conftest import REPO, one_line_error, run_entry
 from ddad_jax import checkpoints, data, models, parallel
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, _correct_counts, evaluate
@@ -27,13 +27,6 @@ from ddad_jax.state import init_variables
 def _env():
     # as tests/conftest.py's run_entry: the launcher splits the CPU into 4 devices itself
     return {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
-
-
-def _one_line_error(result, match):
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1 and match in lines[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
 
 
 # ---------------------------------------------------------------- evaluation
@@ -252,9 +245,9 @@ def test_variables_fingerprint_is_stable_and_sees_one_changed_value():
 # ---------------------------------------------------------------- command line
 
 def test_missing_config_file_is_one_error_line(tmp_path):
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/nope.py:fashion_mnist", f"--workdir={tmp_path / 'w'}"),
+    one_line_error(run_entry("fashion_mnist", "--config=configs/nope.py:fashion_mnist", f"--workdir={tmp_path / 'w'}"),
                     "cannot load --config: No such file or directory: 'configs/nope.py'")
-    _one_line_error(run_entry("fashion_mnist", "--config=configs/nope.py:fashion_mnist", "--config.seed=2",
+    one_line_error(run_entry("fashion_mnist", "--config=configs/nope.py:fashion_mnist", "--config.seed=2",
                               f"--workdir={tmp_path / 'w'}"), "No such file or directory: 'configs/nope.py'")
     assert not os.path.exists(tmp_path / "w")
 
@@ -262,7 +255,7 @@ def test_missing_config_file_is_one_error_line(tmp_path):
 def test_config_file_with_a_syntax_error_is_one_error_line(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import ml_collections\n\ndef get_config(arg=None:\n    return None\n")
-    _one_line_error(run_entry("fashion_mnist", f"--config={bad}:fashion_mnist", f"--workdir={tmp_path / 'w'}"),
+    one_line_error(run_entry("fashion_mnist", f"--config={bad}:fashion_mnist", f"--workdir={tmp_path / 'w'}"),
                     f"--config file {bad} has a syntax error at line 3")
     assert not os.path.exists(tmp_path / "w")
 
@@ -284,7 +277,7 @@ def test_failure_raised_under_the_run_is_one_error_line(tmp_path, raised, match)
             "launch.run('fashion_mnist')\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True,
                             timeout=120)
-    _one_line_error(result, match)
+    one_line_error(result, match)
 
 
 def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, fmnist_smoke_teacher,
@@ -293,9 +286,9 @@ def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, 
     a_file.write_text("keep me")
     args = ("--config=configs/ddad.py:fashion_mnist,smoke", f"--config.teacher_dir={fmnist_smoke_teacher}",
             f"--config.data_dir={fmnist_data_dir}")
-    _one_line_error(run_entry("fashion_mnist", *args, f"--workdir={a_file}"), f"--workdir {a_file} is a file")
+    one_line_error(run_entry("fashion_mnist", *args, f"--workdir={a_file}"), f"--workdir {a_file} is a file")
     assert a_file.read_text() == "keep me"
-    _one_line_error(run_entry("fashion_mnist", *args, f"--workdir={tmp_path / 'w'}", "--config.eval_batch_size=-8"),
+    one_line_error(run_entry("fashion_mnist", *args, f"--workdir={tmp_path / 'w'}", "--config.eval_batch_size=-8"),
                     "eval_batch_size must be >= 1, got -8")
 
 
