@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import augment, checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, evaluate
-from ddad_jax.methods import ddad
+from ddad_jax.methods import ddad, kd
 
 # Fields that do not change a run's trajectory: they may differ when a run is resumed.
 NOT_TRAJECTORY = frozenset({"data_dir", "teacher_dir", "num_devices", "cpu_devices", "log_every",
@@ -62,9 +62,13 @@ _RANGES = {
     "learning_rate": (_FLOAT, 0.0, None), "student_lr": (_FLOAT, 0.0, None), "generator_lr": (_FLOAT, 0.0, None),
     "finetune_lr": (_FLOAT, 0.0, None), "momentum": (_FLOAT, 0.0, 1.0), "student_momentum": (_FLOAT, 0.0, 1.0),
     "weight_decay": (_FLOAT, 0.0, None), "student_weight_decay": (_FLOAT, 0.0, None),
-    "lr_gamma": (_FLOAT, 0.0, None), "temperature": (_FLOAT, 0.0, None),
+    "lr_gamma": (_FLOAT, 0.0, None), "temperature": (_FLOAT, 0.0, None), "train_examples": (_INT, -1, None),
+    "kd_alpha": (_FLOAT, 0.0, 1.0), "dtd_beta": (_FLOAT, 0.0, None), "dtd_gamma": (_FLOAT, 0.0, None),
+    "dtd_min_temperature": (_FLOAT, 0.0, None), "attention_weight": (_FLOAT, 0.0, None),
+    "scratch_weight": (_FLOAT, 0.0, None), "mixup_alpha": (_FLOAT, 0.0, None),
 }
-_POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature"})  # > 0, not >= 0
+_POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature",
+                       "dtd_min_temperature", "mixup_alpha"})  # > 0, not >= 0
 _CHOICES = {
     "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
     "lr_schedule": state_lib.SCHEDULES, "generator_lr_schedule": ("", *state_lib.SCHEDULES),
@@ -120,9 +124,18 @@ def _eval_set(config, spec, mesh) -> EvalSet:
     return EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
 
 
+def kd_params(config) -> objectives.KDParams:
+    """The student objective's hyperparameters, from the config's fields of the same meaning
+    (a field a config does not have keeps ``KDParams``' default)."""
+    fields = {"temperature": "temperature", "alpha": "kd_alpha", "dtd_beta": "dtd_beta", "dtd_gamma": "dtd_gamma",
+              "dtd_min_temperature": "dtd_min_temperature", "attention_weight": "attention_weight",
+              "scratch_weight": "scratch_weight", "mixup_alpha": "mixup_alpha"}
+    return objectives.KDParams(**{k: float(config[f]) for k, f in fields.items() if f in config})
+
+
 def build(config) -> Run:
     """The run ``config.kind`` asks for."""
-    builders = {"teacher": build_teacher, "ddad": build_ddad}
+    builders = {"teacher": build_teacher, "ddad": build_ddad, "kd": build_kd}
     if config.get("kind") not in builders:
         raise UserError(f"config kind must be one of {', '.join(builders)}, got {config.get('kind')!r}")
     validate(config)
@@ -184,7 +197,7 @@ def build_teacher(config) -> Run:
 def hyper(config, num_classes: int) -> ddad.DDADHyper:
     terms = tuple((k, float(w)) for k, w in sorted(dict(config.generator_terms).items()) if w)
     return ddad.DDADHyper(
-        generator_terms=terms, student_objective=config.student_objective, temperature=config.temperature,
+        generator_terms=terms, student_objective=config.student_objective, kd=kd_params(config),
         student_steps=config.student_steps_per_generator_step, batch_size=config.batch_size,
         latent_dim=config.latent_dim, pool_size=config.pool_size,
         num_classes=num_classes if any(k in objectives.NEEDS_TARGETS for k, _ in terms) else 0)
@@ -239,6 +252,9 @@ def build_ddad(config) -> Run:
     teacher_model, teacher_vars, teacher_meta = teacher_lib.load_teacher(
         config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
     hp = hyper(config, spec.num_classes)
+    for name in {config.student_objective, config.finetune_objective} & objectives.NEEDS_LABELS:
+        raise UserError(f"student objective '{name}' needs labels, and a data-free run has none; use one of "
+                        f"{', '.join(sorted(set(objectives.STUDENT_OBJECTIVES) - objectives.NEEDS_LABELS))}")
     if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
         raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so the 'bn' generator term has "
                         "nothing to match; use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
@@ -290,4 +306,82 @@ def build_ddad(config) -> Run:
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=(lambda s: jax.device_get(data.denormalize(draw(state_lib.variables_of(s.generator), sample_z), spec)))
         if config.sample_grid else None,
+        log_every=config.log_every, checkpoint_every=config.checkpoint_every)
+
+
+# ---------------------------------------------------------------------------------------------
+# knowledge distillation on real images (all of a training set, or a few)
+
+def train_subset(config, spec, train_y) -> np.ndarray:
+    """Indices of the training examples a KD run may read: all, or ``train_examples`` drawn
+    class-balanced with the run's seed."""
+    if config.train_examples < 0:
+        return np.arange(len(train_y))
+    if config.train_examples == 0:
+        raise UserError("train_examples must be -1 (all) or > 0, got 0")
+    return data.balanced_subset(train_y, config.train_examples, config.seed, spec.num_classes)
+
+
+def build_kd(config) -> Run:
+    spec = data.get_spec(config.dataset)
+    mesh = parallel.make_mesh(config.num_devices or None)
+    parallel.check_batch_size(config.batch_size, mesh)
+    hp = kd.KDHyper(student_objective=config.student_objective, kd=kd_params(config),
+                    augment=teacher_lib.SUPERVISED_AUGMENT if spec.augment else augment.Augment())
+    uses = hp.uses
+    teacher_model = teacher_vars = None
+    teacher_acc = None
+    train_x, train_y = data.load_split(spec, "train", config.data_dir or None)
+    keep = train_subset(config, spec, train_y)
+    train_x, train_y = train_x[keep], train_y[keep]  # nothing else of the split is kept
+    eval_set = _eval_set(config, spec, mesh)
+    if uses["teacher"]:
+        teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset)
+        teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
+        print(f"[kd] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
+    steps_per_epoch = config.steps_per_epoch if config.steps_per_epoch > 0 else -(-len(train_x) // config.batch_size)
+    total = steps_per_epoch * config.num_epochs
+    rng = jax.random.key(config.seed)
+    example = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
+
+    def fresh(model_name, index):
+        model = models.get_classifier(model_name, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
+        schedule = state_lib.make_schedule(config.schedule, config.learning_rate, total,
+                                           [m * steps_per_epoch for m in config.lr_milestones], config.lr_gamma)
+        tx = state_lib.make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay)
+        ts = state_lib.create_state(model.clone(bn_axis_name=None), tx, jax.random.fold_in(rng, index), example)
+        return model, ts.replace(apply_fn=model.apply)
+
+    student, student_ts = fresh(config.student, 1)
+    scratch, scratch_ts = fresh(config.teacher, 2) if uses["scratch"] else (None, None)
+    state = kd.KDState(step=jnp.zeros((), jnp.int32), student=student_ts, scratch=scratch_ts)
+    train_step = kd.make_step(hp, teacher_model, spec, mesh)
+    teacher_vars = parallel.replicate(teacher_vars, mesh) if teacher_vars is not None else None
+    local_batch = config.batch_size // jax.process_count()
+
+    def step(n, state):
+        idx = data.cycled_batch(len(train_x), local_batch, config.seed, n - 1)
+        return train_step(state, teacher_vars, parallel.shard_batch(train_x[idx], mesh),
+                          parallel.shard_batch(train_y[idx], mesh), rng)
+
+    def evaluate_state(s):
+        out = {"test/student_accuracy": evaluate(student, state_lib.variables_of(s.student), eval_set)}
+        if s.scratch is not None:
+            out["test/scratch_teacher_accuracy"] = evaluate(scratch, state_lib.variables_of(s.scratch), eval_set)
+        return out
+
+    def summarize(state, last_eval, wall_s):
+        return {"method": "kd", "student_objective": config.student_objective, "dataset": config.dataset,
+                "teacher": config.teacher if uses["teacher"] else None, "teacher_acc": teacher_acc,
+                "student": config.student, "student_acc": last_eval["test/student_accuracy"],
+                "train_examples": len(train_x), "steps": total, "wall_s": wall_s, "devices": mesh.size}
+
+    fingerprint = checkpoints.variables_fingerprint(jax.device_get(teacher_vars)) if teacher_vars is not None else ""
+    return Run(
+        name="kd", state=state, place=lambda s: parallel.replicate(s, mesh), step=step, total_steps=total,
+        steps_per_epoch=steps_per_epoch, identity=identity(config, teacher_fingerprint=fingerprint),
+        evaluate=evaluate_state, summarize=summarize,
+        report=lambda s: f"student {s['student']} ({s['student_objective']}, {s['train_examples']} real images) "
+                         f"test accuracy {s['student_acc']:.4f}"
+                         + (f" (teacher {s['teacher']} {s['teacher_acc']:.4f})" if s["teacher"] else ""),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

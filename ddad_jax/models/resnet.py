@@ -5,7 +5,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import ModuleDef, batch_norm, conv3x3
+from ddad_jax.models.layers import ModuleDef, batch_norm, conv3x3, sow_feature
 
 
 class BasicBlock(nn.Module):
@@ -30,6 +30,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+    head = "Dense_0"  # the classifier's parameters: the last Dense layer (see models.head_logits)
     stage_sizes: Sequence[int]
     num_classes: int = 10
     bn_axis_name: Optional[str] = None
@@ -44,5 +45,7 @@ class CifarResNet(nn.Module):
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
                 x = BasicBlock(64 * 2**i, stride, self.bn_axis_name, self.dtype, conv=self.conv)(x, train)
+            sow_feature(self, f"attention{i + 1}", x)
         x = jnp.mean(x, axis=(1, 2))
+        sow_feature(self, "penultimate", x)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
