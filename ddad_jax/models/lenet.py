@@ -21,6 +21,7 @@ class LeNet5(nn.Module):
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
     conv: ModuleDef = nn.Conv
+    penultimate: bool = False  # True: return the features that enter the classifier, not logits
     max_pool: Callable[[jnp.ndarray, int], jnp.ndarray] = layers.max_pool  # (x, size) -> x
 
     @nn.compact
@@ -43,4 +44,6 @@ class LeNet5(nn.Module):
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(hidden, dtype=self.dtype)(x))
         sow_feature(self, "penultimate", x)
+        if self.penultimate:
+            return x.astype(jnp.float32)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

@@ -36,6 +36,7 @@ class CifarResNet(nn.Module):
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
     conv: ModuleDef = nn.Conv
+    penultimate: bool = False  # True: return the features that enter the classifier, not logits
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -48,4 +49,6 @@ class CifarResNet(nn.Module):
             sow_feature(self, f"attention{i + 1}", x)
         x = jnp.mean(x, axis=(1, 2))
         sow_feature(self, "penultimate", x)
+        if self.penultimate:
+            return x.astype(jnp.float32)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

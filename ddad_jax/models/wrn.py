@@ -35,6 +35,7 @@ class WideResNet(nn.Module):
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
     conv: ModuleDef = nn.Conv
+    penultimate: bool = False  # True: return the features that enter the classifier, not logits
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -51,4 +52,6 @@ class WideResNet(nn.Module):
         x = nn.relu(batch_norm(train, self.bn_axis_name, dtype=self.dtype)(x))
         x = jnp.mean(x, axis=(1, 2))
         sow_feature(self, "penultimate", x)
+        if self.penultimate:
+            return x.astype(jnp.float32)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
