@@ -1,14 +1,16 @@
 """KD on real images: the student objectives against hand-computed values, the class-balanced
 subset and step-indexed batches, and the KD trainer end to end on real Fashion-MNIST."""
 
+import dataclasses
 import math
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddad_jax import build, data
+from ddad_jax import build, data, parallel
 from ddad_jax.errors import UserError
 from ddad_jax.methods import kd as kd_method
 from ddad_jax.objectives import student as st
@@ -35,7 +37,10 @@ def _ka_reference(s, t, y, temperature, alpha):
     s, t = np.asarray(s, np.float64), np.array(t, np.float64)
     for i, (m, label) in enumerate(zip(t.argmax(-1), y)):
         t[i, m], t[i, label] = t[i, label], t[i, m]
-    softmax = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
     p, q = softmax(t / temperature), softmax(s / temperature)
     kl = np.sum(p * np.log(p / q), -1)
     ce = -np.log(softmax(s)[np.arange(len(y)), y])
@@ -53,9 +58,11 @@ def test_ka_hand_computed():
     d = st.Distill(jnp.array([[2 * LN3, 0.0, 0.0]]), jnp.array([[0.0, 2 * LN3, 0.0]]), jnp.array([0]))
     # CE(softmax(2ln3, 0, 0) = (9/11, 1/11, 1/11), 0) = ln(11/9) = 0.200671; times 0.1
     np.testing.assert_allclose(st.ka(d, P(temperature=2.0, alpha=0.9)), 0.0200671, atol=1e-6)
-    # a batch mixing right and wrong teachers against the written-out formula
+    # a batch mixing right and wrong teachers against the written-out formula (the teacher's
+    # arg-maxes are 3 4 1 2 3 2: rows 0 and 5 right, the others wrong)
     rng = np.random.default_rng(0)
-    s, t, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 5)) * 3, np.array([0, 1, 2, 3, 4, 0])
+    s, t, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 5)) * 3, np.array([3, 1, 2, 3, 4, 2])
+    assert (t.argmax(-1) == y).sum() == 2
     d = st.Distill(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32), jnp.asarray(y))
     np.testing.assert_allclose(st.ka(d, P(temperature=3.0, alpha=0.7)), _ka_reference(s, t, y, 3.0, 0.7), rtol=1e-5)
 
@@ -157,7 +164,7 @@ def test_mixed_hard_term_and_stkd():
     # stkd with the teacher equal to the student: no KL, (1 - alpha) times the mixed CE
     np.testing.assert_allclose(st.stkd(d, P(alpha=0.9)), 0.0902394, atol=1e-6)
     # teacher (ln3, 0) vs student (0, 0) on row 1 adds 0.9 * mean(0, 0.145363) at T=2 (KL at T=2 above)
-    d2 = d._replace(student_logits=jnp.array([[LN3, 0.0], [0.0, 0.0]]), teacher_logits=jnp.array([[LN3, 0.0], [LN3, 0.0]]))
+    d2 = d._replace(teacher_logits=jnp.array([[LN3, 0.0], [LN3, 0.0]]))
     np.testing.assert_allclose(st.stkd(d2, P(alpha=0.9, temperature=2.0)), 0.9 * 0.145363 / 2 + 0.0902394, atol=1e-6)
 
 
@@ -268,10 +275,9 @@ def test_ctkd_scratch_teacher_learns(fmnist_data_dir, fmnist_smoke_teacher, cach
     assert min(changed) > 0, "every scratch-teacher parameter moves"
     assert metrics[-1]["scratch/loss"] < metrics[0]["scratch/loss"]
     result = run.evaluate(state)
-    print("EVAL", result, metrics[0], metrics[-1])
-    # observed 0.68 (scratch teacher) after 40 steps of 64; chance is 0.1
+    # observed 0.69 (scratch teacher) and 0.41 (student) on 512 test images after 40 steps of 64; chance 0.1
     assert result["test/scratch_teacher_accuracy"] > 0.45, result
-    assert result["test/student_accuracy"] > 0.2, result
+    assert result["test/student_accuracy"] > 0.25, result
 
 
 def test_few_real_images_are_exactly_the_balanced_subset(fmnist_data_dir, cached_splits, monkeypatch):
@@ -282,7 +288,7 @@ def test_few_real_images_are_exactly_the_balanced_subset(fmnist_data_dir, cached
         step = real_make_step(*args, **kwargs)
 
         def recorded(state, teacher_vars, images, labels, rng):
-            given.append((np.asarray(images), labels))
+            given.append((np.asarray(images), np.asarray(labels)))
             return step(state, teacher_vars, images, labels, rng)
         return recorded
 
@@ -328,10 +334,55 @@ def test_train_subset_too_small_class():
                                   np.arange(len(labels)))
 
 
+@pytest.fixture(scope="module")
+def kd_setup(fmnist_data_dir, fmnist_smoke_teacher, cached_splits):
+    """One smoke CTKD run built by ``build.build`` and stepped twice (so it has a scratch
+    teacher, and the teacher's features): what its ``kd.make_step`` was given -- the hyper-
+    parameters, teacher, batches, rng -- and its fresh state on the host, for the tests
+    that step other objectives or meshes on the same inputs without rebuilding."""
+    calls = {"batches": []}
+    real_make_step = kd_method.make_step
+
+    def recording_make_step(hp, teacher_model, spec, mesh):
+        calls.update(hp=hp, teacher_model=teacher_model, spec=spec)
+        step = real_make_step(hp, teacher_model, spec, mesh)
+
+        def recorded(state, teacher_vars, images, labels, rng):
+            calls["batches"].append((np.asarray(images), np.asarray(labels)))
+            calls.update(teacher_vars=_host(teacher_vars), rng=rng)
+            return step(state, teacher_vars, images, labels, rng)
+        return recorded
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kd_method, "make_step", recording_make_step)
+        run = build.build(_config(fmnist_data_dir, fmnist_smoke_teacher, student_objective="ctkd"))
+        fresh = _host(run.state)  # before the first step donates the placed state
+        _, metrics = _steps(run, 2)
+    return types.SimpleNamespace(state=fresh, metrics=metrics, **calls)
+
+
+def _objective_steps(setup, objective, num_devices=1):
+    """``objective``'s KD step, data-parallel over ``num_devices``, on ``kd_setup``'s batches
+    from its fresh state (as ``build_kd`` does: no scratch teacher unless the objective has
+    one, no teacher for ``scratch``)."""
+    hp = dataclasses.replace(setup.hp, student_objective=objective)
+    mesh = parallel.make_mesh(num_devices)
+    step = kd_method.make_step(hp, setup.teacher_model if hp.uses["teacher"] else None, setup.spec, mesh)
+    state = setup.state if hp.uses["scratch"] else setup.state.replace(scratch=None)
+    state = parallel.replicate(state, mesh)
+    teacher_vars = parallel.replicate(setup.teacher_vars, mesh) if hp.uses["teacher"] else None
+    metrics = []
+    for images, labels in setup.batches:
+        state, m = step(state, teacher_vars, parallel.shard_batch(images, mesh), parallel.shard_batch(labels, mesh),
+                        setup.rng)
+        metrics.append({key: float(v) for key, v in jax.device_get(m).items()})
+    return _host(state), metrics
+
+
 @pytest.mark.parametrize("objective", ["scratch", "kd", "stkd", "ctkd", "ka", "dtd", "ka_dtd"])
-def test_every_objective_runs_two_steps(fmnist_data_dir, fmnist_smoke_teacher, cached_splits, objective):
-    run = build.build(_config(fmnist_data_dir, fmnist_smoke_teacher, student_objective=objective))
-    state, metrics = _steps(run, 2)
+def test_every_objective_runs_two_steps(kd_setup, objective):
+    assert len(kd_setup.batches) == 2 and kd_setup.batches[0][0].shape == (16, 28, 28, 1)
+    state, metrics = _objective_steps(kd_setup, objective)
     assert int(state.step) == 2
     expected = {"student/loss", "student/train_acc"} | ({"scratch/loss"} if objective == "ctkd" else set())
     for m in metrics:
@@ -339,17 +390,19 @@ def test_every_objective_runs_two_steps(fmnist_data_dir, fmnist_smoke_teacher, c
         assert all(np.isfinite(v) for v in m.values()), m
         assert m["student/loss"] > 0, m
     assert (state.scratch is not None) == (objective == "ctkd")
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(_host(state.student.params)))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.student.params))
+    moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), state.student.params, kd_setup.state.student.params)
+    assert max(jax.tree.leaves(moved)) > 0
+    if objective == "ctkd":  # the same two steps as the built run's
+        for a, b in zip(metrics, kd_setup.metrics):
+            np.testing.assert_allclose(a["student/loss"], b["student/loss"], rtol=1e-6)
 
 
-def test_stkd_one_and_two_devices_agree(fmnist_data_dir, fmnist_smoke_teacher, cached_splits):
-    out = []
-    for n in (1, 2):
-        run = build.build(_config(fmnist_data_dir, fmnist_smoke_teacher, student_objective="stkd", num_devices=n))
-        state, metrics = _steps(run, 2)
-        out.append((_host(state.student.params), _host(state.student.batch_stats), metrics))
-    (p1, b1, m1), (p2, b2, m2) = out
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), p1, p2)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), b1, b2)
+def test_stkd_one_and_two_devices_agree(kd_setup):
+    (s1, m1), (s2, m2) = (_objective_steps(kd_setup, "stkd", n) for n in (1, 2))
     for a, b in zip(m1, m2):
         np.testing.assert_allclose(a["student/loss"], b["student/loss"], rtol=1e-5)
+    assert m1[0]["student/loss"] != m1[1]["student/loss"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s1.student.params, s2.student.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s1.student.batch_stats,
+                 s2.student.batch_stats)
