@@ -98,6 +98,10 @@ def validate(config) -> None:
     for name, choices in _CHOICES.items():
         if name in config and config[name] not in choices:
             raise UserError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {config[name]!r}")
+    if config.get("kind") == "ddad":
+        for name in sorted({config.student_objective, config.finetune_objective} & objectives.NEEDS_LABELS):
+            raise UserError(f"student objective '{name}' needs labels, and a data-free run has none; use one of "
+                            f"{', '.join(sorted(set(objectives.STUDENT_OBJECTIVES) - objectives.NEEDS_LABELS))}")
     if "generator_terms" in config:
         terms = dict(config.generator_terms)
         unknown = sorted(set(terms) - set(objectives.GENERATOR_TERMS))
@@ -257,9 +261,6 @@ def build_ddad(config) -> Run:
     teacher_model, teacher_vars, teacher_meta = teacher_lib.load_teacher(
         config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
     hp = hyper(config, spec.num_classes)
-    for name in {config.student_objective, config.finetune_objective} & objectives.NEEDS_LABELS:
-        raise UserError(f"student objective '{name}' needs labels, and a data-free run has none; use one of "
-                        f"{', '.join(sorted(set(objectives.STUDENT_OBJECTIVES) - objectives.NEEDS_LABELS))}")
     if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
         raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so the 'bn' generator term has "
                         "nothing to match; use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
