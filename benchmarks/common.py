@@ -24,9 +24,10 @@ def update_readme(key: str, table: str) -> None:
 
 
 def publish(name: str, title: str, table: str, data: Any = None, readme_key: Optional[str] = None,
-            directory: str = RESULTS) -> str:
+            directory: str = RESULTS, readme_table: Optional[str] = None) -> str:
     """Writes ``<directory>/<name>.md`` (and ``<name>.json`` from ``data``), and the README
-    table between the ``readme_key`` markers; returns ``table``."""
+    table between the ``readme_key`` markers (``readme_table``, a summary, if given, else
+    ``table``); returns ``table``."""
     os.makedirs(directory, exist_ok=True)
     if data is not None:
         with open(os.path.join(directory, f"{name}.json"), "w") as f:
@@ -34,7 +35,7 @@ def publish(name: str, title: str, table: str, data: Any = None, readme_key: Opt
     with open(os.path.join(directory, f"{name}.md"), "w") as f:
         f.write(f"# {title}\n\n{table}\n")
     if readme_key:
-        update_readme(readme_key, table)
+        update_readme(readme_key, readme_table or table)
     return table
 
 
