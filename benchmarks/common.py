@@ -74,8 +74,8 @@ def mean_std(values: Sequence[Optional[float]], scale: float = 100.0) -> str:
 
 
 def fmnist_teacher(out: str, seed: int) -> str:
-    """The seeded Fashion-MNIST teacher of ``seed`` under ``out`` (the same command, hence
-    the same teacher, as ``benchmarks/fmnist_ddad.py``'s): trained unless an earlier,
+    """The seeded Fashion-MNIST teacher of ``seed`` under ``out`` (the command
+    ``benchmarks/fmnist_ddad.py`` runs, hence the same teacher): trained unless an earlier,
     interrupted invocation with this ``out`` already exported it."""
     workdir = os.path.join(out, f"teacher_seed{seed}")
     if not os.path.exists(os.path.join(workdir, "teacher.json")):

@@ -28,7 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, mean_std, publish,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (REPO, RESULTS, commit, mean_std, publish,  # noqa: E402  pylint: disable=wrong-import-position
                                run_stage)
 
 TUNED_SEEDS, HELDOUT_SEEDS = (0, 1, 2), (3, 4, 5)
@@ -171,8 +171,8 @@ def main():
             teacher_wall = json.load(open(os.path.join(teacher_dir, "summary.json")))["wall_s"]
             print(f"seed {seed}: collected from {workdir}", flush=True)
         else:
-            fmnist_teacher(args.out, seed)
-            teacher_wall = json.load(open(os.path.join(teacher_dir, "summary.json")))["wall_s"]
+            teacher_wall = run_stage(["-m", "experiments.fashion_mnist", "--config=configs/teacher.py:fashion_mnist",
+                                      f"--workdir={teacher_dir}", f"--config.seed={seed}"], logs[0])
             start = time.time()
             wall = run_stage(["-m", "experiments.fashion_mnist", "--config=configs/ddad.py:fashion_mnist",
                         f"--workdir={workdir}", f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
