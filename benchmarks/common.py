@@ -2,7 +2,11 @@
 
 import json
 import os
-from typing import Any, Optional
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
@@ -20,9 +24,10 @@ def update_readme(key: str, table: str) -> None:
 
 
 def publish(name: str, title: str, table: str, data: Any = None, readme_key: Optional[str] = None,
-            directory: str = RESULTS) -> str:
+            directory: str = RESULTS, readme_table: Optional[str] = None) -> str:
     """Writes ``<directory>/<name>.md`` (and ``<name>.json`` from ``data``), and the README
-    table between the ``readme_key`` markers; returns ``table``."""
+    table between the ``readme_key`` markers (``readme_table``, a summary, if given, else
+    ``table``); returns ``table``."""
     os.makedirs(directory, exist_ok=True)
     if data is not None:
         with open(os.path.join(directory, f"{name}.json"), "w") as f:
@@ -30,5 +35,81 @@ def publish(name: str, title: str, table: str, data: Any = None, readme_key: Opt
     with open(os.path.join(directory, f"{name}.md"), "w") as f:
         f.write(f"# {title}\n\n{table}\n")
     if readme_key:
-        update_readme(readme_key, table)
+        update_readme(readme_key, readme_table or table)
     return table
+
+
+def run_stage(args: Sequence[str], log_path: str) -> float:
+    """Runs ``python ARGS`` from the repository root as a user would, its output into
+    ``log_path``; returns its wall seconds, or ends the benchmark with an ``error:`` line."""
+    t0 = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.run([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"}, check=False)
+    if proc.returncode:
+        sys.exit(f"error: stage failed ({' '.join(args)}); see {log_path}")
+    return time.time() - t0
+
+
+def commit() -> str:
+    """The short commit the figures came from, ``+dirty`` if the code that runs (not the
+    benchmark scripts or docs) has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ddad_jax", "configs",
+                                "experiments"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def mean_std(values: Sequence[Optional[float]], scale: float = 100.0) -> str:
+    """``mean ± sample std`` (x ``scale``, 2 decimals) of the values that are not None."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values) * scale:.2f} ± {std * scale:.2f}"
+
+
+def fmnist_teacher(out: str, seed: int) -> str:
+    """The seeded Fashion-MNIST teacher of ``seed`` under ``out`` (the command
+    ``benchmarks/fmnist_ddad.py`` runs, hence the same teacher): trained unless an earlier,
+    interrupted invocation with this ``out`` already exported it."""
+    workdir = os.path.join(out, f"teacher_seed{seed}")
+    if not os.path.exists(os.path.join(workdir, "teacher.json")):
+        run_stage(["-m", "experiments.fashion_mnist", "--config=configs/teacher.py:fashion_mnist",
+                   f"--workdir={workdir}", f"--config.seed={seed}"], os.path.join(out, f"teacher_seed{seed}.log"))
+    return workdir
+
+
+PER_SEED_ROW = ("student_acc", "wall_s", "teacher_acc", "commit")
+
+
+def merge_rows(old: List[Dict[str, Any]], method: str, data: str, seed: int, values: Dict[str, Any],
+               extra: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """The list of ``{"method", "data", "seeds", "student_acc": [..], "wall_s": [..], ...}``
+    rows with ``seed``'s ``values`` set in row (method, data) -- added or replaced -- each
+    row's lists sorted by seed. Rows keep the order they were first added in."""
+    rows = [dict(r) for r in old]
+    row = next((r for r in rows if (r["method"], r["data"]) == (method, data)), None)
+    if row is None:
+        row = {"method": method, "data": data, "seeds": [], **{k: [] for k in PER_SEED_ROW}}
+        rows.append(row)
+    per_seed = {s: {k: row[k][i] for k in PER_SEED_ROW if k in row} for i, s in enumerate(row["seeds"])}
+    per_seed[seed] = {k: values.get(k) for k in PER_SEED_ROW}
+    row["seeds"] = sorted(per_seed)
+    for k in PER_SEED_ROW:
+        row[k] = [per_seed[s].get(k) for s in row["seeds"]]
+    row.update(extra or {})
+    return rows
+
+
+def load_rows(path: str) -> List[Dict[str, Any]]:
+    if not os.path.exists(path):
+        return []
+    rows = json.load(open(path))
+    if not isinstance(rows, list):
+        sys.exit(f"error: {path} is not a list of result rows")
+    return rows

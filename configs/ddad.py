@@ -15,6 +15,8 @@ import importlib
 
 import ml_collections
 
+from configs import kd  # pylint: disable=cyclic-import  (kd uses this module only inside functions)
+
 # The protocol file each dataset name stands for.
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5", "cifar10": "cifar10_resnet34_resnet18",
              "cifar100": "cifar100_resnet34_resnet18"}
@@ -44,7 +46,10 @@ def base() -> ml_collections.ConfigDict:
     # The student's objective (ddad_jax/objectives/student.py): L1 between logits, the same
     # discrepancy the generator maximises, so both play one game.
     c.student_objective = "l1"
-    c.temperature = 1.0  # of a 'kl' student objective
+    # The objectives' hyperparameters (configs/kd.py documents them); the fine-tuning KL at
+    # temperature 1: on synthetic images there are no labels to balance a softer target with.
+    kd.objective_fields(c)
+    c.temperature = 1.0
     c.pool_size = 0  # > 0: the student also samples from the last N synthesised batches
 
     # Optimisation: DFAD's (student SGD 0.1, momentum 0.9, weight decay 5e-4; generator Adam

@@ -18,13 +18,13 @@ from ddad_jax.errors import UserError
 TEACHER_SUBDIR, TEACHER_META = "teacher", "teacher.json"
 
 
-_SUPERVISED_AUGMENT = augment_lib.Augment(flip=True, shift=4, pad_mode="constant")
+SUPERVISED_AUGMENT = augment_lib.Augment(flip=True, shift=4, pad_mode="constant")
 
 
 def augment(rng, x: jnp.ndarray) -> jnp.ndarray:
     """Random 4-pixel-padded crop and horizontal flip, per example (x in [0, 1], NHWC)."""
-    params = augment_lib.draw(rng, _SUPERVISED_AUGMENT, x.shape[:1])
-    return augment_lib.apply(_SUPERVISED_AUGMENT, x, params)
+    params = augment_lib.draw(rng, SUPERVISED_AUGMENT, x.shape[:1])
+    return augment_lib.apply(SUPERVISED_AUGMENT, x, params)
 
 
 def make_train_step(model, spec: data.DatasetSpec, mesh):

@@ -38,6 +38,14 @@ def test_cifar_teacher_then_ddad_on_standin_data(tmp_path, cifar_data_dir, datas
     _ok(run_entry(dataset, f"--config=configs/ddad.py:{dataset},smoke", f"--workdir={ddad_dir}",
                   f"--config.data_dir={cifar_data_dir}", f"--config.teacher_dir={teacher_dir}"))
     assert sorted(os.listdir(os.path.join(ddad_dir, "samples"))) == ["epoch_0001.png", "epoch_0002.png"]
+    if dataset == "cifar10":  # the KD protocol (CTKD: attention maps on a WRN) and HiDFD's CIFAR-10 setting
+        out = _ok(run_entry(dataset, "--config=configs/kd.py:cifar10,smoke", f"--workdir={tmp_path / 'kd'}",
+                            f"--config.data_dir={cifar_data_dir}", f"--config.teacher_dir={teacher_dir}",
+                            "--config.student_objective=ctkd")).stdout
+        assert "(ctkd, 64 real images)" in out
+        out = _ok(run_entry(dataset, "--config=configs/hidfd.py:cifar10,smoke", f"--workdir={tmp_path / 'hidfd'}",
+                            f"--config.data_dir={cifar_data_dir}", f"--config.teacher_dir={teacher_dir}")).stdout
+        assert "from 40 real images" in out and "[hidfd] gan epoch 1" in out and "[hidfd] student epoch 2" in out
 
 
 def test_unknown_config_field(tmp_path):

@@ -95,6 +95,37 @@ def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> 
         yield order[i * batch_size:(i + 1) * batch_size]
 
 
+def balanced_subset(labels: np.ndarray, num_examples: int, seed: int, num_classes: int) -> np.ndarray:
+    """Indices of ``num_examples`` examples, as many of each class as possible (the first
+    ``num_examples % num_classes`` classes get one more), drawn without replacement in an
+    order fixed by ``seed``: HiDFD's and few-shot KD's handful of real images."""
+    counts = np.bincount(labels, minlength=num_classes)
+    per_class = [num_examples // num_classes + (c < num_examples % num_classes) for c in range(num_classes)]
+    short = [c for c in range(num_classes) if counts[c] < per_class[c]]
+    if short:
+        raise UserError(f"cannot draw {num_examples} class-balanced examples: class {short[0]} has only "
+                        f"{counts[short[0]]} (needs {per_class[short[0]]})")
+    rng = np.random.default_rng([seed, 12345])
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class[c]] for c in range(num_classes)]
+    return np.sort(np.concatenate(picked))
+
+
+def cycled_batch(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """The indices of batch ``step`` (0-based) when passes over ``num_examples`` examples,
+    each in an order fixed by (seed, pass), are laid end to end: a batch may straddle two
+    passes, so any ``batch_size`` works with any number of examples (a few real images
+    included) and every step's batch depends only on (seed, step) -- a resumed run draws
+    the same batches."""
+    start = step * batch_size
+    positions = np.arange(start, start + batch_size)
+    passes, offsets = np.divmod(positions, num_examples)
+    out = np.empty(batch_size, np.int64)
+    for p in np.unique(passes):
+        order = np.random.default_rng([seed, int(p)]).permutation(num_examples)
+        out[passes == p] = order[offsets[passes == p]]
+    return out
+
+
 def normalize(images: jnp.ndarray, spec: DatasetSpec) -> jnp.ndarray:
     """uint8 NHWC -> float32, zero-padded to ``spec.image_size``, standardised per channel."""
     x = images.astype(jnp.float32) / 255.0

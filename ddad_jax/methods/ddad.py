@@ -22,7 +22,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from ddad_jax import backends, objectives, parallel, synthesis
+from ddad_jax import augment, backends, objectives, parallel, synthesis
 from ddad_jax.models.bn_stats import apply_with_bn_stats
 from ddad_jax.state import TrainState, forward
 
@@ -40,8 +40,8 @@ class DDADState:
 @dataclasses.dataclass(frozen=True)
 class DDADHyper:
     generator_terms: Tuple[Tuple[str, float], ...] = (("bn", 1.0), ("adversarial", 1.0))
-    student_objective: str = "l1"
-    temperature: float = 1.0  # of the student's KL objective
+    student_objective: str = "l1"  # objectives.STUDENT_OBJECTIVES: any that needs no labels
+    kd: objectives.KDParams = objectives.KDParams(temperature=1.0)  # the objective's hyperparameters
     student_steps: int = 5  # per generator step
     batch_size: int = 256  # global
     latent_dim: int = 256
@@ -69,10 +69,14 @@ def generator_step(hp: DDADHyper, teacher, state: DDADState, z, targets):
 
 
 @jax.named_scope("student_step")
-def student_step(hp: DDADHyper, teacher, state: DDADState, z, slots=None):
-    """One student update on freshly synthesised images (and a pooled batch with ``slots``)."""
+def student_step(hp: DDADHyper, teacher, state: DDADState, z, slots=None, mix=None):
+    """One student update on freshly synthesised images (and a pooled batch with ``slots``);
+    ``mix`` (objectives.USES_MIXUP): each fresh image is mixed with a partner from the global
+    batch before the teacher sees it."""
     g, s = state.generator, state.student
     x = jax.lax.stop_gradient(forward(g, g.params, z, name="generator")[0])  # generator BN not updated
+    if mix is not None:
+        x = augment.apply(mixup(hp), x, mix, gather=lambda v: jax.lax.all_gather(v, AXIS, tiled=True))
     t_logits = jax.lax.stop_gradient(teacher(x)[0])
     if slots is not None:
         x_old, t_old = synthesis.sample(state.pool, slots)
@@ -81,10 +85,14 @@ def student_step(hp: DDADHyper, teacher, state: DDADState, z, slots=None):
 
     def loss_fn(params):
         s_logits, s_stats = forward(s, params, x, name="student")
-        return jax.lax.pmean(objective(s_logits, t_logits, hp.temperature), AXIS), s_stats
+        return jax.lax.pmean(objective(objectives.Distill(s_logits, t_logits), hp.kd), AXIS), s_stats
 
     (loss, s_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(s.params)
     return state.replace(student=s.apply_gradients(grads=grads, batch_stats=s_stats)), {"student/loss": loss}
+
+
+def mixup(hp: DDADHyper) -> augment.Augment:
+    return augment.Augment(mixup_alpha=hp.kd.mixup_alpha)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +125,9 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
     fine-tuning tail). ``max_traces`` (tests) makes a retrace beyond it an error."""
     parallel.check_batch_size(hp.batch_size, mesh)
 
-    def per_replica(state, teacher_vars, z_gen, targets, z_student, slots):
+    mixing = hp.student_objective in objectives.USES_MIXUP
+
+    def per_replica(state, teacher_vars, z_gen, targets, z_student, slots, mix):
         teacher = Teacher(teacher_model, teacher_vars)
         metrics = {}
         if adversarial:
@@ -125,7 +135,7 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
             if hp.pool_size:
                 state = state.replace(pool=synthesis.add(state.pool, state.step, x, t_logits))
         state, s_metrics = jax.lax.scan(lambda st, xs: student_step(hp, teacher, st, *xs), state,
-                                        (z_student, slots), unroll=backends.scan_unroll(hp.student_steps))
+                                        (z_student, slots, mix), unroll=backends.scan_unroll(hp.student_steps))
         metrics.update(jax.tree.map(lambda m: m[-1], s_metrics))  # the last student step's loss
         return state.replace(step=state.step + 1), metrics
 
@@ -133,7 +143,7 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
     sharded = parallel.data_parallel(
         per_replica, mesh, out_specs=(spec, parallel.REPLICATED),
         in_specs=(spec, parallel.REPLICATED, parallel.SHARDED, parallel.SHARDED if hp.num_classes else None,
-                  per_step, per_step if hp.pool_size else None))
+                  per_step, per_step if hp.pool_size else None, per_step if mixing else None))
 
     def iteration(state: DDADState, teacher_vars, rng: jax.Array):
         key = jax.random.fold_in(rng, state.step)  # everything drawn for the global batch
@@ -145,7 +155,8 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
         if hp.pool_size:
             filled = jnp.minimum(state.step + 1, hp.pool_size)  # this iteration's batch included
             slots = synthesis.draw_slots(jax.random.fold_in(key, 2), filled, hp.student_steps, hp.batch_size)
-        return sharded(state, teacher_vars, z_gen, targets, z_student, slots)
+        mix = augment.draw(jax.random.fold_in(key, 3), mixup(hp), (hp.student_steps, hp.batch_size)) if mixing else None
+        return sharded(state, teacher_vars, z_gen, targets, z_student, slots, mix)
 
     if max_traces is not None:
         iteration = chex.assert_max_traces(iteration, n=max_traces)

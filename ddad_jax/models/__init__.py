@@ -29,6 +29,8 @@ _CLASSIFIERS: Dict[str, Callable[..., nn.Module]] = {
     "lenet5_half_bn": functools.partial(LeNet5, width=0.5, use_bn=True),
     "resnet18": functools.partial(CifarResNet, stage_sizes=(2, 2, 2, 2)),
     "resnet34": functools.partial(CifarResNet, stage_sizes=(3, 4, 6, 3)),
+    "resnet20": functools.partial(CifarResNet, stage_sizes=(3, 3, 3), width=16),
+    "resnet110": functools.partial(CifarResNet, stage_sizes=(18, 18, 18), width=16),
     "wrn16_1": functools.partial(WideResNet, depth=16, widen_factor=1),
     "wrn16_2": functools.partial(WideResNet, depth=16, widen_factor=2),
     "wrn40_2": functools.partial(WideResNet, depth=40, widen_factor=2),

@@ -14,6 +14,17 @@ from jax import lax
 
 ModuleDef = Any
 
+FEATURES = "features"  # the collection models sow their intermediate features into
+
+
+def sow_feature(module: nn.Module, name: str, x: jnp.ndarray) -> None:
+    """Records ``x`` as feature ``name`` when the ``features`` collection is mutable (a no-op
+    otherwise, so plain ``apply`` calls pay nothing). Classifiers sow ``attention1..n`` (each
+    stage's output, for attention maps) and ``penultimate`` (what enters the last Dense layer,
+    the classifier named by the model's ``head`` attribute)."""
+    if not module.is_initializing():  # init makes every collection mutable: keep features out of variables
+        module.sow(FEATURES, name, x, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+
 
 def batch_norm(train: bool, axis_name: Optional[str] = None, **kwargs) -> nn.BatchNorm:
     """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5).

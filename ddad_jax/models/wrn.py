@@ -5,7 +5,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddad_jax.models.layers import ModuleDef, batch_norm, conv3x3
+from ddad_jax.models.layers import ModuleDef, batch_norm, conv3x3, sow_feature
 
 
 class WideBlock(nn.Module):
@@ -28,12 +28,14 @@ class WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
+    head = "Dense_0"  # the classifier's parameters: the last Dense layer (see models.head_logits)
     depth: int
     widen_factor: int
     num_classes: int = 10
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32  # compute dtype (bfloat16 for mixed precision); params stay float32
     conv: ModuleDef = nn.Conv
+    penultimate: bool = False  # True: return the features that enter the classifier, not logits
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -46,6 +48,10 @@ class WideResNet(nn.Module):
                 stride = 2 if i > 0 and j == 0 else 1
                 block = WideBlock(width * self.widen_factor, stride, self.bn_axis_name, self.dtype, conv=self.conv)
                 x = block(x, train)
+            sow_feature(self, f"attention{i + 1}", x)
         x = nn.relu(batch_norm(train, self.bn_axis_name, dtype=self.dtype)(x))
         x = jnp.mean(x, axis=(1, 2))
+        sow_feature(self, "penultimate", x)
+        if self.penultimate:
+            return x.astype(jnp.float32)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

@@ -6,7 +6,7 @@ import optax
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     """Mean softmax cross-entropy against integer ``labels``."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))
 
 
 def accuracy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:

@@ -1,0 +1,33 @@
+"""Config -> everything a run needs, validated before anything is written to disk.
+
+``build(config)`` checks every field's range, loads the teacher and the data, creates the
+networks, states and jitted steps, and returns a ``Run``: what ``loop.train`` drives. A
+config a run cannot use fails here, as one ``UserError`` line, with the workdir untouched.
+
+One module per kind of run (``teacher``, ``ddad``, ``kd``, ``hidfd``), each a
+``build_<kind>(config) -> Run``; ``common`` holds what they share.
+"""
+
+from ddad_jax.build.common import (NOT_TRAJECTORY, Run, compute_dtype, identity, kd_params, train_subset,
+                                   validate)
+from ddad_jax.build.ddad import (build_ddad, create_ddad_state, generator_schedule, hyper, place_ddad_state,
+                                 student_schedule)
+from ddad_jax.build.hidfd import build_hidfd, real_per_batch
+from ddad_jax.build.kd import build_kd
+from ddad_jax.build.teacher import build_teacher
+from ddad_jax.errors import UserError
+
+BUILDERS = {"teacher": build_teacher, "ddad": build_ddad, "kd": build_kd, "hidfd": build_hidfd}
+
+
+def build(config) -> Run:
+    """The run ``config.kind`` asks for."""
+    if config.get("kind") not in BUILDERS:
+        raise UserError(f"config kind must be one of {', '.join(BUILDERS)}, got {config.get('kind')!r}")
+    validate(config)
+    return BUILDERS[config.kind](config)
+
+
+__all__ = ["BUILDERS", "NOT_TRAJECTORY", "Run", "build", "build_ddad", "build_hidfd", "build_kd", "build_teacher",
+           "compute_dtype", "create_ddad_state", "generator_schedule", "hyper", "identity", "kd_params",
+           "place_ddad_state", "real_per_batch", "student_schedule", "train_subset", "validate"]

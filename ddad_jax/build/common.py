@@ -1,0 +1,142 @@
+"""What every run's builder shares: the ``Run`` that ``loop.train`` drives, validation of
+every config field before anything is written, the workdir identity, and small config helpers."""
+
+import dataclasses
+import json
+import math
+from typing import Any, Callable, Dict, Optional
+
+import jax.numpy as jnp
+import numpy as np
+
+from ddad_jax import data, objectives, state as state_lib
+from ddad_jax.errors import UserError
+from ddad_jax.evaluation import EvalSet
+
+# Fields that do not change a run's trajectory: they may differ when a run is resumed.
+NOT_TRAJECTORY = frozenset({"data_dir", "teacher_dir", "num_devices", "cpu_devices", "log_every",
+                            "checkpoint_every", "eval_batch_size", "eval_examples", "sample_grid"})
+
+
+@dataclasses.dataclass
+class Run:
+    """A built run: ``loop.train`` steps ``state`` from its checkpointed step to ``total_steps``."""
+    name: str  # 'teacher' or 'ddad': prefixes its progress lines
+    state: Any  # fresh (host) state; a checkpoint restores into its shapes
+    place: Callable[[Any], Any]  # host state -> state on the mesh, laid out for ``step``
+    step: Callable[[int, Any], Any]  # (step number, state) -> (state, device metrics)
+    total_steps: int
+    steps_per_epoch: int  # evaluation (and by default checkpointing) every this many steps
+    identity: Dict[str, Any]  # what must match to resume in a workdir
+    evaluate: Callable[[Any], Dict[str, float]]  # state -> {"test/...": value}
+    summarize: Callable[[Any, Dict[str, float], float], dict]  # (state, last evaluation, wall s)
+    phase: Callable[[int], str] = lambda step: ""  # e.g. 'fine-tune ' for a step
+    sample: Optional[Callable[[Any], np.ndarray]] = None  # state -> [0, 1] images for a PNG grid
+    export: Optional[Callable[[str, Any, dict], None]] = None  # (workdir, state, summary): deliverables
+    report: Callable[[dict], str] = lambda summary: ""  # the closing line, from the summary
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0 = every epoch
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+_INT, _FLOAT = "int", "float"
+# field: (type, smallest allowed, largest allowed); None = unbounded
+_RANGES = {
+    "seed": (_INT, 0, None), "num_devices": (_INT, 0, None), "cpu_devices": (_INT, 1, None),
+    "batch_size": (_INT, 1, None), "num_epochs": (_INT, 1, None), "iters_per_epoch": (_INT, 1, None),
+    "steps_per_epoch": (_INT, -1, None), "student_steps_per_generator_step": (_INT, 1, None),
+    "latent_dim": (_INT, 1, None), "generator_channels": (_INT, 1, None), "pool_size": (_INT, 0, None),
+    "finetune_epochs": (_INT, 0, None), "log_every": (_INT, 1, None), "checkpoint_every": (_INT, 0, None),
+    "eval_batch_size": (_INT, 1, None), "eval_examples": (_INT, -1, None), "sample_grid": (_INT, 0, 1024),
+    "learning_rate": (_FLOAT, 0.0, None), "student_lr": (_FLOAT, 0.0, None), "generator_lr": (_FLOAT, 0.0, None),
+    "finetune_lr": (_FLOAT, 0.0, None), "momentum": (_FLOAT, 0.0, 1.0), "student_momentum": (_FLOAT, 0.0, 1.0),
+    "weight_decay": (_FLOAT, 0.0, None), "student_weight_decay": (_FLOAT, 0.0, None),
+    "lr_gamma": (_FLOAT, 0.0, None), "temperature": (_FLOAT, 0.0, None), "train_examples": (_INT, -1, None),
+    "kd_alpha": (_FLOAT, 0.0, 1.0), "dtd_beta": (_FLOAT, 0.0, None), "dtd_gamma": (_FLOAT, 0.0, None),
+    "dtd_min_temperature": (_FLOAT, 0.0, None), "attention_weight": (_FLOAT, 0.0, None),
+    "scratch_weight": (_FLOAT, 0.0, None), "mixup_alpha": (_FLOAT, 0.0, None),
+    "gan_iterations": (_INT, 1, None), "student_iterations": (_INT, 1, None), "inflation": (_INT, 0, None),
+    "synthetic_images": (_INT, 0, None), "discriminator_width": (_INT, 1, None), "adc_weight": (_FLOAT, 0.0, None),
+    "feature_weight": (_FLOAT, 0.0, None), "balance_weight": (_FLOAT, 0.0, None),
+    "count_momentum": (_FLOAT, 0.0, 1.0), "effective_beta": (_FLOAT, 0.0, 0.999999), "gan_lr": (_FLOAT, 0.0, None),
+}
+_POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature", "gan_lr",
+                       "dtd_min_temperature", "mixup_alpha"})  # > 0, not >= 0
+_CHOICES = {
+    "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
+    "lr_schedule": state_lib.SCHEDULES, "generator_lr_schedule": ("", *state_lib.SCHEDULES),
+    "compute_dtype": ("float32", "bfloat16"), "student_objective": tuple(objectives.STUDENT_OBJECTIVES),
+    "finetune_objective": tuple(objectives.STUDENT_OBJECTIVES),
+}
+
+
+def validate(config) -> None:
+    """Every known field of ``config`` within its range or among its choices."""
+    for name, (kind, lo, hi) in _RANGES.items():
+        if name not in config:
+            continue
+        value = config[name]
+        ok_type = isinstance(value, int) if kind == _INT else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or (kind == _FLOAT and not math.isfinite(value)):
+            raise UserError(f"{name} must be a{'n integer' if kind == _INT else ' finite number'}, got {value!r}")
+        low_ok = value > lo if name in _POSITIVE else value >= lo
+        if not low_ok or (hi is not None and value > hi):
+            bound = f"> {lo}" if name in _POSITIVE else f">= {lo}"
+            raise UserError(f"{name} must be {bound}{'' if hi is None else f' and <= {hi}'}, got {value!r}")
+    for name, choices in _CHOICES.items():
+        if name in config and config[name] not in choices:
+            raise UserError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {config[name]!r}")
+    if config.get("kind") == "ddad":
+        for name in sorted({config.student_objective, config.finetune_objective} & objectives.NEEDS_LABELS):
+            raise UserError(f"student objective '{name}' needs labels, and a data-free run has none; use one of "
+                            f"{', '.join(sorted(set(objectives.STUDENT_OBJECTIVES) - objectives.NEEDS_LABELS))}")
+    if "generator_terms" in config:
+        terms = dict(config.generator_terms)
+        unknown = sorted(set(terms) - set(objectives.GENERATOR_TERMS))
+        if unknown:
+            raise UserError(f"unknown generator term '{unknown[0]}' (known: {', '.join(objectives.GENERATOR_TERMS)})")
+        if not any(terms.values()):
+            raise UserError("generator_terms has no term with a non-zero weight")
+        for name, weight in terms.items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
+                raise UserError(f"generator_terms.{name} must be a finite weight >= 0, got {weight!r}")
+
+
+def identity(config, **extra) -> Dict[str, Any]:
+    """The fields that fix a run's trajectory, plus ``extra`` (e.g. the teacher's fingerprint),
+    as JSON has them (tuples become lists), so they compare equal to a recorded ``run.json``."""
+    return json.loads(json.dumps({**{k: v for k, v in config.to_dict().items() if k not in NOT_TRAJECTORY}, **extra}))
+
+
+def compute_dtype(config):
+    """The networks' compute dtype: with bfloat16, convolutions and matmuls run in bf16 while
+    parameters, optimiser state, BatchNorm statistics and every loss stay float32."""
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
+
+
+def eval_set(config, spec, mesh) -> EvalSet:
+    test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
+    if config.eval_examples > 0:
+        test_x, test_y = test_x[:config.eval_examples], test_y[:config.eval_examples]
+    return EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
+
+
+def kd_params(config) -> objectives.KDParams:
+    """The student objective's hyperparameters, from the config's fields of the same meaning
+    (a field a config does not have keeps ``KDParams``' default)."""
+    fields = {"temperature": "temperature", "alpha": "kd_alpha", "dtd_beta": "dtd_beta", "dtd_gamma": "dtd_gamma",
+              "dtd_min_temperature": "dtd_min_temperature", "attention_weight": "attention_weight",
+              "scratch_weight": "scratch_weight", "mixup_alpha": "mixup_alpha"}
+    return objectives.KDParams(**{k: float(config[f]) for k, f in fields.items() if f in config})
+
+
+def train_subset(config, spec, train_y) -> np.ndarray:
+    """Indices of the training examples a run may read: all, or ``train_examples`` drawn
+    class-balanced with the run's seed (KD on a few images, HiDFD)."""
+    if config.train_examples < 0:
+        return np.arange(len(train_y))
+    if config.train_examples == 0:
+        raise UserError("train_examples must be -1 (all) or > 0, got 0")
+    return data.balanced_subset(train_y, config.train_examples, config.seed, spec.num_classes)

@@ -1,0 +1,127 @@
+"""DDAD: the frozen teacher, the generator and student states, the jitted iteration and fine-tuning tail."""
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import teacher as teacher_lib
+from ddad_jax.build.common import Run, compute_dtype, eval_set as make_eval_set, identity, kd_params
+from ddad_jax.errors import UserError
+from ddad_jax.evaluation import evaluate
+from ddad_jax.methods import ddad
+
+
+def hyper(config, num_classes: int) -> ddad.DDADHyper:
+    terms = tuple((k, float(w)) for k, w in sorted(dict(config.generator_terms).items()) if w)
+    return ddad.DDADHyper(
+        generator_terms=terms, student_objective=config.student_objective, kd=kd_params(config),
+        student_steps=config.student_steps_per_generator_step, batch_size=config.batch_size,
+        latent_dim=config.latent_dim, pool_size=config.pool_size,
+        num_classes=num_classes if any(k in objectives.NEEDS_TARGETS for k, _ in terms) else 0)
+
+
+def student_schedule(config) -> optax.Schedule:
+    """The student's learning rate per update: ``lr_schedule`` over the adversarial epochs,
+    then, over ``finetune_epochs``, a cosine from ``finetune_lr`` to 0."""
+    per_epoch = config.iters_per_epoch * config.student_steps_per_generator_step
+    main = state_lib.make_schedule(config.lr_schedule, config.student_lr, config.num_epochs * per_epoch,
+                                   [m * per_epoch for m in config.lr_milestones], config.lr_gamma)
+    if not config.finetune_epochs:
+        return main
+    tail = optax.cosine_decay_schedule(config.finetune_lr, config.finetune_epochs * per_epoch)
+    return optax.join_schedules([main, tail], [config.num_epochs * per_epoch])
+
+
+def generator_schedule(config) -> optax.Schedule:
+    per_epoch = config.iters_per_epoch
+    return state_lib.make_schedule(config.generator_lr_schedule or config.lr_schedule, config.generator_lr,
+                                   config.num_epochs * per_epoch, [m * per_epoch for m in config.lr_milestones],
+                                   config.lr_gamma)
+
+
+def create_ddad_state(config, hp: ddad.DDADHyper, spec, generator, student, rng) -> ddad.DDADState:
+    """Fresh generator and student states (initialised outside the data-parallel map, where
+    the ``batch`` axis does not exist yet) and an empty pool."""
+    g_tx = state_lib.make_optimizer("adam", generator_schedule(config))
+    s_tx = state_lib.make_optimizer(config.student_optimizer, student_schedule(config),
+                                    config.student_momentum, config.student_weight_decay)
+    image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
+    g = state_lib.create_state(generator.clone(bn_axis_name=None), g_tx, jax.random.fold_in(rng, 1),
+                               jnp.zeros((2, hp.latent_dim + hp.num_classes)))
+    s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2), image)
+    pool = synthesis.init_pool(hp.pool_size, hp.batch_size, (spec.image_size, spec.image_size, spec.channels),
+                               spec.num_classes)
+    return ddad.DDADState(step=jnp.zeros((), jnp.int32), generator=g.replace(apply_fn=generator.apply),
+                          student=s.replace(apply_fn=student.apply), pool=pool)
+
+
+def place_ddad_state(state: ddad.DDADState, hp: ddad.DDADHyper, mesh) -> ddad.DDADState:
+    """A host/checkpoint state on ``mesh`` with the layout ``ddad.make_iteration`` expects."""
+    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    return jax.tree.map(lambda spec, x: jax.device_put(x, jax.sharding.NamedSharding(mesh, spec)),
+                        ddad.state_spec(hp), state, is_leaf=is_spec)
+
+
+def build_ddad(config) -> Run:
+    spec = data.get_spec(config.dataset)
+    mesh = parallel.make_mesh(config.num_devices or None)
+    parallel.check_batch_size(config.batch_size, mesh)
+    teacher_model, teacher_vars, teacher_meta = teacher_lib.load_teacher(
+        config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
+    hp = hyper(config, spec.num_classes)
+    if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
+        raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so the 'bn' generator term has "
+                        "nothing to match; use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
+                        "(adversarial only)")
+    eval_set = make_eval_set(config, spec, mesh)
+    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
+    print(f"[ddad] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
+
+    dtype = compute_dtype(config)
+    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
+                                     bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
+    student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
+    student_f32 = student.clone(dtype=jnp.float32)  # evaluation always in float32
+    rng = jax.random.key(config.seed)
+    state = create_ddad_state(config, hp, spec, generator, student, rng)
+    teacher_vars = parallel.replicate(teacher_vars, mesh)
+    iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hp, mesh)
+    finetune = ddad.make_iteration(teacher_model.clone(dtype=dtype), dataclasses.replace(
+        hp, student_objective=config.finetune_objective), mesh, adversarial=False) if config.finetune_epochs else None
+    adversarial_total = config.num_epochs * config.iters_per_epoch
+    total = (config.num_epochs + config.finetune_epochs) * config.iters_per_epoch
+
+    # Sample grids are drawn outside the parallel map, compiled once.
+    draw = jax.jit(lambda variables, z: generator.clone(bn_axis_name=None).apply(
+        variables, z, train=True, mutable=["batch_stats"])[0])
+    sample_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 3), hp.latent_dim, 0, (config.sample_grid,))
+    if hp.num_classes:  # a conditional generator's grid goes through the classes in order
+        sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
+
+    def summarize(state, last_eval, wall_s):
+        return {"method": "ddad", "dataset": config.dataset, "teacher": config.teacher,
+                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
+                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
+                "student_acc": last_eval["test/student_accuracy"], "iterations": adversarial_total,
+                "finetune_iterations": total - adversarial_total, "generator_terms": dict(hp.generator_terms),
+                "student_objective": hp.student_objective, "pool_size": hp.pool_size, "wall_s": wall_s,
+                "devices": mesh.size}
+
+    return Run(
+        name="ddad", state=state, place=lambda s: place_ddad_state(s, hp, mesh),
+        step=lambda n, s: (iteration if n <= adversarial_total else finetune)(s, teacher_vars, rng),
+        total_steps=total, steps_per_epoch=config.iters_per_epoch,
+        identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
+        evaluate=lambda s: {"test/student_accuracy": evaluate(student_f32, state_lib.variables_of(s.student), eval_set),
+                            "test/teacher_accuracy": teacher_acc},
+        summarize=summarize,
+        report=lambda s: f"student {s['student']} test accuracy {s['student_acc']:.4f} "
+                         f"(teacher {s['teacher']} {s['teacher_acc']:.4f})",
+        phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
+        sample=(lambda s: jax.device_get(data.denormalize(draw(state_lib.variables_of(s.generator), sample_z), spec)))
+        if config.sample_grid else None,
+        log_every=config.log_every, checkpoint_every=config.checkpoint_every)
