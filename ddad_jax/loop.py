@@ -10,13 +10,13 @@ export). A resumed run continues exactly like an uninterrupted one.
 import json
 import os
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import jax
 import numpy as np
 
 from ddad_jax import build as build_lib
-from ddad_jax import checkpoints, reporting, state as state_lib
+from ddad_jax import checkpoints, diversity, reporting, state as state_lib
 from ddad_jax.errors import UserError
 
 
@@ -45,6 +45,7 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     t0, before = time.time(), ([0.0] + [v for _, v in reporter.history("elapsed_s")])[-1]
     elapsed = lambda: before + time.time() - t0
     last_eval: Dict[str, float] = {}
+    last_warning: Dict[str, Optional[str]] = {}
 
     def log(step, state, metrics):
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -55,6 +56,10 @@ def train(run: build_lib.Run, workdir: str) -> dict:
         epoch = (step - 1) // run.steps_per_epoch + 1
         reporter.progress(step, metrics, prefix=f"[{run.name}] {run.phase(step)}epoch {epoch} ")
         reporter.write(step, {**metrics, "elapsed_s": elapsed()})
+        warning = diversity.collapse_warning(metrics)
+        if warning and warning.split(":")[0] != last_warning.get("kind"):  # said once, when it starts
+            print(f"[{run.name}] warning at step {step}: {warning}", flush=True)
+        last_warning["kind"] = warning.split(":")[0] if warning else None
 
     def evaluate(step, state, metrics):
         last_eval.clear()
@@ -66,7 +71,8 @@ def train(run: build_lib.Run, workdir: str) -> dict:
 
     def sample(step, state, metrics):
         epoch = -(-step // run.steps_per_epoch)
-        reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), run.sample(state))
+        images, labels = run.sample(state)
+        reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), images, labels=labels)
 
     def save(step, state, metrics):
         if not state_lib.all_finite(state):

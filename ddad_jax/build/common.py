@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any, Callable, Dict, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,7 +32,7 @@ class Run:
     evaluate: Callable[[Any], Dict[str, float]]  # state -> {"test/...": value}
     summarize: Callable[[Any, Dict[str, float], float], dict]  # (state, last evaluation, wall s)
     phase: Callable[[int], str] = lambda step: ""  # e.g. 'fine-tune ' for a step
-    sample: Optional[Callable[[Any], np.ndarray]] = None  # state -> [0, 1] images for a PNG grid
+    sample: Optional[Callable[[Any], Any]] = None  # state -> ([0, 1] images, teacher's classes) for a PNG grid
     export: Optional[Callable[[str, Any, dict], None]] = None  # (workdir, state, summary): deliverables
     report: Callable[[dict], str] = lambda summary: ""  # the closing line, from the summary
     log_every: int = 10
@@ -140,3 +141,18 @@ def train_subset(config, spec, train_y) -> np.ndarray:
     if config.train_examples == 0:
         raise UserError("train_examples must be -1 (all) or > 0, got 0")
     return data.balanced_subset(train_y, config.train_examples, config.seed, spec.num_classes)
+
+
+def grid_sampler(generator, teacher_model, teacher_vars, spec, z):
+    """``state -> ([0, 1] images, the teacher's class of each)`` for the sample grid: the
+    generator (in ``state.generator``) on the fixed latents ``z``, compiled once, outside the
+    data-parallel map."""
+    gen = generator.clone(bn_axis_name=None)
+    teacher = teacher_model.clone(bn_axis_name=None)
+
+    @jax.jit
+    def draw(gen_vars, t_vars):
+        x = gen.apply(gen_vars, z, train=True, mutable=["batch_stats"])[0]
+        return data.denormalize(x, spec), jnp.argmax(teacher.apply(t_vars, x), -1)
+
+    return lambda state: jax.device_get(draw(state_lib.variables_of(state.generator), teacher_vars))

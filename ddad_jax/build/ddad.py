@@ -9,7 +9,7 @@ import optax
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import teacher as teacher_lib
-from ddad_jax.build.common import Run, compute_dtype, eval_set as make_eval_set, identity, kd_params
+from ddad_jax.build.common import Run, compute_dtype, eval_set as make_eval_set, grid_sampler, identity, kd_params
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import ddad
@@ -95,9 +95,6 @@ def build_ddad(config) -> Run:
     adversarial_total = config.num_epochs * config.iters_per_epoch
     total = (config.num_epochs + config.finetune_epochs) * config.iters_per_epoch
 
-    # Sample grids are drawn outside the parallel map, compiled once.
-    draw = jax.jit(lambda variables, z: generator.clone(bn_axis_name=None).apply(
-        variables, z, train=True, mutable=["batch_stats"])[0])
     sample_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 3), hp.latent_dim, 0, (config.sample_grid,))
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
@@ -122,6 +119,5 @@ def build_ddad(config) -> Run:
         report=lambda s: f"student {s['student']} test accuracy {s['student_acc']:.4f} "
                          f"(teacher {s['teacher']} {s['teacher_acc']:.4f})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
-        sample=(lambda s: jax.device_get(data.denormalize(draw(state_lib.variables_of(s.generator), sample_z), spec)))
-        if config.sample_grid else None,
+        sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -22,8 +22,9 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from ddad_jax import augment, backends, objectives, parallel, synthesis
+from ddad_jax import augment, backends, diversity, objectives, parallel, synthesis
 from ddad_jax.models.bn_stats import apply_with_bn_stats
+from ddad_jax.models.layers import FEATURES
 from ddad_jax.state import TrainState, forward
 
 AXIS = parallel.BATCH_AXIS
@@ -57,15 +58,18 @@ def generator_step(hp: DDADHyper, teacher, state: DDADState, z, targets):
 
     def loss_fn(params):
         x, g_stats = forward(g, params, z, name="generator")
-        t_logits, observed = teacher(x)
+        t_logits, observed, t_feats = teacher(x)
         s_logits = forward(s, s.params, x, name="student")[0] if names & objectives.NEEDS_STUDENT else None
-        synth = objectives.Synthesis(t_logits, observed, teacher.bn_stored, s_logits, targets)
+        synth = objectives.Synthesis(t_logits, observed, teacher.bn_stored, s_logits, targets, x, t_feats)
         loss, values = objectives.generator_loss(hp.generator_terms, synth, AXIS)
-        return loss, (g_stats, {"gen/loss": loss, **{f"gen/{k}": v for k, v in values.items()}}, (x, t_logits))
+        return loss, (g_stats, {"gen/loss": loss, **{f"gen/{k}": v for k, v in values.items()}},
+                      (x, t_logits, t_feats["penultimate"]))
 
-    grads, (g_stats, metrics, batch) = jax.grad(loss_fn, has_aux=True)(g.params)
+    grads, (g_stats, metrics, (x, t_logits, t_penultimate)) = jax.grad(loss_fn, has_aux=True)(g.params)
     g = g.apply_gradients(grads=grads, batch_stats=g_stats)
-    return state.replace(generator=g), metrics, jax.lax.stop_gradient(batch)
+    metrics["diversity/class_entropy"] = diversity.class_entropy(t_logits, AXIS)
+    metrics["diversity/feature_distance"] = diversity.feature_distance(jax.lax.stop_gradient(t_penultimate), AXIS)
+    return state.replace(generator=g), metrics, jax.lax.stop_gradient((x, t_logits))
 
 
 @jax.named_scope("student_step")
@@ -98,13 +102,16 @@ def mixup(hp: DDADHyper) -> augment.Augment:
 @dataclasses.dataclass(frozen=True)
 class Teacher:
     """The frozen teacher inside a replica: ``teacher(x) -> (logits, BN-input statistics of
-    the global batch)``; ``bn_stored`` are its running statistics."""
+    the global batch, intermediate features)``; ``bn_stored`` are its running statistics."""
     model: flax.linen.Module
     variables: dict
 
     def __call__(self, x):
+        """``(logits, BN-input statistics, sown features)`` of the teacher on ``x``."""
         with jax.named_scope("teacher"):
-            return apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS)
+            logits, stats, extra = apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS,
+                                                       extra_collections=(FEATURES,))
+            return logits, stats, dict(extra[FEATURES])
 
     @property
     def bn_stored(self):

@@ -26,10 +26,12 @@ def _moments(x: jnp.ndarray, axis_name: Optional[str]) -> Tuple[jnp.ndarray, jnp
 
 
 def apply_with_bn_stats(model: nn.Module, variables: Any, x: jnp.ndarray,
-                        axis_name: Optional[str] = None, **kwargs) -> Tuple[jnp.ndarray, Any]:
+                        axis_name: Optional[str] = None, extra_collections: Tuple[str, ...] = (),
+                        **kwargs) -> Tuple[Any, ...]:
     """Runs ``model`` in inference mode; returns (output, stats) where ``stats`` has the
     structure of ``variables['batch_stats']`` with the batch mean and (biased) variance
-    of each BatchNorm layer's input, reduced over ``axis_name`` when given."""
+    of each BatchNorm layer's input, reduced over ``axis_name`` when given; with
+    ``extra_collections`` (e.g. the sown ``features``), also ``{name: collection}``."""
 
     def interceptor(next_fun, args, fun_kwargs, context):
         if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
@@ -39,5 +41,7 @@ def apply_with_bn_stats(model: nn.Module, variables: Any, x: jnp.ndarray,
         return next_fun(*args, **fun_kwargs)
 
     with nn.intercept_methods(interceptor):
-        out, collections = model.apply(variables, x, train=False, mutable=[COLLECTION], **kwargs)
+        out, collections = model.apply(variables, x, train=False, mutable=[COLLECTION, *extra_collections], **kwargs)
+    if extra_collections:
+        return out, collections.get(COLLECTION, {}), {k: collections.get(k, {}) for k in extra_collections}
     return out, collections.get(COLLECTION, {})

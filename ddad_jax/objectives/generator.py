@@ -26,6 +26,8 @@ class Synthesis(NamedTuple):
     bn_stored: Any = None  # the teacher's running statistics (its ``batch_stats``)
     student_logits: Optional[jnp.ndarray] = None  # for terms in NEEDS_STUDENT
     targets: Optional[jnp.ndarray] = None  # int classes drawn for each image (terms in NEEDS_TARGETS)
+    images: Optional[jnp.ndarray] = None  # the synthetic batch itself (image priors: tv, l2)
+    teacher_features: Optional[Any] = None  # the teacher's sown features (models.features), e.g. penultimate
 
 
 def _mean(x: jnp.ndarray, axis_name) -> jnp.ndarray:
