@@ -28,8 +28,9 @@ def test_student_kl_hand_computed_with_temperature():
 
 
 def test_unknown_student_objective_names_the_known_ones():
-    assert objectives.student_objective("kl") is objectives.kl
-    with pytest.raises(ValueError, match="known: kl, l1"):
+    from ddad_jax.objectives import student
+    assert objectives.student_objective("kl") is student.kl_objective
+    with pytest.raises(ValueError, match="known: ctkd, dtd, ka, ka_dtd, kd, kl, l1, scratch, stkd"):
         objectives.student_objective("l2")
 
 
