@@ -4,8 +4,10 @@ Every term is ``fn(s: Synthesis, axis_name) -> scalar``: a value of the *global*
 ``axis_name`` names the data-parallel axis (``None``: the batch at hand). DDAD's two
 discriminators are ``bn`` (the teacher's BatchNorm statistics) and ``adversarial`` (the
 student: minus its L1 discrepancy with the teacher, so the generator seeks disagreement).
-DAFL's ``onehot`` and ``balance``, and ``ce`` toward classes drawn for each image
-(DeepInversion, DFQ, CMI, Fast), are there for the methods that use them.
+DAFL's ``onehot``, ``balance`` and ``activation``, ``ce`` toward classes drawn for each image
+(DeepInversion, DFQ, CMI, Fast), DeepInversion's image priors ``tv`` and ``l2``, and CMI's and
+Fast's ``adversarial_agree`` are there for the methods that use them (their formulas follow
+the reference code; ``docs/reference/datafree_methods.md``).
 """
 
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
@@ -84,11 +86,47 @@ def ce(s: Synthesis, axis_name=None) -> jnp.ndarray:
     return _mean(losses, axis_name)
 
 
+def adversarial_agree(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus ``KL(teacher || student)`` at temperature 1, counted only on images where the two
+    predict the same class (zero elsewhere, still averaged over the whole batch): CMI's and
+    Fast's adversarial term, which seeks disagreement without pushing images across the
+    teacher's decision boundary."""
+    agree = (jnp.argmax(s.student_logits, -1) == jnp.argmax(s.teacher_logits, -1)).astype(jnp.float32)
+    per_image = jax.vmap(lambda st, te: student_objectives.kl(st[None], te[None]))(
+        s.student_logits, s.teacher_logits)
+    return -_mean(agree * per_image, axis_name)
+
+
+def activation(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus the mean absolute value of the teacher's penultimate features (DAFL's L_a):
+    real images of a class excite the features the teacher learnt for it."""
+    f = s.teacher_features["penultimate"].astype(jnp.float32)
+    return -_mean(jnp.mean(jnp.abs(f.reshape(f.shape[0], -1)), axis=-1), axis_name)
+
+
+def total_variation(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """DeepInversion's image prior (its L1 form): the sum over the horizontal, vertical and
+    two diagonal neighbour differences of their mean absolute value."""
+    x = s.images.astype(jnp.float32)
+    diffs = (x[:, :, :-1] - x[:, :, 1:], x[:, :-1] - x[:, 1:], x[:, 1:, :-1] - x[:, :-1, 1:],
+             x[:, :-1, :-1] - x[:, 1:, 1:])
+    per_image = sum(jnp.mean(jnp.abs(d), axis=(1, 2, 3)) for d in diffs)
+    return _mean(per_image, axis_name)
+
+
+def l2_prior(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """DeepInversion's L2 image prior, per image: the mean over the batch of each image's
+    Euclidean norm."""
+    x = s.images.astype(jnp.float32)
+    return _mean(jnp.linalg.norm(x.reshape(x.shape[0], -1), axis=-1), axis_name)
+
+
 GENERATOR_TERMS: Dict[str, Callable[..., jnp.ndarray]] = {
     "bn": bn_statistics, "adversarial": adversarial, "adversarial_kl": adversarial_kl,
-    "onehot": onehot, "balance": balance, "ce": ce,
+    "adversarial_agree": adversarial_agree, "onehot": onehot, "balance": balance, "ce": ce,
+    "activation": activation, "tv": total_variation, "l2": l2_prior,
 }
-NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl"})  # the student's forward runs only for these
+NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl", "adversarial_agree"})  # the student's forward runs only for these
 NEEDS_TARGETS = frozenset({"ce"})  # classes are drawn (and fed to the generator) only for these
 
 
