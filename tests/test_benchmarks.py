@@ -121,3 +121,35 @@ def test_publish_writes_markdown_and_json(tmp_path):
     assert json.loads((tmp_path / "x.json").read_text()) == {"k": 1}
     common.publish("y", "T", "t", directory=str(tmp_path))  # no data: Markdown only
     assert not (tmp_path / "y.json").exists()
+
+
+def test_readme_summary_groups_tuned_and_held_out_seeds():
+    summary = fmnist_ddad.readme_markdown(_result())
+    assert "| 0–2 (tuned on) | 90.50 ± 0.71 | **74.00 ± 2.83** | 0 of 2 | 15.5 |" in summary
+    assert "| 3–5 (held out) | 90.00 ± 0.00 | **80.00 ± 0.00** | 1 of 1 | 17.0 |" in summary
+    assert "| all | 90.33 ± 0.58 | **76.00 ± 4.00** | 1 of 3 | 16.0 |" in summary
+    assert "| 0 |" not in summary  # per-seed rows stay in the .md
+
+
+def test_method_rows_merge_per_method_data_and_seed():
+    from benchmarks import common  # pylint: disable=import-outside-toplevel
+    rows = common.merge_rows([], "KD", "all", 1, {"student_acc": 0.8, "wall_s": 60, "teacher_acc": 0.9, "commit": "a"})
+    rows = common.merge_rows(rows, "KD", "all", 0, {"student_acc": 0.7, "wall_s": 50, "teacher_acc": 0.91,
+                                                    "commit": "b"}, {"machine": "m"})
+    rows = common.merge_rows(rows, "STKD", "all", 0, {"student_acc": 0.75, "wall_s": 55})
+    rows = common.merge_rows(rows, "KD", "all", 1, {"student_acc": 0.82, "wall_s": 61, "teacher_acc": 0.9,
+                                                    "commit": "c"})  # rerun: replaced
+    assert [(r["method"], r["seeds"]) for r in rows] == [("KD", [0, 1]), ("STKD", [0])]
+    assert rows[0]["student_acc"] == [0.7, 0.82] and rows[0]["commit"] == ["b", "c"] and rows[0]["machine"] == "m"
+    assert rows[1]["teacher_acc"] == [None]
+    assert common.mean_std([0.7, 0.82]) == "76.00 ± 8.49" and common.mean_std([None]) == "–"
+
+
+def test_kd_and_hybrid_tables():
+    from benchmarks import fmnist_hybrid, fmnist_supervised  # pylint: disable=import-outside-toplevel
+    row = {"method": "stkd", "data": fmnist_supervised.DATA, "seeds": [0, 1], "student_acc": [0.85, 0.87],
+           "wall_s": [120, 180], "teacher_acc": [0.9, 0.91], "commit": ["a", "a"], "machine": "m"}
+    table = fmnist_supervised.markdown([row])
+    assert "| STKD | 86.00 ± 1.41 | 0, 1 | 2.5 |" in table and "90.50 ± 0.71 %" in table
+    hybrid = fmnist_hybrid.markdown([{**row, "method": "HiDFD", "data": "600 real images"}])
+    assert "| HiDFD | 600 real images | 86.00 ± 1.41 | 0, 1 | 2.5 |" in hybrid
