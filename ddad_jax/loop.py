@@ -85,17 +85,28 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     if run.sample is not None:
         actions.append(Every(per_epoch, total, sample))
     actions.append(Every(run.checkpoint_every or per_epoch, total, save))  # last: after what it covers
+    stopped_at = None
     try:
         for step in range(start + 1, total + 1):
             state, metrics = run.step(step, state)
             for action in actions:
                 action(step, state, metrics)
+            if run.time_budget_s and elapsed() >= run.time_budget_s and step < total:
+                # out of time: the final student is this one, evaluated and saved like a last step's
+                print(f"[{run.name}] time budget of {run.time_budget_s:.0f}s spent at step {step}/{total}", flush=True)
+                for action in actions[1:]:
+                    if not (step % action.n == 0):
+                        action.fn(step, state, metrics)
+                stopped_at = step
+                break
     finally:
         ckpt.close()
         reporter.close()
     if not last_eval:  # nothing left to run (a finished run resumed): evaluate what was restored
         last_eval.update(run.evaluate(state))
     summary = run.summarize(state, last_eval, elapsed())
+    if stopped_at is not None:
+        summary["stopped_at_step"] = stopped_at
     if run.export is not None:
         run.export(workdir, state, summary)
     checkpoints.write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))

@@ -15,7 +15,7 @@ from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet
 
 # Fields that do not change a run's trajectory: they may differ when a run is resumed.
-NOT_TRAJECTORY = frozenset({"data_dir", "teacher_dir", "num_devices", "cpu_devices", "log_every",
+NOT_TRAJECTORY = frozenset({"data_dir", "teacher_dir", "num_devices", "cpu_devices", "log_every", "time_budget_s",
                             "checkpoint_every", "eval_batch_size", "eval_examples", "sample_grid"})
 
 
@@ -37,6 +37,7 @@ class Run:
     report: Callable[[dict], str] = lambda summary: ""  # the closing line, from the summary
     log_every: int = 10
     checkpoint_every: int = 0  # 0 = every epoch
+    time_budget_s: float = 0.0  # > 0: stop (evaluate, summarise) once this many seconds have run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,14 +63,19 @@ _RANGES = {
     "synthetic_images": (_INT, 0, None), "discriminator_width": (_INT, 1, None), "adc_weight": (_FLOAT, 0.0, None),
     "feature_weight": (_FLOAT, 0.0, None), "balance_weight": (_FLOAT, 0.0, None),
     "count_momentum": (_FLOAT, 0.0, 1.0), "effective_beta": (_FLOAT, 0.0, 0.999999), "gan_lr": (_FLOAT, 0.0, None),
+    "synthesis_steps": (_INT, 1, None), "synthesis_lr": (_FLOAT, 0.0, None), "latent_lr": (_FLOAT, 0.0, None),
+    "student_steps_per_round": (_INT, 1, None), "bn_momentum": (_FLOAT, 0.0, 0.999), "warmup_rounds": (_INT, 0, None),
+    "time_budget_s": (_FLOAT, 0.0, None),
 }
 _POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature", "gan_lr",
+                       "synthesis_lr", "latent_lr",
                        "dtd_min_temperature", "mixup_alpha"})  # > 0, not >= 0
 _CHOICES = {
     "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
     "lr_schedule": state_lib.SCHEDULES, "generator_lr_schedule": ("", *state_lib.SCHEDULES),
     "compute_dtype": ("float32", "bfloat16"), "student_objective": tuple(objectives.STUDENT_OBJECTIVES),
     "finetune_objective": tuple(objectives.STUDENT_OBJECTIVES),
+    "synthesizer": ("pixels", "reinit_generator", "meta_generator"),
 }
 
 
@@ -89,8 +95,9 @@ def validate(config) -> None:
     for name, choices in _CHOICES.items():
         if name in config and config[name] not in choices:
             raise UserError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {config[name]!r}")
-    if config.get("kind") == "ddad":
-        for name in sorted({config.student_objective, config.finetune_objective} & objectives.NEEDS_LABELS):
+    if config.get("kind") in ("ddad", "inversion"):
+        used = {config.student_objective, config.get("finetune_objective", config.student_objective)}
+        for name in sorted(used & objectives.NEEDS_LABELS):
             raise UserError(f"student objective '{name}' needs labels, and a data-free run has none; use one of "
                             f"{', '.join(sorted(set(objectives.STUDENT_OBJECTIVES) - objectives.NEEDS_LABELS))}")
     if "generator_terms" in config:

@@ -79,7 +79,8 @@ def build_ddad(config) -> Run:
                         "(adversarial only)")
     eval_set = make_eval_set(config, spec, mesh)
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
-    print(f"[ddad] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
+    method = config.get("method", "ddad")  # DAFL, DFAD and DFQ are DDAD-shaped: a generator step, then the student
+    print(f"[{method}] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
 
     dtype = compute_dtype(config)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
@@ -100,7 +101,7 @@ def build_ddad(config) -> Run:
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
 
     def summarize(state, last_eval, wall_s):
-        return {"method": "ddad", "dataset": config.dataset, "teacher": config.teacher,
+        return {"method": method, "dataset": config.dataset, "teacher": config.teacher,
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                 "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                 "student_acc": last_eval["test/student_accuracy"], "iterations": adversarial_total,
@@ -109,7 +110,7 @@ def build_ddad(config) -> Run:
                 "devices": mesh.size}
 
     return Run(
-        name="ddad", state=state, place=lambda s: place_ddad_state(s, hp, mesh),
+        name=method, state=state, place=lambda s: place_ddad_state(s, hp, mesh),
         step=lambda n, s: (iteration if n <= adversarial_total else finetune)(s, teacher_vars, rng),
         total_steps=total, steps_per_epoch=config.iters_per_epoch,
         identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),

@@ -97,6 +97,17 @@ def adversarial_agree(s: Synthesis, axis_name=None) -> jnp.ndarray:
     return -_mean(agree * per_image, axis_name)
 
 
+def adversarial_js(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus the Jensen-Shannon divergence of student and teacher at temperature 3, each
+    distribution and their mean clipped to [0.01, 0.99] (DeepInversion's competition term as
+    its reference code computes it): ``0.5 KL(M || P_s) + 0.5 KL(M || P_t)``."""
+    p = jnp.clip(jax.nn.softmax(s.student_logits.astype(jnp.float32) / 3.0), 0.01, 0.99)
+    q = jnp.clip(jax.nn.softmax(s.teacher_logits.astype(jnp.float32) / 3.0), 0.01, 0.99)
+    m = jnp.clip(0.5 * (p + q), 0.01, 0.99)
+    kl = lambda a: jnp.sum(m * (jnp.log(m) - jnp.log(a)), axis=-1)
+    return -_mean(0.5 * kl(p) + 0.5 * kl(q), axis_name)
+
+
 def activation(s: Synthesis, axis_name=None) -> jnp.ndarray:
     """Minus the mean absolute value of the teacher's penultimate features (DAFL's L_a):
     real images of a class excite the features the teacher learnt for it."""
@@ -123,10 +134,10 @@ def l2_prior(s: Synthesis, axis_name=None) -> jnp.ndarray:
 
 GENERATOR_TERMS: Dict[str, Callable[..., jnp.ndarray]] = {
     "bn": bn_statistics, "adversarial": adversarial, "adversarial_kl": adversarial_kl,
-    "adversarial_agree": adversarial_agree, "onehot": onehot, "balance": balance, "ce": ce,
+    "adversarial_agree": adversarial_agree, "adversarial_js": adversarial_js, "onehot": onehot, "balance": balance, "ce": ce,
     "activation": activation, "tv": total_variation, "l2": l2_prior,
 }
-NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl", "adversarial_agree"})  # the student's forward runs only for these
+NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl", "adversarial_agree", "adversarial_js"})  # the student's forward runs only for these
 NEEDS_TARGETS = frozenset({"ce"})  # classes are drawn (and fed to the generator) only for these
 
 
