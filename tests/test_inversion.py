@@ -1,0 +1,126 @@
+"""The inner-optimisation methods (DeepInversion, CMI, Fast) and the data-free configs:
+each runs end to end, its synthesis does what it says, and a resumed run equals an
+uninterrupted one (the pool included)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddad_jax import objectives
+from ddad_jax.methods import inversion
+
+
+def _config(module, fmnist_data_dir, teacher_dir, **overrides):
+    config = module.get_config("fashion_mnist,smoke")
+    config.data_dir, config.teacher_dir, config.num_devices = fmnist_data_dir, teacher_dir, 1
+    for k, v in overrides.items():
+        config[k] = v
+    return config
+
+
+def test_bn_momentum_blend_hand_computed():
+    observed = {"l": {"mean": jnp.array([1.0]), "var": jnp.array([3.0])}}
+    running = {"l": {"mean": jnp.array([0.0]), "var": jnp.array([1.0])}}
+    # (1 - 0.9) * observed + 0.9 * running
+    out = inversion._blend(observed, running, 0.9)  # pylint: disable=protected-access
+    np.testing.assert_allclose(out["l"]["mean"], [0.1], rtol=1e-6)
+    np.testing.assert_allclose(out["l"]["var"], [1.2], rtol=1e-6)
+    assert inversion._blend(observed, None, 0.9) is observed  # pylint: disable=protected-access
+
+
+def test_adversarial_js_hand_computed():
+    # teacher all but certain of class 0, student of class 1: both clipped to (0.99, 0.01), M = (0.5, 0.5):
+    # KL(M || P) = 0.5 ln(0.5 / 0.01) + 0.5 ln(0.5 / 0.99) = 1.614463 for either, so JS = 1.614463
+    s = objectives.Synthesis(teacher_logits=jnp.array([[60.0, 0.0]]), student_logits=jnp.array([[0.0, 60.0]]))
+    np.testing.assert_allclose(objectives.GENERATOR_TERMS["adversarial_js"](s), -1.614463, rtol=1e-5)
+    same = objectives.Synthesis(teacher_logits=jnp.array([[1.0, 0.0]]), student_logits=jnp.array([[1.0, 0.0]]))
+    np.testing.assert_allclose(objectives.GENERATOR_TERMS["adversarial_js"](same), 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["deepinversion", "cmi", "fast"])
+def test_each_inversion_method_runs_and_its_synthesis_moves_what_it_should(method, fmnist_data_dir,
+                                                                          fmnist_smoke_teacher):
+    import importlib
+    from ddad_jax import build
+    module = importlib.import_module(f"configs.{method}")
+    config = _config(module, fmnist_data_dir, fmnist_smoke_teacher, synthesis_steps=4, num_epochs=1,
+                     iters_per_epoch=3, warmup_rounds=1 if method == "fast" else 0)
+    run = build.build(config)
+    state = run.place(run.state)
+    before = jax.device_get(state)
+    history = []
+    for n in range(1, run.total_steps + 1):
+        state, metrics = run.step(n, state)
+        history.append(jax.device_get(metrics))
+    after = jax.device_get(state)
+    assert int(after.step) == 3
+    assert all(np.isfinite(v) for m in history for v in m.values())
+    assert "student/loss" not in history[0] if method == "fast" else "student/loss" in history[0]  # Fast's warm-up
+    # every round's batch is in the pool, different from the last
+    assert not np.allclose(after.pool.images[0], after.pool.images[1])
+    assert not np.allclose(before.student.params["Dense_1"]["kernel"], after.student.params["Dense_1"]["kernel"])
+    if method == "fast":  # the meta-learned initialisation took its outer steps; BN momentum is running
+        assert not np.allclose(before.generator.params["Dense_0"]["kernel"], after.generator.params["Dense_0"]["kernel"])
+        assert after.bn_running is not None and np.any(jax.tree.leaves(after.bn_running)[0] != 0)
+
+
+def test_pixel_synthesis_lowers_the_bn_loss_over_its_inner_steps(fmnist_smoke_teacher):
+    from ddad_jax import parallel, teacher as teacher_lib
+    from ddad_jax.methods.ddad import Teacher
+    t_model, t_vars, _ = teacher_lib.load_teacher(fmnist_smoke_teacher, "lenet5_bn", "fashion_mnist",
+                                                  bn_axis_name=parallel.BATCH_AXIS)
+    mesh = parallel.make_mesh(1)
+    hp = inversion.InversionHyper(synthesizer="pixels", synthesis_steps=30, synthesis_lr=0.1,
+                                  generator_terms=(("bn", 1.0),), batch_size=32, augment_views=False)
+
+    def synth(noise):
+        teacher = Teacher(t_model, t_vars)
+        state = inversion.InversionState(step=jnp.zeros((), jnp.int32), student=None, pool=None)
+        x, _, metrics, _, _ = inversion.synthesize(hp, teacher, state, lambda p: (p, None), noise, None, None)
+        first = objectives.GENERATOR_TERMS["bn"](objectives.Synthesis(
+            teacher(noise)[0], teacher(noise)[1], t_vars["batch_stats"]))
+        last = objectives.GENERATOR_TERMS["bn"](objectives.Synthesis(teacher(x)[0], teacher(x)[1], t_vars["batch_stats"]))
+        return first, last
+
+    f = jax.jit(parallel.data_parallel(synth, mesh, in_specs=(parallel.SHARDED,),
+                                       out_specs=(parallel.REPLICATED, parallel.REPLICATED)))
+    first, last = f(jax.random.normal(jax.random.key(0), (32, 32, 32, 1)))
+    assert float(last) < 0.5 * float(first), (first, last)
+
+
+def test_resumed_inversion_run_equals_an_uninterrupted_one(tmp_path, fmnist_data_dir, fmnist_smoke_teacher):
+    """Fast (pool, BN momentum, meta-generator and its optimiser all in the state): 4 rounds
+    straight, against 2 rounds, a stop, and the same run resumed for the last 2."""
+    import os
+    from configs import fast
+    from ddad_jax import build, checkpoints, loop
+    config = _config(fast, fmnist_data_dir, fmnist_smoke_teacher, num_epochs=2, iters_per_epoch=2, sample_grid=0)
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    loop.train(build.build(config), whole)
+    interrupted = build.build(config)
+    interrupted.total_steps = 2  # as if killed after the first epoch's checkpoint
+    loop.train(interrupted, part)
+    loop.train(build.build(config), part)  # resumes at round 2
+    restore = lambda d: checkpoints.Checkpointer(os.path.join(d, "checkpoints")).restore(build.build(config).state)
+    a, b = restore(whole), restore(part)
+    assert int(a.step) == int(b.step) == 4
+    chex.assert_trees_all_close(a.student.params, b.student.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(a.pool, b.pool, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(a.generator.params, b.generator.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(a.bn_running, b.bn_running, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["dafl", "dfad", "dfq"])
+def test_generator_methods_are_ddad_shaped_configs(method, fmnist_data_dir, fmnist_smoke_teacher):
+    import importlib
+    from ddad_jax import build
+    config = _config(importlib.import_module(f"configs.{method}"), fmnist_data_dir, fmnist_smoke_teacher)
+    run = build.build(config)
+    state = run.place(run.state)
+    state, metrics = run.step(1, state)
+    metrics = jax.device_get(metrics)
+    terms = {f"gen/{k}" for k, w in config.generator_terms.items() if w}
+    assert terms <= set(metrics) and all(np.isfinite(v) for v in metrics.values())
+    assert run.name == method
