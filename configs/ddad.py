@@ -11,11 +11,11 @@ dataset's default protocol; ``smoke`` shrinks any of them to seconds. Any field 
 overridden: ``--config.generator_terms.bn=10 --config.student_objective=kl``.
 """
 
-import importlib
-
 import ml_collections
 
-from configs import kd  # pylint: disable=cyclic-import  (kd uses this module only inside functions)
+from configs.protocol import parse_options  # noqa: F401  (the protocol files use ddad.parse_options)
+
+from configs import kd, protocol
 
 # The protocol file each dataset name stands for.
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5", "cifar10": "cifar10_resnet34_resnet18",
@@ -97,17 +97,5 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-def parse_options(arg: str, known=("smoke",)):
-    """``'a,b'`` -> {'a', 'b'}, refusing unknown options."""
-    options = {p for p in (arg or "").split(",") if p}
-    unknown = options - set(known)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} (known: {', '.join(known)})")
-    return options
-
-
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    dataset, _, rest = (arg or "cifar10").partition(",")
-    if dataset not in PROTOCOLS:
-        raise ValueError(f"configs/ddad.py: unknown dataset '{dataset}' (use {', '.join(PROTOCOLS)})")
-    return importlib.import_module(f"configs.{PROTOCOLS[dataset]}").get_config(rest)
+    return protocol.from_argument("ddad", PROTOCOLS, arg, "cifar10", smoke)

@@ -10,9 +10,9 @@ this implementation changes for a CPU, or had to assume, is said next to the fie
 ``docs/objectives.md``. ``DATASET[,smoke]`` picks the dataset's protocol file.
 """
 
-import importlib
-
 import ml_collections
+
+from configs import protocol
 
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5_hidfd", "cifar10": "cifar10_resnet34_resnet18_hidfd"}
 
@@ -70,9 +70,4 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    from configs import ddad  # pylint: disable=import-outside-toplevel
-    dataset, _, rest = (arg or "cifar10").partition(",")
-    if dataset not in PROTOCOLS:
-        raise ValueError(f"configs/hidfd.py: unknown dataset '{dataset}' (use {', '.join(PROTOCOLS)})")
-    c = importlib.import_module(f"configs.{PROTOCOLS[dataset]}").get_config()
-    return smoke(c) if "smoke" in ddad.parse_options(rest) else c
+    return protocol.from_argument("hidfd", PROTOCOLS, arg, "cifar10", smoke)

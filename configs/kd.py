@@ -13,9 +13,9 @@ The argument ``DATASET[,smoke]`` picks the dataset's protocol file
 (``configs/fmnist_lenet5_kd.py``, ``configs/cifar100_wrn40_2_wrn16_2_kd.py``, ...).
 """
 
-import importlib
-
 import ml_collections
+
+from configs import protocol
 
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5_kd", "cifar10": "cifar10_wrn40_2_wrn16_2_kd",
              "cifar100": "cifar100_wrn40_2_wrn16_2_kd"}
@@ -74,9 +74,4 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "cifar100") -> ml_collections.ConfigDict:
-    dataset, _, rest = (arg or "cifar100").partition(",")
-    if dataset not in PROTOCOLS:
-        raise ValueError(f"configs/kd.py: unknown dataset '{dataset}' (use {', '.join(PROTOCOLS)})")
-    from configs import ddad  # pylint: disable=import-outside-toplevel  (ddad imports this module)
-    c = importlib.import_module(f"configs.{PROTOCOLS[dataset]}").get_config()
-    return smoke(c) if "smoke" in ddad.parse_options(rest) else c
+    return protocol.from_argument("kd", PROTOCOLS, arg, "cifar100", smoke)

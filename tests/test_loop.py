@@ -7,6 +7,7 @@ import shutil
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -248,3 +249,33 @@ def test_bfloat16_run_trains_and_checkpoints_float32(tmp_path, fmnist_smoke_teac
     _, saved = _checkpoint(workdir)
     dtypes = {np.asarray(x).dtype for x in jax.tree.leaves(saved["student"]["params"])}
     assert dtypes == {np.dtype(np.float32)}
+
+
+def test_the_loop_keeps_at_most_two_steps_queued(tmp_path, monkeypatch):
+    """A fast step must not queue hundreds of collective programs (XLA:CPU's rendezvous abort):
+    by the time step n is dispatched, step n-2's metrics have been waited for."""
+    from typing import NamedTuple  # pylint: disable=import-outside-toplevel
+
+    class State(NamedTuple):
+        step: jax.Array
+        w: jax.Array
+
+    waited, dispatched_after = [], {}
+
+    def step(n, state):
+        dispatched_after[n] = list(waited)
+        return State(state.step + 1, state.w * 2.0), {"loss": jnp.float32(n)}
+
+    def block(tree):
+        if tree is not None:
+            waited.append(int(tree["loss"]))
+        return tree
+
+    monkeypatch.setattr(loop.jax, "block_until_ready", block)
+    run = build.Run(name="fake", state=State(jnp.zeros((), jnp.int32), jnp.ones(3)), place=lambda s: s,
+                    step=step, total_steps=6, steps_per_epoch=3, identity={"fake": 1},
+                    evaluate=lambda s: {"test/x": 0.0}, summarize=lambda s, e, w: {"student_acc": 0.0})
+    loop.train(run, str(tmp_path / "w"))
+    assert waited == [1, 2, 3, 4, 5]
+    for n in range(3, 7):
+        assert n - 2 in dispatched_after[n]

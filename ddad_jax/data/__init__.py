@@ -6,6 +6,7 @@ a gather, so the input never stalls the step. Each host reads its own even shard
 """
 
 import dataclasses
+import functools
 import glob
 import os
 from typing import Iterator, Optional, Tuple
@@ -121,9 +122,16 @@ def cycled_batch(num_examples: int, batch_size: int, seed: int, step: int) -> np
     passes, offsets = np.divmod(positions, num_examples)
     out = np.empty(batch_size, np.int64)
     for p in np.unique(passes):
-        order = np.random.default_rng([seed, int(p)]).permutation(num_examples)
-        out[passes == p] = order[offsets[passes == p]]
+        out[passes == p] = _pass_order(num_examples, seed, int(p))[offsets[passes == p]]
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _pass_order(num_examples: int, seed: int, index: int) -> np.ndarray:
+    """The example order of one pass (drawn once, not on every step of the pass)."""
+    order = np.random.default_rng([seed, index]).permutation(num_examples)
+    order.flags.writeable = False
+    return order
 
 
 def normalize(images: jnp.ndarray, spec: DatasetSpec) -> jnp.ndarray:
