@@ -73,6 +73,7 @@ def smoke(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDi
     if "synthesis_steps" in c:  # inversion methods: a few inner steps, a few student steps a round
         c.synthesis_steps, c.student_steps_per_round, c.pool_size = 2, 2, 4
         c.warmup_rounds = min(c.warmup_rounds, 1)
+        c.contrast_bank_size, c.contrast_negatives, c.contrast_head_dim = 64, 16, 16
     else:
         c.student_steps_per_generator_step, c.lr_milestones = 2, (1,)
     if dataset != "fashion_mnist":
@@ -110,6 +111,13 @@ def inversion(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.student_optimizer, c.student_lr, c.student_momentum, c.student_weight_decay = "sgd", 0.1, 0.9, 1e-4
     c.lr_schedule = "cosine"
     c.generator_lr = 1e-3
+    # CMI's contrastive term (used only with a `contrastive` generator term): the CMI code's
+    # head width, local crop, bank of 40 960 past images and 4 096 negatives drawn per round
+    c.contrast_temperature = 0.2
+    c.contrast_head_dim = 256
+    c.local_crop_area = 0.25
+    c.contrast_bank_size = 40960
+    c.contrast_negatives = 4096
     return c
 
 

@@ -21,7 +21,7 @@ def _run_ddad(num_devices, iterations=3, every_term=False):
     config.batch_size, config.student_steps_per_generator_step = 16, 2
     if every_term:  # every generator term (targets drawn, a class-conditional generator), a pool,
         # and STKD's mixup of synthetic images (partners drawn over the global batch)
-        config.generator_terms.update({k: 0.5 for k in objectives.GENERATOR_TERMS})
+        config.generator_terms.update({k: 0.5 for k in objectives.GENERATOR_TERMS if k not in objectives.NEEDS_CONTRAST})
         config.pool_size, config.student_objective, config.temperature = 2, "stkd", 4.0
     mesh, hp, t_model, t_vars, _, _, state = tiny_ddad(config, num_devices)
     state = build.place_ddad_state(state, hp, mesh)

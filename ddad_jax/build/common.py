@@ -65,10 +65,12 @@ _RANGES = {
     "count_momentum": (_FLOAT, 0.0, 1.0), "effective_beta": (_FLOAT, 0.0, 0.999999), "gan_lr": (_FLOAT, 0.0, None),
     "synthesis_steps": (_INT, 1, None), "synthesis_lr": (_FLOAT, 0.0, None), "latent_lr": (_FLOAT, 0.0, None),
     "student_steps_per_round": (_INT, 1, None), "bn_momentum": (_FLOAT, 0.0, 0.999), "warmup_rounds": (_INT, 0, None),
-    "time_budget_s": (_FLOAT, 0.0, None),
+    "time_budget_s": (_FLOAT, 0.0, None), "contrast_temperature": (_FLOAT, 0.0, None),
+    "contrast_head_dim": (_INT, 1, None), "contrast_bank_size": (_INT, 1, None), "contrast_negatives": (_INT, 0, None),
+    "local_crop_area": (_FLOAT, 0.0, 1.0),
 }
 _POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature", "gan_lr",
-                       "synthesis_lr", "latent_lr",
+                       "synthesis_lr", "latent_lr", "contrast_temperature", "local_crop_area",
                        "dtd_min_temperature", "mixup_alpha"})  # > 0, not >= 0
 _CHOICES = {
     "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
@@ -107,6 +109,9 @@ def validate(config) -> None:
             raise UserError(f"unknown generator term '{unknown[0]}' (known: {', '.join(objectives.GENERATOR_TERMS)})")
         if not any(terms.values()):
             raise UserError("generator_terms has no term with a non-zero weight")
+        if terms.get("contrastive") and config.get("kind") != "inversion":
+            raise UserError("generator term 'contrastive' (CMI) needs a synthesis round with a memory bank: "
+                            "use configs/cmi.py (kind 'inversion')")
         for name, weight in terms.items():
             if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
                 raise UserError(f"generator_terms.{name} must be a finite weight >= 0, got {weight!r}")

@@ -14,6 +14,8 @@ from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, kd_p
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import inversion
+from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
+from ddad_jax.objectives import contrastive
 
 
 def inversion_hyper(config, spec) -> inversion.InversionHyper:
@@ -26,7 +28,9 @@ def inversion_hyper(config, spec) -> inversion.InversionHyper:
         kd=kd_params(config), student_steps=config.student_steps_per_round, batch_size=config.batch_size,
         latent_dim=config.latent_dim, num_classes=spec.num_classes, pool_size=config.pool_size,
         bn_momentum=config.bn_momentum, augment_views=config.augment_views,
-        pixel_bounds=(low, high) if config.synthesizer == "pixels" else None)
+        pixel_bounds=(low, high) if config.synthesizer == "pixels" else None,
+        contrast_temperature=config.contrast_temperature, contrast_head_dim=config.contrast_head_dim,
+        contrast_negatives=config.contrast_negatives, local_crop_area=config.local_crop_area)
 
 
 def place(state, hp, mesh):
@@ -78,6 +82,12 @@ def build_inversion(config) -> Run:
         pool=synthesis.init_pool(config.pool_size, config.batch_size, image_shape, spec.num_classes), generator=g)
     if hp.bn_momentum:  # the running blend of past rounds' statistics: set by the first round
         state = state.replace(bn_running=_bn_shapes(teacher_model, teacher_vars, image_shape))
+    if hp.contrasting:  # CMI's head (its own Adam at the generator's rate, torch's betas) and memory bank
+        dim = _instance_dim(teacher_model, teacher_vars, image_shape)
+        h_tx = state_lib.make_optimizer("adam", state_lib.make_schedule("constant", config.synthesis_lr, 1))
+        head = state_lib.create_state(models.ContrastHead(config.contrast_head_dim), h_tx, jax.random.fold_in(rng, 3),
+                                      jnp.zeros((1, dim)))
+        state = state.replace(head=head, bank=contrastive.init_bank(config.contrast_bank_size, dim))
     warm_terms = tuple((k, w) for k, w in hp.generator_terms if k not in objectives.NEEDS_STUDENT)
     warm_hp = dataclasses.replace(hp, generator_terms=warm_terms or hp.generator_terms)
     round_fn = inversion.make_round(teacher_model, generator, hp, image_shape, mesh)
@@ -112,6 +122,15 @@ def build_inversion(config) -> Run:
                           f"{sm['synthetic_images']} synthetic images (teacher {sm['teacher']} {sm['teacher_acc']:.4f})",
         sample=sample if config.sample_grid else None,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
+
+
+def _instance_dim(teacher_model, teacher_vars, image_shape) -> int:
+    """The width of the teacher's instance features (its BatchNorm inputs' channels, summed)."""
+    def features(x):
+        _, _, extra = apply_with_bn_stats(teacher_model.clone(bn_axis_name=None), teacher_vars, x,
+                                          extra_collections=(INSTANCE,))
+        return instance_features(extra[INSTANCE])
+    return int(jax.eval_shape(features, jnp.zeros((2, *image_shape))).shape[-1])
 
 
 def _bn_shapes(teacher_model, teacher_vars, image_shape):

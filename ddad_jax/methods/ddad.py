@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import augment, backends, diversity, objectives, parallel, synthesis
-from ddad_jax.models.bn_stats import apply_with_bn_stats
+from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
 from ddad_jax.models.layers import FEATURES
 from ddad_jax.state import TrainState, forward
 
@@ -112,6 +112,14 @@ class Teacher:
             logits, stats, extra = apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS,
                                                        extra_collections=(FEATURES,))
             return logits, stats, dict(extra[FEATURES])
+
+    def with_instances(self, x):
+        """``(logits, BN-input statistics, sown features, instance features)``: the last are
+        CMI's (batch, D) per-image means of every BatchNorm input (``models.bn_stats``)."""
+        with jax.named_scope("teacher"):
+            logits, stats, extra = apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS,
+                                                       extra_collections=(FEATURES, INSTANCE))
+            return logits, stats, dict(extra[FEATURES]), instance_features(extra[INSTANCE])
 
     @property
     def bn_stored(self):

@@ -14,6 +14,11 @@ each on a batch sampled from the pool. What makes the batch (``synthesizer``):
 
 Fast's BN statistics with momentum (``bn_momentum`` > 0): the batch statistics the ``bn``
 term compares are blended with a running average over past rounds, updated once per round.
+CMI's contrastive term (a ``contrastive`` generator term): each inner step also shows the
+teacher a *local* view (random resized crop) of the batch; a persistent head (its own Adam,
+trained in the inner steps beside the images) projects both views' instance features, and
+past rounds' features, drawn from a memory bank, are the extra negatives
+(``objectives.contrastive``). After the round the final batch's features enter the bank.
 The teacher is frozen; per-replica code for ``parallel.data_parallel``.
 """
 
@@ -27,6 +32,8 @@ import optax
 
 from ddad_jax import augment, diversity, objectives, parallel, synthesis
 from ddad_jax.methods.ddad import Teacher
+from ddad_jax.models.gan import ContrastHead
+from ddad_jax.objectives import contrastive
 from ddad_jax.state import TrainState, forward
 
 AXIS = parallel.BATCH_AXIS
@@ -43,6 +50,8 @@ class InversionState:
     pool: synthesis.Pool
     generator: Optional[TrainState] = None  # meta_generator: the learnt initialisation (outer Adam)
     bn_running: Optional[Any] = None  # bn_momentum > 0: the running blend of past rounds' batch statistics
+    head: Optional[TrainState] = None  # contrastive: CMI's projection head (never reset)
+    bank: Optional[contrastive.Bank] = None  # contrastive: past rounds' instance features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +71,19 @@ class InversionHyper:
     bn_momentum: float = 0.0
     augment_views: bool = True
     pixel_bounds: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None  # pixels: per-channel (low, high)
+    contrast_temperature: float = 0.2  # CMI's cr_T
+    contrast_head_dim: int = 256
+    contrast_negatives: int = 4096  # bank entries drawn per round as extra negatives
+    local_crop_area: float = 0.25  # the local view: a resized crop of 25-100 % of the image
+
+    @property
+    def contrasting(self) -> bool:
+        return any(n in objectives.NEEDS_CONTRAST for n, _ in self.generator_terms)
+
+
+def local_view(hp: InversionHyper) -> augment.Augment:
+    """CMI's local view: a random resized crop, then a flip."""
+    return augment.Augment(flip=True, crop_area=hp.local_crop_area)
 
 
 def _blend(observed, running, momentum):
@@ -71,11 +93,13 @@ def _blend(observed, running, momentum):
     return jax.tree.map(lambda o, r: (1 - momentum) * o + momentum * jax.lax.stop_gradient(r), observed, running)
 
 
-def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make_images, params, targets, views):
+def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make_images, params, targets, views,
+               local_views=None, bank_rng=None):
     """The inner optimisation: ``synthesis_steps`` Adam steps on ``params`` (pixels, or
     (generator params, latents)), ``make_images(params) -> (images, updated generator BN)``.
     Returns (final images, the teacher's logits on them, metrics, the last observed BN
-    statistics, the sum of the inner steps' gradients)."""
+    statistics, the sum of the inner steps' gradients, and -- contrasting -- the head's
+    state after the round and the final batch's (local, global) instance features)."""
     names = {n for n, _ in hp.generator_terms}
     lr = hp.synthesis_lr if hp.synthesizer == "pixels" else {"generator": hp.synthesis_lr, "latents": hp.latent_lr}
     if isinstance(lr, dict):
@@ -85,37 +109,63 @@ def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make
         tx = optax.adam(lr, b1=0.5, b2=0.99)
     s = state.student
     momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)  # the first round has no past to blend
+    head = ContrastHead(hp.contrast_head_dim)
+    cached = contrastive.bank_draw(bank_rng, state.bank, hp.contrast_negatives) if hp.contrasting else None
 
-    def loss_fn(p, view):
+    def instances(x, view, lview):
+        """Teacher outputs on the global view and both views' instance features."""
+        seen = augment.apply(VIEW, x, view) if view is not None else x
+        t_logits, observed, t_feats, global_ = teacher.with_instances(seen)
+        local = teacher.with_instances(augment.apply(local_view(hp), x, lview))[3]
+        return (t_logits, observed, t_feats), local, global_
+
+    def loss_fn(p, head_params, view, lview):
         x, _ = make_images(p)
         seen = augment.apply(VIEW, x, view) if view is not None else x
-        t_logits, observed, t_feats = teacher(seen)
+        contrast = None
+        if hp.contrasting:
+            (t_logits, observed, t_feats), local, global_ = instances(x, view, lview)
+            contrast = contrastive.Contrast(local, global_, *cached, head=lambda f: head.apply({"params": head_params}, f),
+                                            temperature=hp.contrast_temperature)
+        else:
+            t_logits, observed, t_feats = teacher(seen)
         synth = objectives.Synthesis(
             t_logits, _blend(observed, state.bn_running, momentum), teacher.bn_stored,
             forward(s, s.params, seen, train=False, name="student")[0] if names & objectives.NEEDS_STUDENT else None,
-            targets, x, t_feats)
+            targets, x, t_feats, contrast)
         loss, values = objectives.generator_loss(hp.generator_terms, synth, AXIS)
         return loss, (values, observed)
 
-    def inner(carry, view):
-        p, opt, grad_sum = carry
-        (loss, (values, observed)), g = jax.value_and_grad(loss_fn, has_aux=True)(p, view)
+    def inner(carry, views_now):
+        p, opt, head_p, head_opt, grad_sum = carry
+        (loss, (values, observed)), (g, head_g) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            p, head_p, *views_now)
         updates, opt = tx.update(g, opt, p)
         grad_sum = jax.tree.map(jnp.add, grad_sum, g)
         p = optax.apply_updates(p, updates)
         if hp.pixel_bounds is not None:  # DeepInversion keeps pixels in the valid image range
             p = jnp.clip(p, jnp.asarray(hp.pixel_bounds[0]), jnp.asarray(hp.pixel_bounds[1]))
-        return (p, opt, grad_sum), (loss, values, observed)
+        if hp.contrasting:  # the head learns in the same steps, by its own Adam
+            head_updates, head_opt = state.head.tx.update(head_g, head_opt, head_p)
+            head_p = optax.apply_updates(head_p, head_updates)
+        return (p, opt, head_p, head_opt, grad_sum), (loss, values, observed)
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    (params, _, grad_sum), (losses, values, observed) = jax.lax.scan(
-        inner, (params, tx.init(params), zeros), views, length=hp.synthesis_steps)
+    head_p, head_opt = (state.head.params, state.head.opt_state) if hp.contrasting else (None, None)
+    (params, _, head_p, head_opt, grad_sum), (losses, values, observed) = jax.lax.scan(
+        inner, (params, tx.init(params), head_p, head_opt, zeros), (views, local_views), length=hp.synthesis_steps)
     x = jax.lax.stop_gradient(make_images(params)[0])
     t_logits = jax.lax.stop_gradient(teacher(x)[0])
     metrics = {"synth/loss": losses[-1], **{f"synth/{k}": v[-1] for k, v in values.items()},
                "diversity/class_entropy": diversity.class_entropy(t_logits, AXIS)}
     last_observed = jax.tree.map(lambda o: o[-1], observed)
-    return x, t_logits, metrics, last_observed, grad_sum
+    contrast_out = None
+    if hp.contrasting:  # the final batch's features under the last step's views, for the bank
+        last = lambda v: None if v is None else jax.tree.map(lambda a: a[-1], v)
+        _, local, global_ = instances(x, last(views), last(local_views))
+        head_state = state.head.replace(step=state.head.step + hp.synthesis_steps, params=head_p, opt_state=head_opt)
+        contrast_out = (head_state, jax.lax.stop_gradient(local), jax.lax.stop_gradient(global_))
+    return x, t_logits, metrics, last_observed, grad_sum, contrast_out
 
 
 @jax.named_scope("student_step")
@@ -134,7 +184,7 @@ def student_step(hp: InversionHyper, state: InversionState, slots):
 
 
 def round_step(hp: InversionHyper, teacher_model, generator, state: InversionState, teacher_vars, noise, targets,
-               views, slots, init_rng, distil: bool = True):
+               views, local_views, slots, init_rng, distil: bool = True):
     """One round on this replica: synthesise a batch, pool it, then the student steps."""
     teacher = Teacher(teacher_model, teacher_vars)
     if hp.synthesizer == "pixels":
@@ -153,7 +203,12 @@ def round_step(hp: InversionHyper, teacher_model, generator, state: InversionSta
             return out, None
 
         params = {"generator": gen_params["params"], "latents": noise}
-    x, t_logits, metrics, observed, grad_sum = synthesize(hp, teacher, state, make_images, params, targets, views)
+    x, t_logits, metrics, observed, grad_sum, contrast_out = synthesize(
+        hp, teacher, state, make_images, params, targets, views, local_views, jax.random.fold_in(init_rng, 1))
+    if contrast_out is not None:  # every replica adds the global batch's features: the bank stays replicated
+        head_state, local, global_ = contrast_out
+        gather = lambda a: parallel.gather_replicated(a, AXIS)
+        state = state.replace(head=head_state, bank=contrastive.bank_add(state.bank, gather(local), gather(global_)))
     if hp.synthesizer == "meta_generator":  # first-order MAML: the inner gradients, summed, one outer step
         state = state.replace(generator=state.generator.apply_gradients(grads=grad_sum["generator"]))
     if hp.bn_momentum:  # once per round, from the last inner step's statistics
@@ -170,7 +225,8 @@ def state_spec(hp: InversionHyper) -> InversionState:
     P = jax.sharding.PartitionSpec
     return InversionState(step=P(), student=P(), pool=synthesis.POOL_SPEC,
                           generator=P() if hp.synthesizer == "meta_generator" else None,
-                          bn_running=P() if hp.bn_momentum else None)
+                          bn_running=P() if hp.bn_momentum else None,
+                          head=P() if hp.contrasting else None, bank=P() if hp.contrasting else None)
 
 
 def make_round(teacher_model, generator, hp: InversionHyper, image_shape, mesh, distil: bool = True):
@@ -180,12 +236,13 @@ def make_round(teacher_model, generator, hp: InversionHyper, image_shape, mesh, 
         raise ValueError(f"unknown synthesizer '{hp.synthesizer}' (known: {', '.join(SYNTHESIZERS)})")
     parallel.check_batch_size(hp.batch_size, mesh)
     spec, sharded_steps = state_spec(hp), jax.sharding.PartitionSpec(None, AXIS)
-    per_replica = lambda st, tv, noise, targets, views, slots, init_rng: round_step(
-        hp, teacher_model, generator, st, tv, noise, targets, views, slots, init_rng, distil)
+    per_replica = lambda st, tv, noise, targets, views, local_views, slots, init_rng: round_step(
+        hp, teacher_model, generator, st, tv, noise, targets, views, local_views, slots, init_rng, distil)
     sharded = parallel.data_parallel(
         per_replica, mesh, out_specs=(spec, parallel.REPLICATED),
         in_specs=(spec, parallel.REPLICATED, parallel.SHARDED, parallel.SHARDED,
-                  sharded_steps if hp.augment_views else None, sharded_steps, parallel.REPLICATED))
+                  sharded_steps if hp.augment_views else None, sharded_steps if hp.contrasting else None,
+                  sharded_steps, parallel.REPLICATED))
 
     def round_fn(state: InversionState, teacher_vars, rng):
         key = jax.random.fold_in(rng, state.step)
@@ -194,8 +251,10 @@ def make_round(teacher_model, generator, hp: InversionHyper, image_shape, mesh, 
         noise = jax.random.normal(k_noise, (hp.batch_size, *shape))
         targets = jax.random.randint(k_targets, (hp.batch_size,), 0, hp.num_classes)
         views = augment.draw(k_views, VIEW, (hp.synthesis_steps, hp.batch_size)) if hp.augment_views else None
+        local_views = augment.draw(jax.random.fold_in(k_views, 1), local_view(hp), (hp.synthesis_steps, hp.batch_size),
+                                   image_shape[0]) if hp.contrasting else None
         filled = jnp.minimum(state.step + 1, hp.pool_size)
         slots = synthesis.draw_slots(k_slots, filled, hp.student_steps, hp.batch_size)
-        return sharded(state, teacher_vars, noise, targets, views, slots, k_init)
+        return sharded(state, teacher_vars, noise, targets, views, local_views, slots, k_init)
 
     return jax.jit(round_fn, donate_argnums=0)

@@ -6,7 +6,7 @@ discriminators are ``bn`` (the teacher's BatchNorm statistics) and ``adversarial
 student: minus its L1 discrepancy with the teacher, so the generator seeks disagreement).
 DAFL's ``onehot``, ``balance`` and ``activation``, ``ce`` toward classes drawn for each image
 (DeepInversion, DFQ, CMI, Fast), DeepInversion's image priors ``tv`` and ``l2``, and CMI's and
-Fast's ``adversarial_agree`` are there for the methods that use them (their formulas follow
+Fast's ``adversarial_agree`` and CMI's ``contrastive`` are there for the methods that use them (their formulas follow
 the reference code; ``docs/reference/datafree_methods.md``).
 """
 
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from ddad_jax.objectives import contrastive as contrastive_lib
 from ddad_jax.objectives import student as student_objectives
 
 
@@ -30,6 +31,7 @@ class Synthesis(NamedTuple):
     targets: Optional[jnp.ndarray] = None  # int classes drawn for each image (terms in NEEDS_TARGETS)
     images: Optional[jnp.ndarray] = None  # the synthetic batch itself (image priors: tv, l2)
     teacher_features: Optional[Any] = None  # the teacher's sown features (models.features), e.g. penultimate
+    contrast: Optional[contrastive_lib.Contrast] = None  # CMI's views, memory-bank draw and head
 
 
 def _mean(x: jnp.ndarray, axis_name) -> jnp.ndarray:
@@ -132,13 +134,19 @@ def l2_prior(s: Synthesis, axis_name=None) -> jnp.ndarray:
     return _mean(jnp.linalg.norm(x.reshape(x.shape[0], -1), axis=-1), axis_name)
 
 
+def contrastive(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """CMI's instance discrimination (``objectives.contrastive``)."""
+    return contrastive_lib.contrastive(s.contrast, axis_name)
+
+
 GENERATOR_TERMS: Dict[str, Callable[..., jnp.ndarray]] = {
     "bn": bn_statistics, "adversarial": adversarial, "adversarial_kl": adversarial_kl,
     "adversarial_agree": adversarial_agree, "adversarial_js": adversarial_js, "onehot": onehot, "balance": balance, "ce": ce,
-    "activation": activation, "tv": total_variation, "l2": l2_prior,
+    "activation": activation, "tv": total_variation, "l2": l2_prior, "contrastive": contrastive,
 }
 NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl", "adversarial_agree", "adversarial_js"})  # the student's forward runs only for these
 NEEDS_TARGETS = frozenset({"ce"})  # classes are drawn (and fed to the generator) only for these
+NEEDS_CONTRAST = frozenset({"contrastive"})  # two views, a head and a memory bank: methods/inversion.py only
 
 
 def generator_loss(terms: Tuple[Tuple[str, float], ...], s: Synthesis,
