@@ -47,8 +47,7 @@ def resized_crop(x: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
     _, h, w, _ = x.shape
 
     def one(img, box):
-        top, left, bh, bw = box[0], box[1], box[2], box[3]
-        scale = jnp.stack([h / bh, w / bw])
+        scale = jnp.stack([h / box[2], w / box[3]])
         return jax.image.scale_and_translate(img, img.shape, (0, 1), scale, -box[:2] * scale,
                                              method="linear", antialias=False)
     return jax.vmap(one)(x, boxes)

@@ -73,6 +73,7 @@ _POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_
                        "synthesis_lr", "latent_lr", "contrast_temperature", "local_crop_area",
                        "dtd_min_temperature", "mixup_alpha"})  # > 0, not >= 0
 _CHOICES = {
+    "balanced_targets": (True, False), "pool_pixels": (True, False),
     "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
     "lr_schedule": state_lib.SCHEDULES, "generator_lr_schedule": ("", *state_lib.SCHEDULES),
     "compute_dtype": ("float32", "bfloat16"), "student_objective": tuple(objectives.STUDENT_OBJECTIVES),

@@ -10,10 +10,12 @@ import numpy as np
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import teacher as teacher_lib
+from ddad_jax.build.ddad import bn_statistics_zeros
 from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, kd_params
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import inversion
+from ddad_jax.models.gan import ContrastHead
 from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
 from ddad_jax.objectives import contrastive
 
@@ -81,11 +83,11 @@ def build_inversion(config) -> Run:
         step=jnp.zeros((), jnp.int32), student=s.replace(apply_fn=student.apply),
         pool=synthesis.init_pool(config.pool_size, config.batch_size, image_shape, spec.num_classes), generator=g)
     if hp.bn_momentum:  # the running blend of past rounds' statistics: set by the first round
-        state = state.replace(bn_running=_bn_shapes(teacher_model, teacher_vars, image_shape))
+        state = state.replace(bn_running=bn_statistics_zeros(teacher_model, teacher_vars, image_shape))
     if hp.contrasting:  # CMI's head (its own Adam at the generator's rate, torch's betas) and memory bank
         dim = _instance_dim(teacher_model, teacher_vars, image_shape)
         h_tx = state_lib.make_optimizer("adam", state_lib.make_schedule("constant", config.synthesis_lr, 1))
-        head = state_lib.create_state(models.ContrastHead(config.contrast_head_dim), h_tx, jax.random.fold_in(rng, 3),
+        head = state_lib.create_state(ContrastHead(config.contrast_head_dim), h_tx, jax.random.fold_in(rng, 3),
                                       jnp.zeros((1, dim)))
         state = state.replace(head=head, bank=contrastive.init_bank(config.contrast_bank_size, dim))
     warm_terms = tuple((k, w) for k, w in hp.generator_terms if k not in objectives.NEEDS_STUDENT)
@@ -131,11 +133,3 @@ def _instance_dim(teacher_model, teacher_vars, image_shape) -> int:
                                           extra_collections=(INSTANCE,))
         return instance_features(extra[INSTANCE])
     return int(jax.eval_shape(features, jnp.zeros((2, *image_shape))).shape[-1])
-
-
-def _bn_shapes(teacher_model, teacher_vars, image_shape):
-    """The teacher's BN-input statistics tree (zeros), the shape the running blend keeps."""
-    from ddad_jax.models.bn_stats import apply_with_bn_stats  # pylint: disable=import-outside-toplevel
-    stats = jax.eval_shape(lambda x: apply_with_bn_stats(teacher_model.clone(bn_axis_name=None), teacher_vars, x)[1],
-                           jnp.zeros((2, *image_shape)))
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats)

@@ -86,11 +86,7 @@ def local_view(hp: InversionHyper) -> augment.Augment:
     return augment.Augment(flip=True, crop_area=hp.local_crop_area)
 
 
-def _blend(observed, running, momentum):
-    """``(1 - m) * observed + m * running`` per statistic (``observed`` as is without a running blend)."""
-    if running is None:
-        return observed
-    return jax.tree.map(lambda o, r: (1 - momentum) * o + momentum * jax.lax.stop_gradient(r), observed, running)
+_blend = objectives.blend_statistics
 
 
 def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make_images, params, targets, views,

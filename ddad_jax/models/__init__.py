@@ -17,7 +17,6 @@ import jax.numpy as jnp
 
 from ddad_jax import backends
 from ddad_jax.errors import UserError
-from ddad_jax.models.gan import ContrastHead  # noqa: F401  (re-exported)
 from ddad_jax.models.generator import Generator
 from ddad_jax.models.lenet import LeNet5
 from ddad_jax.models.resnet import CifarResNet

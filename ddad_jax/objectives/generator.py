@@ -54,6 +54,15 @@ def bn_statistics(s: Synthesis, axis_name=None) -> jnp.ndarray:
     return sum(jnp.linalg.norm(observed[k] - stored[k]) for k in sorted(observed))
 
 
+def blend_statistics(observed: Any, running: Any, momentum) -> Any:
+    """BN statistics with a momentum across batches (Fast): ``(1 - m) * observed + m *
+    running`` per statistic, ``running`` a constant; ``observed`` as is when there is no
+    running blend yet. The same formula updates the running blend once per batch/round."""
+    if running is None:
+        return observed
+    return jax.tree.map(lambda o, r: (1 - momentum) * o + momentum * jax.lax.stop_gradient(r), observed, running)
+
+
 def adversarial(s: Synthesis, axis_name=None) -> jnp.ndarray:
     """Minus the L1 discrepancy between student and teacher logits (DFAD, DDAD)."""
     gap = jnp.mean(jnp.abs(s.student_logits - s.teacher_logits), axis=-1)
