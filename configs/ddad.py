@@ -86,6 +86,7 @@ def base() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1000
     c.eval_examples = -1  # -1 = the whole test split
     c.sample_grid = 64  # generated images in each epoch's PNG grid; 0 = none
+    c.time_budget_s = 0.0  # > 0: stop there with the student as it is (benchmarks/fmnist_datafree.py)
     return c
 
 

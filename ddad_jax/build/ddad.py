@@ -117,7 +117,11 @@ def build_ddad(config) -> Run:
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
 
     def summarize(state, last_eval, wall_s):
-        return {"method": method, "dataset": config.dataset, "teacher": config.teacher,
+        done = int(state.step)  # fewer than total_steps when a time budget stopped the run
+        adversarial_done, finetune_done = min(done, adversarial_total), max(0, done - adversarial_total)
+        k = hp.student_steps  # images the generator made: its own batch, then the student's fresh ones
+        synthetic = hp.batch_size * (adversarial_done * (1 + k) + finetune_done * k)
+        return {"method": method, "synthetic_images": synthetic, "dataset": config.dataset, "teacher": config.teacher,
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                 "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                 "student_acc": last_eval["test/student_accuracy"], "iterations": adversarial_total,
