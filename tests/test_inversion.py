@@ -57,6 +57,7 @@ def test_each_inversion_method_runs_and_its_synthesis_moves_what_it_should(metho
     after = jax.device_get(state)
     assert int(after.step) == 3
     assert all(np.isfinite(v) for m in history for v in m.values())
+    assert {"diversity/class_entropy", "diversity/feature_distance"} <= set(history[-1])  # the collapse alarm's inputs
     assert "student/loss" not in history[0] if method == "fast" else "student/loss" in history[0]  # Fast's warm-up
     # every round's batch is in the pool, different from the last
     assert not np.allclose(after.pool.images[0], after.pool.images[1])

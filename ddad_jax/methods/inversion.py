@@ -151,9 +151,10 @@ def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make
     (params, _, head_p, head_opt, grad_sum), (losses, values, observed) = jax.lax.scan(
         inner, (params, tx.init(params), head_p, head_opt, zeros), (views, local_views), length=hp.synthesis_steps)
     x = jax.lax.stop_gradient(make_images(params)[0])
-    t_logits = jax.lax.stop_gradient(teacher(x)[0])
+    t_logits, _, t_feats = jax.lax.stop_gradient(teacher(x))
     metrics = {"synth/loss": losses[-1], **{f"synth/{k}": v[-1] for k, v in values.items()},
-               "diversity/class_entropy": diversity.class_entropy(t_logits, AXIS)}
+               "diversity/class_entropy": diversity.class_entropy(t_logits, AXIS),
+               "diversity/feature_distance": diversity.feature_distance(t_feats["penultimate"], AXIS)}
     last_observed = jax.tree.map(lambda o: o[-1], observed)
     contrast_out = None
     if hp.contrasting:  # the final batch's features under the last step's views, for the bank
