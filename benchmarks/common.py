@@ -88,19 +88,19 @@ PER_SEED_ROW = ("student_acc", "wall_s", "teacher_acc", "commit")
 
 
 def merge_rows(old: List[Dict[str, Any]], method: str, data: str, seed: int, values: Dict[str, Any],
-               extra: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+               extra: Optional[Dict[str, Any]] = None, keys: Sequence[str] = PER_SEED_ROW) -> List[Dict[str, Any]]:
     """The list of ``{"method", "data", "seeds", "student_acc": [..], "wall_s": [..], ...}``
     rows with ``seed``'s ``values`` set in row (method, data) -- added or replaced -- each
     row's lists sorted by seed. Rows keep the order they were first added in."""
     rows = [dict(r) for r in old]
     row = next((r for r in rows if (r["method"], r["data"]) == (method, data)), None)
     if row is None:
-        row = {"method": method, "data": data, "seeds": [], **{k: [] for k in PER_SEED_ROW}}
+        row = {"method": method, "data": data, "seeds": [], **{k: [] for k in keys}}
         rows.append(row)
-    per_seed = {s: {k: row[k][i] for k in PER_SEED_ROW if k in row} for i, s in enumerate(row["seeds"])}
-    per_seed[seed] = {k: values.get(k) for k in PER_SEED_ROW}
+    per_seed = {s: {k: row[k][i] for k in keys if k in row} for i, s in enumerate(row["seeds"])}
+    per_seed[seed] = {k: values.get(k) for k in keys}
     row["seeds"] = sorted(per_seed)
-    for k in PER_SEED_ROW:
+    for k in keys:
         row[k] = [per_seed[s].get(k) for s in row["seeds"]]
     row.update(extra or {})
     return rows

@@ -76,7 +76,7 @@ class JaxWorkload:
         generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
                                          bn_axis_name=axis, dtype=dtype)
         student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=axis, dtype=dtype)
-        hp = build.hyper(config, spec.num_classes)
+        hp = build.hyper(config, spec)
         self.state = parallel.replicate(build.create_ddad_state(config, hp, spec, generator, student,
                                                                 jax.random.PRNGKey(1)), mesh)
         self.iteration = ddad.make_iteration(teacher, hp, mesh)

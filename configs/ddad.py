@@ -51,6 +51,11 @@ def base() -> ml_collections.ConfigDict:
     kd.objective_fields(c)
     c.temperature = 1.0
     c.pool_size = 0  # > 0: the student also samples from the last N synthesised batches
+    c.pool_pixels = False  # keep the pool as 8-bit pixels (a quarter of the memory; configs/ddad_plus.py)
+    # DDAD+'s generator parts (configs/ddad_plus.py), off in DDAD: BN statistics blended over
+    # batches with this momentum, and the classes of a `ce` term drawn balanced per batch.
+    c.bn_momentum = 0.0
+    c.balanced_targets = False
 
     # Optimisation: DFAD's (student SGD 0.1, momentum 0.9, weight decay 5e-4; generator Adam
     # 1e-3; x0.1 at epochs 100 and 200 of 500, 50 iterations an epoch; 5 student steps per
@@ -81,6 +86,7 @@ def base() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1000
     c.eval_examples = -1  # -1 = the whole test split
     c.sample_grid = 64  # generated images in each epoch's PNG grid; 0 = none
+    c.time_budget_s = 0.0  # > 0: stop there with the student as it is (benchmarks/fmnist_datafree.py)
     return c
 
 

@@ -18,13 +18,13 @@ devices compute.
 import json
 import os
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import jax
 import numpy as np
 
 from ddad_jax import build as build_lib
-from ddad_jax import checkpoints, reporting, state as state_lib
+from ddad_jax import checkpoints, diversity, reporting, state as state_lib
 from ddad_jax.errors import UserError
 
 
@@ -53,6 +53,7 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     t0, before = time.time(), ([0.0] + [v for _, v in reporter.history("elapsed_s")])[-1]
     elapsed = lambda: before + time.time() - t0
     last_eval: Dict[str, float] = {}
+    last_warning: Dict[str, Optional[str]] = {}
 
     def log(step, state, metrics):
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -63,6 +64,10 @@ def train(run: build_lib.Run, workdir: str) -> dict:
         epoch = (step - 1) // run.steps_per_epoch + 1
         reporter.progress(step, metrics, prefix=f"[{run.name}] {run.phase(step)}epoch {epoch} ")
         reporter.write(step, {**metrics, "elapsed_s": elapsed()})
+        warning = diversity.collapse_warning(metrics)
+        if warning and warning.split(":")[0] != last_warning.get("kind"):  # said once, when it starts
+            print(f"[{run.name}] warning at step {step}: {warning}", flush=True)
+        last_warning["kind"] = warning.split(":")[0] if warning else None
 
     def evaluate(step, state, metrics):
         last_eval.clear()
@@ -74,7 +79,8 @@ def train(run: build_lib.Run, workdir: str) -> dict:
 
     def sample(step, state, metrics):
         epoch = -(-step // run.steps_per_epoch)
-        reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), run.sample(state))
+        images, labels = run.sample(state)
+        reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), images, labels=labels)
 
     def save(step, state, metrics):
         if not state_lib.all_finite(state):
@@ -87,6 +93,7 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     if run.sample is not None:
         actions.append(Every(per_epoch, total, sample))
     actions.append(Every(run.checkpoint_every or per_epoch, total, save))  # last: after what it covers
+    stopped_at = None
     in_flight = None  # the previous step's metrics: at most two steps are queued at once
     try:
         for step in range(start + 1, total + 1):
@@ -95,12 +102,22 @@ def train(run: build_lib.Run, workdir: str) -> dict:
             in_flight = metrics
             for action in actions:
                 action(step, state, metrics)
+            if run.time_budget_s and elapsed() >= run.time_budget_s and step < total:
+                # out of time: the final student is this one, evaluated and saved like a last step's
+                print(f"[{run.name}] time budget of {run.time_budget_s:.0f}s spent at step {step}/{total}", flush=True)
+                for action in actions[1:]:
+                    if not (step % action.n == 0):
+                        action.fn(step, state, metrics)
+                stopped_at = step
+                break
     finally:
         ckpt.close()
         reporter.close()
     if not last_eval:  # nothing left to run (a finished run resumed): evaluate what was restored
         last_eval.update(run.evaluate(state))
     summary = run.summarize(state, last_eval, elapsed())
+    if stopped_at is not None:
+        summary["stopped_at_step"] = stopped_at
     if run.export is not None:
         run.export(workdir, state, summary)
     checkpoints.write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))

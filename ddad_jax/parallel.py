@@ -9,6 +9,7 @@ Losses are pmean'd before differentiation, so gradients are those of the global 
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -40,6 +41,17 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") ->
 def data_parallel(fn, mesh: Mesh, in_specs, out_specs):
     """Per-replica ``fn`` over ``mesh`` (call it inside ``jax.jit``)."""
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+
+
+def gather_replicated(x, axis_name: str = BATCH_AXIS):
+    """Per-replica code: the replicas' ``x`` (n, ...) stacked in replica order, (replicas * n,
+    ...), as one value known to be the same on every replica (an all-gather written as a psum
+    of zero-padded parts, exact: adding zeros). ``jax.lax.all_gather``'s result is typed as
+    varying across replicas, so it could not leave a ``shard_map`` as a replicated value."""
+    n, size = x.shape[0], jax.lax.psum(1, axis_name)
+    parts = jnp.zeros((n * size, *x.shape[1:]), x.dtype)
+    parts = jax.lax.dynamic_update_slice_in_dim(parts, x, jax.lax.axis_index(axis_name) * n, axis=0)
+    return jax.lax.psum(parts, axis_name)
 
 
 def shard_batch(x, mesh: Mesh):

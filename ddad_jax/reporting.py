@@ -119,9 +119,11 @@ class Reporter:
             self._tb.close()
 
 
-def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, scale: int = 2) -> None:
-    """Saves [0, 1] NHWC images (1 or 3 channels) as one PNG grid."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
+def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, scale: int = 2,
+                    labels: Optional[np.ndarray] = None) -> None:
+    """Saves [0, 1] NHWC images (1 or 3 channels) as one PNG grid; ``labels`` (one int per
+    image, e.g. the teacher's predicted class) are written in each tile's corner."""
+    from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
 
     images = np.asarray(images, np.float32)
     n, h, w, c = images.shape
@@ -135,5 +137,13 @@ def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, 
     img = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    if labels is not None:
+        img = img.convert("RGB")
+        draw = ImageDraw.Draw(img)
+        for i, label in enumerate(np.asarray(labels)[:n]):
+            r, col = divmod(i, ncols)
+            x, y = (2 + col * (w + 2)) * scale, (2 + r * (h + 2)) * scale
+            draw.rectangle((x, y, x + 7 * len(str(int(label))) + 2, y + 11), fill=(0, 0, 0))
+            draw.text((x + 1, y), str(int(label)), fill=(255, 255, 0))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     img.save(path)

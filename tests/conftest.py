@@ -81,6 +81,27 @@ def tiny_ddad(config, num_devices=1, rng=0):
     t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
     gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
-    hp = build.hyper(config, spec.num_classes)
+    hp = build.hyper(config, spec)
     state = build.create_ddad_state(config, hp, spec, gen, student, jax.random.key(rng))
     return mesh, hp, t_model, t_vars, gen, student, state
+
+
+@pytest.fixture(scope="session")
+def cifar_random_teachers(tmp_path_factory):
+    """Exported WRN-16-1 teachers (the smoke configs' CIFAR teacher) for CIFAR-10 and CIFAR-100,
+    randomly initialised with non-trivial running statistics: enough to run a method's steps
+    (its accuracy is not the point), without training one. {dataset: teacher_dir}."""
+    import jax
+    import jax.numpy as jnp
+    from ddad_jax import data, models, teacher
+    from ddad_jax.state import init_variables
+
+    dirs = {}
+    for dataset in ("cifar10", "cifar100"):
+        spec = data.get_spec(dataset)
+        model = models.get_classifier("wrn16_1", spec.num_classes)
+        variables = init_variables(model, jax.random.key(3), jnp.zeros((1, 32, 32, 3)))
+        variables = {**variables, "batch_stats": jax.tree.map(lambda x: x + 0.3, variables["batch_stats"])}
+        dirs[dataset] = str(tmp_path_factory.mktemp(f"{dataset}_teacher"))
+        teacher.export(dirs[dataset], variables, {"model": "wrn16_1", "dataset": dataset, "test_acc": 0.0})
+    return dirs

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import fmnist_ddad, profile_ops
+from benchmarks import common, fmnist_ddad, profile_ops
 
 HLO = """HloModule jit_iteration
 
@@ -114,7 +114,6 @@ def test_merge_adds_and_replaces_seeds_and_keeps_the_lists_sorted_by_seed():
 
 
 def test_publish_writes_markdown_and_json(tmp_path):
-    from benchmarks import common  # pylint: disable=import-outside-toplevel
     table = common.publish("x", "A title", "| a |", {"k": 1}, directory=str(tmp_path))
     assert table == "| a |"
     assert (tmp_path / "x.md").read_text() == "# A title\n\n| a |\n"
@@ -132,7 +131,6 @@ def test_readme_summary_groups_tuned_and_held_out_seeds():
 
 
 def test_method_rows_merge_per_method_data_and_seed():
-    from benchmarks import common  # pylint: disable=import-outside-toplevel
     rows = common.merge_rows([], "KD", "all", 1, {"student_acc": 0.8, "wall_s": 60, "teacher_acc": 0.9, "commit": "a"})
     rows = common.merge_rows(rows, "KD", "all", 0, {"student_acc": 0.7, "wall_s": 50, "teacher_acc": 0.91,
                                                     "commit": "b"}, {"machine": "m"})
@@ -153,3 +151,30 @@ def test_kd_and_hybrid_tables():
     assert "| STKD | 86.00 ± 1.41 | 0, 1 | 2.5 |" in table and "90.50 ± 0.71 %" in table
     hybrid = fmnist_hybrid.markdown([{**row, "method": "HiDFD", "data": "600 real images"}])
     assert "| HiDFD | 600 real images | 86.00 ± 1.41 | 0, 1 | 2.5 |" in hybrid
+
+
+def test_datafree_curve_time_to_80_table_and_plot(tmp_path):
+    from benchmarks import fmnist_datafree  # pylint: disable=import-outside-toplevel
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"step": 10, "gen/loss": 1.0, "elapsed_s": 5.0},
+               {"step": 25, "test/student_accuracy": 0.62, "elapsed_s": 60.04},
+               {"step": 50, "test/student_accuracy": 0.81, "elapsed_s": 121.0},
+               {"step": 75, "test/student_accuracy": 0.79, "elapsed_s": 180.0}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    curve = fmnist_datafree.read_curve(str(run))
+    assert curve == [[60.0, 0.62], [121.0, 0.81], [180.0, 0.79]]
+    assert fmnist_datafree.time_to(curve) == 121.0 and fmnist_datafree.time_to(curve, 0.9) is None
+    rows = common.merge_rows([], "CMI", "no data", 0, {"student_acc": 0.79, "wall_s": 700, "teacher_acc": 0.9,
+                                                        "time_to_80_s": 121.0, "curve": curve}, {"machine": "m"},
+                             fmnist_datafree.KEYS)
+    rows = common.merge_rows(rows, "CMI", "no data", 1, {"student_acc": 0.75, "wall_s": 740, "teacher_acc": 0.91,
+                                                          "time_to_80_s": None, "curve": curve}, {"machine": "m"},
+                             fmnist_datafree.KEYS)
+    rows[0]["synthetic_images"] = 7680
+    table = fmnist_datafree.markdown(rows)
+    assert "| CMI | 77.00 ± 2.83 | 0, 1 | 2.0 (1/2 seeds) | 7,680 | 12.0 |" in table
+    assert "90.50 ± 0.71 %" in table and "12 minutes" in table
+    png = tmp_path / "plot.png"
+    assert fmnist_datafree.plot(rows, str(png))
+    assert png.stat().st_size > 10_000

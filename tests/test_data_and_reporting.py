@@ -138,3 +138,15 @@ def test_image_grid(tmp_path):
     reporting.save_image_grid(path, np.random.default_rng(0).random((10, 8, 8, 1)), scale=1)
     img = Image.open(path)
     assert img.size == (4 * 10 + 2, 3 * 10 + 2)
+
+
+def test_image_grid_with_labels_writes_them_in_each_tile(tmp_path):
+    from PIL import Image
+    images = np.zeros((4, 16, 16, 1))  # black tiles: any bright pixel inside a tile is label text
+    reporting.save_image_grid(str(tmp_path / "plain.png"), images, scale=2)
+    reporting.save_image_grid(str(tmp_path / "labelled.png"), images, scale=2, labels=np.array([3, 1, 4, 1]))
+    plain, labelled = (np.asarray(Image.open(str(tmp_path / f)).convert("RGB")) for f in ("plain.png", "labelled.png"))
+    assert plain.shape == labelled.shape
+    tile = lambda a, r, c: a[(2 + r * 18) * 2:(2 + r * 18 + 16) * 2, (2 + c * 18) * 2:(2 + c * 18 + 16) * 2]
+    for r, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        assert tile(plain, r, c).max() == 0 and tile(labelled, r, c)[..., 0].max() > 200  # yellow text

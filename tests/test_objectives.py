@@ -95,3 +95,24 @@ def test_terms_over_a_sharded_batch_are_those_of_the_global_batch(name):
     sharded = jax.jit(parallel.data_parallel(lambda x: terms.GENERATOR_TERMS[name](x, parallel.BATCH_AXIS),
                                              mesh, in_specs=(spec,), out_specs=parallel.REPLICATED))(s)
     np.testing.assert_allclose(sharded, whole, rtol=1e-5)
+
+
+def test_masked_adversarial_counts_only_images_where_teacher_and_student_agree():
+    # image 0: both predict class 0 (a tie goes to the first class), KL(teacher (3/4, 1/4) ||
+    # uniform) = 0.130812 (the kl test's value); image 1: teacher class 0, student class 1: masked
+    # out, but still in the batch mean
+    s = _synthesis(teacher_logits=jnp.array([[LN3, 0.0], [LN3, 0.0]]),
+                   student_logits=jnp.array([[0.0, 0.0], [0.0, 5.0]]))
+    np.testing.assert_allclose(terms.adversarial_agree(s), -0.130812 / 2, atol=1e-6)
+
+
+def test_activation_and_image_priors_hand_computed():
+    feats = {"penultimate": jnp.array([[1.0, -3.0], [0.0, 2.0]])}  # mean |f| per image: 2 and 1
+    np.testing.assert_allclose(terms.activation(_synthesis(teacher_features=feats)), -1.5)
+    # one 2x2 single-channel image [[0, 1], [2, 3]]: horizontal diffs -1, -1 (mean 1); vertical
+    # -2, -2 (mean 2); diagonal x[1,0] - x[0,1] = 1 (1); x[0,0] - x[1,1] = -3 (3): sum 7
+    img = jnp.array([[0.0, 1.0], [2.0, 3.0]])[None, :, :, None]
+    np.testing.assert_allclose(terms.total_variation(_synthesis(images=img)), 7.0)
+    # L2 prior: norms 5 ([3, 4]) and 0, mean 2.5
+    imgs = jnp.array([[3.0, 4.0], [0.0, 0.0]])[:, :, None, None]
+    np.testing.assert_allclose(terms.l2_prior(_synthesis(images=imgs)), 2.5)

@@ -250,7 +250,7 @@ def _ddad_history(dtype, iterations=2):
     gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=axis, dtype=dtype)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=axis, dtype=dtype)
     rng = jax.random.key(0)
-    hp = build.hyper(config, spec.num_classes)
+    hp = build.hyper(config, spec)
     state = build.place_ddad_state(build.create_ddad_state(config, hp, spec, gen, student, rng), hp, mesh)
     step = ddad.make_iteration(t_model.clone(dtype=dtype), hp, mesh)
     history = []

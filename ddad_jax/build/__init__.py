@@ -4,7 +4,7 @@
 networks, states and jitted steps, and returns a ``Run``: what ``loop.train`` drives. A
 config a run cannot use fails here, as one ``UserError`` line, with the workdir untouched.
 
-One module per kind of run (``teacher``, ``ddad``, ``kd``, ``hidfd``), each a
+One module per kind of run (``teacher``, ``ddad``, ``kd``, ``hidfd``, ``inversion``), each a
 ``build_<kind>(config) -> Run``; ``common`` holds what they share.
 """
 
@@ -13,11 +13,13 @@ from ddad_jax.build.common import (NOT_TRAJECTORY, Run, compute_dtype, identity,
 from ddad_jax.build.ddad import (build_ddad, create_ddad_state, generator_schedule, hyper, place_ddad_state,
                                  student_schedule)
 from ddad_jax.build.hidfd import build_hidfd, real_per_batch
+from ddad_jax.build.inversion import build_inversion
 from ddad_jax.build.kd import build_kd
 from ddad_jax.build.teacher import build_teacher
 from ddad_jax.errors import UserError
 
-BUILDERS = {"teacher": build_teacher, "ddad": build_ddad, "kd": build_kd, "hidfd": build_hidfd}
+BUILDERS = {"teacher": build_teacher, "ddad": build_ddad, "kd": build_kd, "hidfd": build_hidfd,
+            "inversion": build_inversion}
 
 
 def build(config) -> Run:
@@ -25,9 +27,11 @@ def build(config) -> Run:
     if config.get("kind") not in BUILDERS:
         raise UserError(f"config kind must be one of {', '.join(BUILDERS)}, got {config.get('kind')!r}")
     validate(config)
-    return BUILDERS[config.kind](config)
+    run = BUILDERS[config.kind](config)
+    run.time_budget_s = float(config.get("time_budget_s", 0.0))  # the data-free benchmark's equal budgets
+    return run
 
 
-__all__ = ["BUILDERS", "NOT_TRAJECTORY", "Run", "build", "build_ddad", "build_hidfd", "build_kd", "build_teacher",
+__all__ = ["BUILDERS", "NOT_TRAJECTORY", "Run", "build", "build_ddad", "build_hidfd", "build_inversion", "build_kd", "build_teacher",
            "compute_dtype", "create_ddad_state", "generator_schedule", "hyper", "identity", "kd_params",
            "place_ddad_state", "real_per_batch", "student_schedule", "train_subset", "validate"]

@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any, Callable, Dict, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -14,7 +15,7 @@ from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet
 
 # Fields that do not change a run's trajectory: they may differ when a run is resumed.
-NOT_TRAJECTORY = frozenset({"data_dir", "teacher_dir", "num_devices", "cpu_devices", "log_every",
+NOT_TRAJECTORY = frozenset({"data_dir", "teacher_dir", "num_devices", "cpu_devices", "log_every", "time_budget_s",
                             "checkpoint_every", "eval_batch_size", "eval_examples", "sample_grid"})
 
 
@@ -31,11 +32,12 @@ class Run:
     evaluate: Callable[[Any], Dict[str, float]]  # state -> {"test/...": value}
     summarize: Callable[[Any, Dict[str, float], float], dict]  # (state, last evaluation, wall s)
     phase: Callable[[int], str] = lambda step: ""  # e.g. 'fine-tune ' for a step
-    sample: Optional[Callable[[Any], np.ndarray]] = None  # state -> [0, 1] images for a PNG grid
+    sample: Optional[Callable[[Any], Any]] = None  # state -> ([0, 1] images, teacher's classes) for a PNG grid
     export: Optional[Callable[[str, Any, dict], None]] = None  # (workdir, state, summary): deliverables
     report: Callable[[dict], str] = lambda summary: ""  # the closing line, from the summary
     log_every: int = 10
     checkpoint_every: int = 0  # 0 = every epoch
+    time_budget_s: float = 0.0  # > 0: stop (evaluate, summarise) once this many seconds have run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,14 +63,22 @@ _RANGES = {
     "synthetic_images": (_INT, 0, None), "discriminator_width": (_INT, 1, None), "adc_weight": (_FLOAT, 0.0, None),
     "feature_weight": (_FLOAT, 0.0, None), "balance_weight": (_FLOAT, 0.0, None),
     "count_momentum": (_FLOAT, 0.0, 1.0), "effective_beta": (_FLOAT, 0.0, 0.999999), "gan_lr": (_FLOAT, 0.0, None),
+    "synthesis_steps": (_INT, 1, None), "synthesis_lr": (_FLOAT, 0.0, None), "latent_lr": (_FLOAT, 0.0, None),
+    "student_steps_per_round": (_INT, 1, None), "bn_momentum": (_FLOAT, 0.0, 0.999), "warmup_rounds": (_INT, 0, None),
+    "time_budget_s": (_FLOAT, 0.0, None), "contrast_temperature": (_FLOAT, 0.0, None),
+    "contrast_head_dim": (_INT, 1, None), "contrast_bank_size": (_INT, 1, None), "contrast_negatives": (_INT, 0, None),
+    "local_crop_area": (_FLOAT, 0.0, 1.0),
 }
 _POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature", "gan_lr",
+                       "synthesis_lr", "latent_lr", "contrast_temperature", "local_crop_area",
                        "dtd_min_temperature", "mixup_alpha"})  # > 0, not >= 0
 _CHOICES = {
+    "balanced_targets": (True, False), "pool_pixels": (True, False),
     "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
     "lr_schedule": state_lib.SCHEDULES, "generator_lr_schedule": ("", *state_lib.SCHEDULES),
     "compute_dtype": ("float32", "bfloat16"), "student_objective": tuple(objectives.STUDENT_OBJECTIVES),
     "finetune_objective": tuple(objectives.STUDENT_OBJECTIVES),
+    "synthesizer": ("pixels", "reinit_generator", "meta_generator"),
 }
 
 
@@ -88,8 +98,9 @@ def validate(config) -> None:
     for name, choices in _CHOICES.items():
         if name in config and config[name] not in choices:
             raise UserError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {config[name]!r}")
-    if config.get("kind") == "ddad":
-        for name in sorted({config.student_objective, config.finetune_objective} & objectives.NEEDS_LABELS):
+    if config.get("kind") in ("ddad", "inversion"):
+        used = {config.student_objective, config.get("finetune_objective", config.student_objective)}
+        for name in sorted(used & objectives.NEEDS_LABELS):
             raise UserError(f"student objective '{name}' needs labels, and a data-free run has none; use one of "
                             f"{', '.join(sorted(set(objectives.STUDENT_OBJECTIVES) - objectives.NEEDS_LABELS))}")
     if "generator_terms" in config:
@@ -99,6 +110,9 @@ def validate(config) -> None:
             raise UserError(f"unknown generator term '{unknown[0]}' (known: {', '.join(objectives.GENERATOR_TERMS)})")
         if not any(terms.values()):
             raise UserError("generator_terms has no term with a non-zero weight")
+        if terms.get("contrastive") and config.get("kind") != "inversion":
+            raise UserError("generator term 'contrastive' (CMI) needs a synthesis round with a memory bank: "
+                            "use configs/cmi.py (kind 'inversion')")
         for name, weight in terms.items():
             if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
                 raise UserError(f"generator_terms.{name} must be a finite weight >= 0, got {weight!r}")
@@ -140,3 +154,18 @@ def train_subset(config, spec, train_y) -> np.ndarray:
     if config.train_examples == 0:
         raise UserError("train_examples must be -1 (all) or > 0, got 0")
     return data.balanced_subset(train_y, config.train_examples, config.seed, spec.num_classes)
+
+
+def grid_sampler(generator, teacher_model, teacher_vars, spec, z):
+    """``state -> ([0, 1] images, the teacher's class of each)`` for the sample grid: the
+    generator (in ``state.generator``) on the fixed latents ``z``, compiled once, outside the
+    data-parallel map."""
+    gen = generator.clone(bn_axis_name=None)
+    teacher = teacher_model.clone(bn_axis_name=None)
+
+    @jax.jit
+    def draw(gen_vars, t_vars):
+        x = gen.apply(gen_vars, z, train=True, mutable=["batch_stats"])[0]
+        return data.denormalize(x, spec), jnp.argmax(teacher.apply(t_vars, x), -1)
+
+    return lambda state: jax.device_get(draw(state_lib.variables_of(state.generator), teacher_vars))

@@ -9,19 +9,22 @@ import optax
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import teacher as teacher_lib
-from ddad_jax.build.common import Run, compute_dtype, eval_set as make_eval_set, identity, kd_params
+from ddad_jax.build.common import Run, compute_dtype, eval_set as make_eval_set, grid_sampler, identity, kd_params
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import ddad
 
 
-def hyper(config, num_classes: int) -> ddad.DDADHyper:
+def hyper(config, spec) -> ddad.DDADHyper:
+    num_classes = spec.num_classes
     terms = tuple((k, float(w)) for k, w in sorted(dict(config.generator_terms).items()) if w)
     return ddad.DDADHyper(
         generator_terms=terms, student_objective=config.student_objective, kd=kd_params(config),
         student_steps=config.student_steps_per_generator_step, batch_size=config.batch_size,
         latent_dim=config.latent_dim, pool_size=config.pool_size,
-        num_classes=num_classes if any(k in objectives.NEEDS_TARGETS for k, _ in terms) else 0)
+        num_classes=num_classes if any(k in objectives.NEEDS_TARGETS for k, _ in terms) else 0,
+        bn_momentum=config.get("bn_momentum", 0.0), balanced_targets=config.get("balanced_targets", False),
+        pool_normalization=(tuple(spec.mean), tuple(spec.std)) if config.get("pool_pixels", False) else None)
 
 
 def student_schedule(config) -> optax.Schedule:
@@ -43,7 +46,16 @@ def generator_schedule(config) -> optax.Schedule:
                                    config.lr_gamma)
 
 
-def create_ddad_state(config, hp: ddad.DDADHyper, spec, generator, student, rng) -> ddad.DDADState:
+def bn_statistics_zeros(teacher_model, teacher_vars, image_shape):
+    """Zeros shaped like the teacher's BN-input statistics (what a running blend of them keeps)."""
+    from ddad_jax.models.bn_stats import apply_with_bn_stats  # pylint: disable=import-outside-toplevel
+    stats = jax.eval_shape(lambda x: apply_with_bn_stats(teacher_model.clone(bn_axis_name=None), teacher_vars, x)[1],
+                           jnp.zeros((2, *image_shape)))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats)
+
+
+def create_ddad_state(config, hp: ddad.DDADHyper, spec, generator, student, rng,
+                      teacher_model=None, teacher_vars=None) -> ddad.DDADState:
     """Fresh generator and student states (initialised outside the data-parallel map, where
     the ``batch`` axis does not exist yet) and an empty pool."""
     g_tx = state_lib.make_optimizer("adam", generator_schedule(config))
@@ -53,10 +65,14 @@ def create_ddad_state(config, hp: ddad.DDADHyper, spec, generator, student, rng)
     g = state_lib.create_state(generator.clone(bn_axis_name=None), g_tx, jax.random.fold_in(rng, 1),
                                jnp.zeros((2, hp.latent_dim + hp.num_classes)))
     s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2), image)
-    pool = synthesis.init_pool(hp.pool_size, hp.batch_size, (spec.image_size, spec.image_size, spec.channels),
-                               spec.num_classes)
-    return ddad.DDADState(step=jnp.zeros((), jnp.int32), generator=g.replace(apply_fn=generator.apply),
-                          student=s.replace(apply_fn=student.apply), pool=pool)
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    pool = synthesis.init_pool(hp.pool_size, hp.batch_size, image_shape, spec.num_classes,
+                               pixels=hp.pool_normalization is not None)
+    state = ddad.DDADState(step=jnp.zeros((), jnp.int32), generator=g.replace(apply_fn=generator.apply),
+                           student=s.replace(apply_fn=student.apply), pool=pool)
+    if hp.bn_momentum:  # the running blend's shapes (zeros; the first batch sets it)
+        state = state.replace(bn_running=bn_statistics_zeros(teacher_model, teacher_vars, image_shape))
+    return state
 
 
 def place_ddad_state(state: ddad.DDADState, hp: ddad.DDADHyper, mesh) -> ddad.DDADState:
@@ -72,14 +88,15 @@ def build_ddad(config) -> Run:
     parallel.check_batch_size(config.batch_size, mesh)
     teacher_model, teacher_vars, teacher_meta = teacher_lib.load_teacher(
         config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
-    hp = hyper(config, spec.num_classes)
+    hp = hyper(config, spec)
     if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
         raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so the 'bn' generator term has "
                         "nothing to match; use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
                         "(adversarial only)")
     eval_set = make_eval_set(config, spec, mesh)
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
-    print(f"[ddad] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
+    method = config.get("method", "ddad")  # DAFL, DFAD and DFQ are DDAD-shaped: a generator step, then the student
+    print(f"[{method}] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
 
     dtype = compute_dtype(config)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
@@ -87,7 +104,7 @@ def build_ddad(config) -> Run:
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     student_f32 = student.clone(dtype=jnp.float32)  # evaluation always in float32
     rng = jax.random.key(config.seed)
-    state = create_ddad_state(config, hp, spec, generator, student, rng)
+    state = create_ddad_state(config, hp, spec, generator, student, rng, teacher_model, teacher_vars)
     teacher_vars = parallel.replicate(teacher_vars, mesh)
     iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hp, mesh)
     finetune = ddad.make_iteration(teacher_model.clone(dtype=dtype), dataclasses.replace(
@@ -95,15 +112,16 @@ def build_ddad(config) -> Run:
     adversarial_total = config.num_epochs * config.iters_per_epoch
     total = (config.num_epochs + config.finetune_epochs) * config.iters_per_epoch
 
-    # Sample grids are drawn outside the parallel map, compiled once.
-    draw = jax.jit(lambda variables, z: generator.clone(bn_axis_name=None).apply(
-        variables, z, train=True, mutable=["batch_stats"])[0])
     sample_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 3), hp.latent_dim, 0, (config.sample_grid,))
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
 
     def summarize(state, last_eval, wall_s):
-        return {"method": "ddad", "dataset": config.dataset, "teacher": config.teacher,
+        done = int(state.step)  # fewer than total_steps when a time budget stopped the run
+        adversarial_done, finetune_done = min(done, adversarial_total), max(0, done - adversarial_total)
+        k = hp.student_steps  # images the generator made: its own batch, then the student's fresh ones
+        synthetic = hp.batch_size * (adversarial_done * (1 + k) + finetune_done * k)
+        return {"method": method, "synthetic_images": synthetic, "dataset": config.dataset, "teacher": config.teacher,
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                 "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                 "student_acc": last_eval["test/student_accuracy"], "iterations": adversarial_total,
@@ -112,7 +130,7 @@ def build_ddad(config) -> Run:
                 "devices": mesh.size}
 
     return Run(
-        name="ddad", state=state, place=lambda s: place_ddad_state(s, hp, mesh),
+        name=method, state=state, place=lambda s: place_ddad_state(s, hp, mesh),
         step=lambda n, s: (iteration if n <= adversarial_total else finetune)(s, teacher_vars, rng),
         total_steps=total, steps_per_epoch=config.iters_per_epoch,
         identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
@@ -122,6 +140,5 @@ def build_ddad(config) -> Run:
         report=lambda s: f"student {s['student']} test accuracy {s['student_acc']:.4f} "
                          f"(teacher {s['teacher']} {s['teacher_acc']:.4f})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
-        sample=(lambda s: jax.device_get(data.denormalize(draw(state_lib.variables_of(s.generator), sample_z), spec)))
-        if config.sample_grid else None,
+        sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -6,7 +6,7 @@ import optax
 
 from ddad_jax import checkpoints, data, models, parallel, state as state_lib, synthesis
 from ddad_jax import teacher as teacher_lib
-from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, train_subset
+from ddad_jax.build.common import Run, eval_set as make_eval_set, grid_sampler, identity, train_subset
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import hidfd
@@ -83,8 +83,6 @@ def build_hidfd(config) -> Run:
             v["batch_stats"] = {"backbone": s.student.batch_stats}
         return v
 
-    draw = jax.jit(lambda variables, z: generator.clone(bn_axis_name=None).apply(
-        variables, z, train=True, mutable=["batch_stats"])[0])
     grid = config.sample_grid
     sample_z = synthesis.with_classes(jax.random.normal(jax.random.fold_in(rng, 5), (grid, hp.latent_dim)),
                                       jnp.arange(grid) % spec.num_classes, spec.num_classes) if grid else None
@@ -103,6 +101,5 @@ def build_hidfd(config) -> Run:
         summarize=summarize, phase=lambda n: "gan " if n <= config.gan_iterations else "student ",
         report=lambda sm: f"student {sm['student']} (classifier-sharing) test accuracy {sm['student_acc']:.4f} "
                           f"from {sm['real_images']} real images (teacher {sm['teacher']} {sm['teacher_acc']:.4f})",
-        sample=(lambda st: jax.device_get(data.denormalize(draw(state_lib.variables_of(st.generator), sample_z), spec)))
-        if grid else None,
+        sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if grid else None,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -15,15 +15,16 @@ per-replica code for ``parallel.data_parallel``: statistics and losses are reduc
 """
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import chex
 import flax
 import jax
 import jax.numpy as jnp
 
-from ddad_jax import augment, backends, objectives, parallel, synthesis
-from ddad_jax.models.bn_stats import apply_with_bn_stats
+from ddad_jax import augment, backends, diversity, objectives, parallel, synthesis
+from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
+from ddad_jax.models.layers import FEATURES
 from ddad_jax.state import TrainState, forward
 
 AXIS = parallel.BATCH_AXIS
@@ -35,6 +36,7 @@ class DDADState:
     generator: TrainState
     student: TrainState
     pool: Optional[synthesis.Pool] = None  # past syntheses (pool_size > 0)
+    bn_running: Optional[Any] = None  # bn_momentum > 0: the running blend of past batches' BN statistics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,10 @@ class DDADHyper:
     latent_dim: int = 256
     num_classes: int = 0  # > 0: classes drawn per image and fed to the generator (a `ce` term)
     pool_size: int = 0  # past synthesised batches the student also samples from; 0 = none
+    # DDAD+ (each 0/False/None = DDAD's own behaviour):
+    bn_momentum: float = 0.0  # > 0: the bn term compares a momentum blend over batches (Fast)
+    balanced_targets: bool = False  # the classes drawn for a `ce` term: each equally often per batch
+    pool_normalization: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None  # (mean, std): 8-bit pool
 
 
 @jax.named_scope("generator_step")  # the names sort ops in benchmarks/profile_ops.py
@@ -55,17 +61,25 @@ def generator_step(hp: DDADHyper, teacher, state: DDADState, z, targets):
     g, s = state.generator, state.student
     names = {name for name, _ in hp.generator_terms}
 
+    momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)  # the first batch has no past to blend
+
     def loss_fn(params):
         x, g_stats = forward(g, params, z, name="generator")
-        t_logits, observed = teacher(x)
+        t_logits, observed, t_feats = teacher(x)
         s_logits = forward(s, s.params, x, name="student")[0] if names & objectives.NEEDS_STUDENT else None
-        synth = objectives.Synthesis(t_logits, observed, teacher.bn_stored, s_logits, targets)
+        blended = objectives.blend_statistics(observed, state.bn_running, momentum)
+        synth = objectives.Synthesis(t_logits, blended, teacher.bn_stored, s_logits, targets, x, t_feats)
         loss, values = objectives.generator_loss(hp.generator_terms, synth, AXIS)
-        return loss, (g_stats, {"gen/loss": loss, **{f"gen/{k}": v for k, v in values.items()}}, (x, t_logits))
+        return loss, (g_stats, {"gen/loss": loss, **{f"gen/{k}": v for k, v in values.items()}},
+                      (x, t_logits, t_feats["penultimate"], blended))
 
-    grads, (g_stats, metrics, batch) = jax.grad(loss_fn, has_aux=True)(g.params)
+    grads, (g_stats, metrics, (x, t_logits, t_penultimate, blended)) = jax.grad(loss_fn, has_aux=True)(g.params)
     g = g.apply_gradients(grads=grads, batch_stats=g_stats)
-    return state.replace(generator=g), metrics, jax.lax.stop_gradient(batch)
+    if hp.bn_momentum:  # the running blend moves once per batch: m * running + (1 - m) * observed
+        state = state.replace(bn_running=jax.lax.stop_gradient(blended))
+    metrics["diversity/class_entropy"] = diversity.class_entropy(t_logits, AXIS)
+    metrics["diversity/feature_distance"] = diversity.feature_distance(jax.lax.stop_gradient(t_penultimate), AXIS)
+    return state.replace(generator=g), metrics, jax.lax.stop_gradient((x, t_logits))
 
 
 @jax.named_scope("student_step")
@@ -79,7 +93,7 @@ def student_step(hp: DDADHyper, teacher, state: DDADState, z, slots=None, mix=No
         x = augment.apply(mixup(hp), x, mix, gather=lambda v: jax.lax.all_gather(v, AXIS, tiled=True))
     t_logits = jax.lax.stop_gradient(teacher(x)[0])
     if slots is not None:
-        x_old, t_old = synthesis.sample(state.pool, slots)
+        x_old, t_old = synthesis.sample(state.pool, slots, hp.pool_normalization)
         x, t_logits = jnp.concatenate([x, x_old.astype(x.dtype)]), jnp.concatenate([t_logits, t_old])
     objective = objectives.student_objective(hp.student_objective)
 
@@ -98,13 +112,24 @@ def mixup(hp: DDADHyper) -> augment.Augment:
 @dataclasses.dataclass(frozen=True)
 class Teacher:
     """The frozen teacher inside a replica: ``teacher(x) -> (logits, BN-input statistics of
-    the global batch)``; ``bn_stored`` are its running statistics."""
+    the global batch, intermediate features)``; ``bn_stored`` are its running statistics."""
     model: flax.linen.Module
     variables: dict
 
     def __call__(self, x):
+        """``(logits, BN-input statistics, sown features)`` of the teacher on ``x``."""
         with jax.named_scope("teacher"):
-            return apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS)
+            logits, stats, extra = apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS,
+                                                       extra_collections=(FEATURES,))
+            return logits, stats, dict(extra[FEATURES])
+
+    def with_instances(self, x):
+        """``(logits, BN-input statistics, sown features, instance features)``: the last are
+        CMI's (batch, D) per-image means of every BatchNorm input (``models.bn_stats``)."""
+        with jax.named_scope("teacher"):
+            logits, stats, extra = apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS,
+                                                       extra_collections=(FEATURES, INSTANCE))
+            return logits, stats, dict(extra[FEATURES]), instance_features(extra[INSTANCE])
 
     @property
     def bn_stored(self):
@@ -114,7 +139,8 @@ class Teacher:
 def state_spec(hp: DDADHyper) -> DDADState:
     """Partition specs of a DDADState: replicated, except the pool (batch-sharded)."""
     P = jax.sharding.PartitionSpec
-    return DDADState(step=P(), generator=P(), student=P(), pool=synthesis.POOL_SPEC if hp.pool_size else None)
+    return DDADState(step=P(), generator=P(), student=P(), pool=synthesis.POOL_SPEC if hp.pool_size else None,
+                     bn_running=P() if hp.bn_momentum else None)
 
 
 def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int] = None,
@@ -133,7 +159,7 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
         if adversarial:
             state, metrics, (x, t_logits) = generator_step(hp, teacher, state, z_gen, targets)
             if hp.pool_size:
-                state = state.replace(pool=synthesis.add(state.pool, state.step, x, t_logits))
+                state = state.replace(pool=synthesis.add(state.pool, state.step, x, t_logits, hp.pool_normalization))
         state, s_metrics = jax.lax.scan(lambda st, xs: student_step(hp, teacher, st, *xs), state,
                                         (z_student, slots, mix), unroll=backends.scan_unroll(hp.student_steps))
         metrics.update(jax.tree.map(lambda m: m[-1], s_metrics))  # the last student step's loss
@@ -148,7 +174,8 @@ def make_iteration(teacher_model, hp: DDADHyper, mesh, max_traces: Optional[int]
     def iteration(state: DDADState, teacher_vars, rng: jax.Array):
         key = jax.random.fold_in(rng, state.step)  # everything drawn for the global batch
         k_gen, k_student = jax.random.split(key)
-        z_gen, targets = synthesis.draw_latents(k_gen, hp.latent_dim, hp.num_classes, (hp.batch_size,))
+        z_gen, targets = synthesis.draw_latents(k_gen, hp.latent_dim, hp.num_classes, (hp.batch_size,),
+                                                hp.balanced_targets)
         z_student, _ = synthesis.draw_latents(k_student, hp.latent_dim, hp.num_classes,
                                               (hp.student_steps, hp.batch_size))
         slots = None

@@ -33,6 +33,7 @@ _CLASSIFIERS: Dict[str, Callable[..., nn.Module]] = {
     "resnet110": functools.partial(CifarResNet, stage_sizes=(18, 18, 18), width=16),
     "wrn16_1": functools.partial(WideResNet, depth=16, widen_factor=1),
     "wrn16_2": functools.partial(WideResNet, depth=16, widen_factor=2),
+    "wrn40_1": functools.partial(WideResNet, depth=40, widen_factor=1),
     "wrn40_2": functools.partial(WideResNet, depth=40, widen_factor=2),
 }
 

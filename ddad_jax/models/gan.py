@@ -9,11 +9,14 @@ student's feature projector, and the classifier-sharing student that ships.
 * ``Projector``: the student's penultimate features -> the teacher's feature width.
 * ``ClassifierSharing``: student backbone -> projector -> the *teacher's* classifier: what
   HiDFD's student is at test time (the teacher's head is copied in, not trained).
+
+And CMI's ``ContrastHead``: instance features -> points on the unit sphere.
 """
 
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -58,3 +61,15 @@ class ClassifierSharing(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         f = self.projector(self.backbone(x, train))
         return nn.Dense(self.num_classes, name="teacher_head")(f).astype(jnp.float32)
+
+
+class ContrastHead(nn.Module):
+    """CMI's projection head: Dense(D) -> ReLU -> Dense(features), L2-normalised (its input
+    width D is the instance features' own)."""
+    features: int = 256
+
+    @nn.compact
+    def __call__(self, f: jnp.ndarray) -> jnp.ndarray:
+        h = nn.relu(nn.Dense(f.shape[-1], name="Dense_0")(f))
+        z = nn.Dense(self.features, name="Dense_1")(h)
+        return z * jax.lax.rsqrt(jnp.sum(jnp.square(z), axis=-1, keepdims=True) + 1e-12)

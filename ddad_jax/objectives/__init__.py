@@ -5,12 +5,13 @@ and ``student_objective = "l1"``; each is a small pure function with a hand-comp
 (``tests/test_objectives.py``). A new method is a config plus, at most, a new function here.
 """
 
-from ddad_jax.objectives.generator import GENERATOR_TERMS, NEEDS_STUDENT, NEEDS_TARGETS, Synthesis, generator_loss
+from ddad_jax.objectives.generator import (GENERATOR_TERMS, NEEDS_CONTRAST, NEEDS_STUDENT, NEEDS_TARGETS, Synthesis,
+                                           blend_statistics, generator_loss)
 from ddad_jax.objectives.student import (NEEDS_FEATURES, NEEDS_LABELS, NEEDS_SCRATCH, NO_TEACHER,
                                          STUDENT_OBJECTIVES, USES_MIXUP, Distill, KDParams, kl, l1,
                                          student_objective)
 from ddad_jax.objectives.supervised import accuracy, cross_entropy
 
-__all__ = ["GENERATOR_TERMS", "NEEDS_FEATURES", "NEEDS_LABELS", "NEEDS_SCRATCH", "NEEDS_STUDENT", "NEEDS_TARGETS",
-           "NO_TEACHER", "STUDENT_OBJECTIVES", "USES_MIXUP", "Distill", "KDParams", "Synthesis", "accuracy",
+__all__ = ["GENERATOR_TERMS", "NEEDS_CONTRAST", "NEEDS_FEATURES", "NEEDS_LABELS", "NEEDS_SCRATCH", "NEEDS_STUDENT", "NEEDS_TARGETS",
+           "NO_TEACHER", "STUDENT_OBJECTIVES", "USES_MIXUP", "Distill", "KDParams", "Synthesis", "accuracy", "blend_statistics",
            "cross_entropy", "generator_loss", "kl", "l1", "student_objective"]

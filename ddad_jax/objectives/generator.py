@@ -4,8 +4,10 @@ Every term is ``fn(s: Synthesis, axis_name) -> scalar``: a value of the *global*
 ``axis_name`` names the data-parallel axis (``None``: the batch at hand). DDAD's two
 discriminators are ``bn`` (the teacher's BatchNorm statistics) and ``adversarial`` (the
 student: minus its L1 discrepancy with the teacher, so the generator seeks disagreement).
-DAFL's ``onehot`` and ``balance``, and ``ce`` toward classes drawn for each image
-(DeepInversion, DFQ, CMI, Fast), are there for the methods that use them.
+DAFL's ``onehot``, ``balance`` and ``activation``, ``ce`` toward classes drawn for each image
+(DeepInversion, DFQ, CMI, Fast), DeepInversion's image priors ``tv`` and ``l2``, and CMI's and
+Fast's ``adversarial_agree`` and CMI's ``contrastive`` are there for the methods that use them (their formulas follow
+the reference code; ``docs/reference/datafree_methods.md``).
 """
 
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from ddad_jax.objectives import contrastive as contrastive_lib
 from ddad_jax.objectives import student as student_objectives
 
 
@@ -26,6 +29,9 @@ class Synthesis(NamedTuple):
     bn_stored: Any = None  # the teacher's running statistics (its ``batch_stats``)
     student_logits: Optional[jnp.ndarray] = None  # for terms in NEEDS_STUDENT
     targets: Optional[jnp.ndarray] = None  # int classes drawn for each image (terms in NEEDS_TARGETS)
+    images: Optional[jnp.ndarray] = None  # the synthetic batch itself (image priors: tv, l2)
+    teacher_features: Optional[Any] = None  # the teacher's sown features (models.features), e.g. penultimate
+    contrast: Optional[contrastive_lib.Contrast] = None  # CMI's views, memory-bank draw and head
 
 
 def _mean(x: jnp.ndarray, axis_name) -> jnp.ndarray:
@@ -46,6 +52,15 @@ def bn_statistics(s: Synthesis, axis_name=None) -> jnp.ndarray:
     if not observed:
         raise ValueError("no BatchNorm statistics to compare: the model has no BatchNorm layers")
     return sum(jnp.linalg.norm(observed[k] - stored[k]) for k in sorted(observed))
+
+
+def blend_statistics(observed: Any, running: Any, momentum) -> Any:
+    """BN statistics with a momentum across batches (Fast): ``(1 - m) * observed + m *
+    running`` per statistic, ``running`` a constant; ``observed`` as is when there is no
+    running blend yet. The same formula updates the running blend once per batch/round."""
+    if running is None:
+        return observed
+    return jax.tree.map(lambda o, r: (1 - momentum) * o + momentum * jax.lax.stop_gradient(r), observed, running)
 
 
 def adversarial(s: Synthesis, axis_name=None) -> jnp.ndarray:
@@ -82,12 +97,65 @@ def ce(s: Synthesis, axis_name=None) -> jnp.ndarray:
     return _mean(losses, axis_name)
 
 
+def adversarial_agree(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus ``KL(teacher || student)`` at temperature 1, counted only on images where the two
+    predict the same class (zero elsewhere, still averaged over the whole batch): CMI's and
+    Fast's adversarial term, which seeks disagreement without pushing images across the
+    teacher's decision boundary."""
+    agree = (jnp.argmax(s.student_logits, -1) == jnp.argmax(s.teacher_logits, -1)).astype(jnp.float32)
+    per_image = jax.vmap(lambda st, te: student_objectives.kl(st[None], te[None]))(
+        s.student_logits, s.teacher_logits)
+    return -_mean(agree * per_image, axis_name)
+
+
+def adversarial_js(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus the Jensen-Shannon divergence of student and teacher at temperature 3, each
+    distribution and their mean clipped to [0.01, 0.99] (DeepInversion's competition term as
+    its reference code computes it): ``0.5 KL(M || P_s) + 0.5 KL(M || P_t)``."""
+    p = jnp.clip(jax.nn.softmax(s.student_logits.astype(jnp.float32) / 3.0), 0.01, 0.99)
+    q = jnp.clip(jax.nn.softmax(s.teacher_logits.astype(jnp.float32) / 3.0), 0.01, 0.99)
+    m = jnp.clip(0.5 * (p + q), 0.01, 0.99)
+    kl = lambda a: jnp.sum(m * (jnp.log(m) - jnp.log(a)), axis=-1)
+    return -_mean(0.5 * kl(p) + 0.5 * kl(q), axis_name)
+
+
+def activation(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """Minus the mean absolute value of the teacher's penultimate features (DAFL's L_a):
+    real images of a class excite the features the teacher learnt for it."""
+    f = s.teacher_features["penultimate"].astype(jnp.float32)
+    return -_mean(jnp.mean(jnp.abs(f.reshape(f.shape[0], -1)), axis=-1), axis_name)
+
+
+def total_variation(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """DeepInversion's image prior (its L1 form): the sum over the horizontal, vertical and
+    two diagonal neighbour differences of their mean absolute value."""
+    x = s.images.astype(jnp.float32)
+    diffs = (x[:, :, :-1] - x[:, :, 1:], x[:, :-1] - x[:, 1:], x[:, 1:, :-1] - x[:, :-1, 1:],
+             x[:, :-1, :-1] - x[:, 1:, 1:])
+    per_image = sum(jnp.mean(jnp.abs(d), axis=(1, 2, 3)) for d in diffs)
+    return _mean(per_image, axis_name)
+
+
+def l2_prior(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """DeepInversion's L2 image prior, per image: the mean over the batch of each image's
+    Euclidean norm."""
+    x = s.images.astype(jnp.float32)
+    return _mean(jnp.linalg.norm(x.reshape(x.shape[0], -1), axis=-1), axis_name)
+
+
+def contrastive(s: Synthesis, axis_name=None) -> jnp.ndarray:
+    """CMI's instance discrimination (``objectives.contrastive``)."""
+    return contrastive_lib.contrastive(s.contrast, axis_name)
+
+
 GENERATOR_TERMS: Dict[str, Callable[..., jnp.ndarray]] = {
     "bn": bn_statistics, "adversarial": adversarial, "adversarial_kl": adversarial_kl,
-    "onehot": onehot, "balance": balance, "ce": ce,
+    "adversarial_agree": adversarial_agree, "adversarial_js": adversarial_js, "onehot": onehot, "balance": balance, "ce": ce,
+    "activation": activation, "tv": total_variation, "l2": l2_prior, "contrastive": contrastive,
 }
-NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl"})  # the student's forward runs only for these
+NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl", "adversarial_agree", "adversarial_js"})  # the student's forward runs only for these
 NEEDS_TARGETS = frozenset({"ce"})  # classes are drawn (and fed to the generator) only for these
+NEEDS_CONTRAST = frozenset({"contrastive"})  # two views, a head and a memory bank: methods/inversion.py only
 
 
 def generator_loss(terms: Tuple[Tuple[str, float], ...], s: Synthesis,

@@ -1,0 +1,226 @@
+"""The data-free family on Fashion-MNIST, compared fairly: LeNet-5 (BN) -> LeNet-5-half, the
+same seeded teachers as ``fmnist_ddad.py``, the same wall-clock budget per run on this CPU.
+
+    python benchmarks/fmnist_datafree.py                                   # every row, seeds 0-2
+    python benchmarks/fmnist_datafree.py --rows cmi fast --seeds 0         # a subset, merged
+    python benchmarks/fmnist_datafree.py --out DIR                         # collect an interrupted run
+    python benchmarks/fmnist_datafree.py --render                          # only the table and plot
+
+Every run is one command, ``python -m experiments.fashion_mnist --config=configs/<method>.py:
+fashion_mnist`` with ``--config.time_budget_s`` (default 720 s: synthesis and student
+together); a run still going at the budget stops there, and its student as it is then is the
+final one. Rows (``--rows``):
+
+* the methods: ``dafl``, ``dfad``, ``deepinversion``, ``dfq``, ``cmi``, ``fast`` (each with
+  its paper's / reference code's hyperparameters, recorded in its config);
+* DDAD's ablations: ``ddad`` (both discriminators, ``configs/fmnist_lenet5.py``), ``ddad-bn``
+  (the BN term only), ``ddad-adversarial`` (the adversarial term only);
+* ``ddad_plus`` (``configs/ddad_plus.py``) and its ablation, one part switched back to DDAD's
+  each: ``ddad_plus-no_bn_momentum``, ``-no_ce``, ``-no_agree``, ``-no_kl``, ``-no_pool``.
+
+The teacher's accuracy and the student trained on the real training data
+(``fmnist_supervised.json``'s ``scratch`` row, when it has run) are the references. Nothing
+was tuned on this benchmark. Writes ``benchmarks/results/fmnist_datafree.json``: a list of
+``{"method", "student_acc": [per seed], "wall_s": [..], "synthetic_images": int,
+"time_to_80_s": [per seed or null], "curve": [per seed: [[seconds, accuracy], ..]], ...}``,
+its Markdown, the README table between the ``fmnist_datafree`` markers and
+``fmnist_datafree.png`` (accuracy against minutes).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import (PER_SEED_ROW, REPO, RESULTS, commit, fmnist_teacher, load_rows,  # noqa: E402  pylint: disable=wrong-import-position
+                               mean_std, merge_rows, publish, run_stage)
+
+NAME, TITLE = "fmnist_datafree", "The data-free family on Fashion-MNIST, equal wall-clock budgets"
+BUDGET_S = 720.0
+TARGET = 0.80  # time_to_80_s: the first evaluation at or above this accuracy
+DATA = "no data"
+KEYS = (*PER_SEED_ROW, "time_to_80_s", "synthetic_images_per_seed", "curve")
+
+
+def _method(name, *extra):
+    return [f"--config=configs/{name}.py:fashion_mnist", *extra]
+
+
+_DDAD = ["--config=configs/fmnist_lenet5.py"]
+# row: (label, config arguments, in the plot)
+ROWS = {
+    "dafl": ("DAFL", _method("dafl"), True),
+    "dfad": ("DFAD / ZSKT", _method("dfad"), True),
+    "deepinversion": ("DeepInversion", _method("deepinversion"), True),
+    "dfq": ("DFQ", _method("dfq"), True),
+    "cmi": ("CMI", _method("cmi"), True),
+    "fast": ("Fast", _method("fast"), True),
+    "ddad": ("DDAD", _DDAD, True),
+    "ddad-bn": ("DDAD, BN term only", [*_DDAD, "--config.generator_terms.adversarial=0"], False),
+    "ddad-adversarial": ("DDAD, adversarial term only", [*_DDAD, "--config.generator_terms.bn=0"], False),
+    "ddad_plus": ("DDAD+", _method("ddad_plus"), True),
+    "ddad_plus-no_bn_momentum": ("DDAD+ without BN momentum", _method("ddad_plus", "--config.bn_momentum=0"), False),
+    "ddad_plus-no_ce": ("DDAD+ without class targets", _method("ddad_plus", "--config.generator_terms.ce=0"), False),
+    "ddad_plus-no_agree": ("DDAD+ with DDAD's L1 adversary", _method(
+        "ddad_plus", "--config.generator_terms.adversarial_agree=0", "--config.generator_terms.adversarial=1"), False),
+    "ddad_plus-no_kl": ("DDAD+ with DDAD's L1 student", _method(
+        "ddad_plus", "--config.student_objective=l1", "--config.temperature=1"), False),
+    "ddad_plus-no_pool": ("DDAD+ without the pool", _method("ddad_plus", "--config.pool_size=0"), False),
+}
+LABELS = [label for label, _, _ in ROWS.values()]
+
+
+def read_curve(workdir: str):
+    """``[[elapsed seconds, test accuracy], ..]`` of a run's evaluations (``metrics.jsonl``)."""
+    curve = []
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if "test/student_accuracy" in record and "elapsed_s" in record:
+                curve.append([round(record["elapsed_s"], 1), record["test/student_accuracy"]])
+    return curve
+
+
+def time_to(curve, target: float = TARGET):
+    """Seconds to the first evaluation at or above ``target``, or None."""
+    return next((t for t, acc in curve if acc >= target), None)
+
+
+def _reference_student():
+    rows = load_rows(os.path.join(RESULTS, "fmnist_supervised.json"))
+    return next((r for r in rows if r["method"] == "scratch"), None)
+
+
+def markdown(rows, budget_s: float = BUDGET_S) -> str:
+    teacher = [a for r in rows for a in r["teacher_acc"] if a is not None]
+    scratch = _reference_student()
+    lines = [
+        f"Protocol: Fashion-MNIST, LeNet-5 (BN) teacher trained per seed ({mean_std(teacher)} %), student "
+        f"LeNet-5-half, no training image seen; every run gets the same {budget_s / 60:.0f} minutes of this CPU "
+        "(synthesis and student together) and the final student is reported, on the 10 000 test images. "
+        "Nothing tuned on this benchmark.",
+        "",
+        "| method | student (%) | seeds | reached 80 % (min) | synthetic images | wall-clock (min) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    if scratch:
+        lines.append(f"| *reference: the student trained on the 60 000 real images* | {mean_std(scratch['student_acc'])} "
+                     f"| {', '.join(map(str, scratch['seeds']))} | | | |")
+    for r in rows:
+        reached = [t for t in r.get("time_to_80_s", []) if t is not None]
+        when = f"{statistics.median(reached) / 60:.1f} ({len(reached)}/{len(r['seeds'])} seeds)" if reached else \
+            f"never (0/{len(r['seeds'])})"
+        walls = [w for w in r["wall_s"] if w is not None]
+        lines.append(f"| {r['method']} | {mean_std(r['student_acc'])} | {', '.join(map(str, r['seeds']))} | {when} "
+                     f"| {r.get('synthetic_images', 0):,} | {statistics.median(walls) / 60:.1f} |")
+    commits = sorted({c for r in rows for c in r.get("commit", []) if c})
+    lines += ["", f"Mean ± sample std over seeds; time to 80 %: the median over the seeds that reached it; "
+              f"synthetic images: the generator's (or pixel optimiser's) output in the run, median over seeds; "
+              f"wall-clock: the whole command, median. Code: commit {', '.join(commits)}; machine: "
+              f"{rows[0].get('machine', '?') if rows else '?'}.", "",
+              f"![accuracy against minutes]({NAME}.png)", "", "Regenerate: `python benchmarks/fmnist_datafree.py`"]
+    return "\n".join(lines)
+
+
+def plot(rows, path: str, budget_s: float = BUDGET_S) -> bool:
+    """Accuracy against minutes, one line per method (the mean over its seeds of each seed's
+    evaluations, held between them); the teacher dashed. False when matplotlib is missing."""
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        print("warning: no matplotlib (pip install matplotlib): the plot was not redrawn", flush=True)
+        return False
+    shown = {label for label, _, in_plot in ROWS.values() if in_plot}
+    grid = [budget_s * i / 200 for i in range(201)]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    for r in rows:
+        curves = [c for c in r.get("curve", []) if c]
+        if r["method"] not in shown or not curves:
+            continue
+        held = lambda c, t: next((acc for s, acc in reversed(c) if s <= t), None)
+        mean = []
+        for t in grid:
+            values = [held(c, t) for c in curves]
+            mean.append(sum(values) / len(values) * 100 if all(v is not None for v in values) else float("nan"))
+        ax.plot([t / 60 for t in grid], mean, label=f"{r['method']} ({len(curves)} seeds)",
+                linewidth=2.2 if r["method"].startswith("DDAD") else 1.4)
+    teacher = [a for r in rows for a in r["teacher_acc"] if a is not None]
+    if teacher:
+        ax.axhline(sum(teacher) / len(teacher) * 100, color="black", linestyle="--", linewidth=1, label="teacher")
+    ax.axhline(TARGET * 100, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("minutes (2-core CPU)")
+    ax.set_ylabel("student test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(0, budget_s / 60)
+    ax.set_title("Fashion-MNIST, LeNet-5 (BN) -> LeNet-5-half, no data")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _publish(rows, budget_s):
+    publish(NAME, TITLE, markdown(rows, budget_s), rows, NAME)
+    plot(rows, os.path.join(RESULTS, f"{NAME}.png"), budget_s)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budget_s", type=float, default=BUDGET_S, help="wall-clock seconds per run")
+    parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", "datafree-" + time.strftime("%Y%m%d-%H%M%S")))
+    parser.add_argument("--render", action="store_true", help="only rewrite the Markdown, README table and plot")
+    args = parser.parse_args()
+    if args.budget_s <= 0:
+        sys.exit("error: --budget_s must be > 0")
+    path = os.path.join(RESULTS, f"{NAME}.json")
+    rows = load_rows(path)
+    if args.render:
+        _publish(rows, args.budget_s)
+        print(markdown(rows, args.budget_s))
+        return
+    os.makedirs(args.out, exist_ok=True)
+    run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
+    commit_id, machine = commit(), f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    for seed in args.seeds:
+        teacher_dir = fmnist_teacher(args.out, seed)
+        teacher_acc = json.load(open(os.path.join(teacher_dir, "summary.json")))["test_acc"]
+        for key in args.rows:
+            label, config_args, _ = ROWS[key]
+            workdir = os.path.join(args.out, f"{key}_seed{seed}")
+            wall_file = workdir + ".wall_s"
+            if os.path.exists(wall_file):  # finished by an interrupted invocation with this --out
+                wall = float(open(wall_file).read())
+            else:
+                wall = run_stage(["-m", "experiments.fashion_mnist", *config_args, f"--workdir={workdir}",
+                                  f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
+                                  f"--config.time_budget_s={args.budget_s}"], workdir + ".log")
+                with open(wall_file, "w") as f:
+                    f.write(f"{wall:.1f}")
+            summary = json.load(open(os.path.join(workdir, "summary.json")))
+            curve = read_curve(workdir)
+            values = {"student_acc": summary["student_acc"], "wall_s": wall, "teacher_acc": teacher_acc,
+                      "commit": commit_id, "time_to_80_s": time_to(curve), "curve": curve,
+                      "synthetic_images_per_seed": summary.get("synthetic_images")}
+            print(f"{key} seed {seed}: student {summary['student_acc']:.4f} (teacher {teacher_acc:.4f}) in "
+                  f"{wall / 60:.1f} min", flush=True)
+            rows = merge_rows(rows, label, DATA, seed, values, {"machine": machine, "budget_s": args.budget_s}, KEYS)
+            for r in rows:
+                counts = [n for n in r.get("synthetic_images_per_seed", []) if n is not None]
+                r["synthetic_images"] = int(statistics.median(counts)) if counts else 0
+            rows.sort(key=lambda r: LABELS.index(r["method"]) if r["method"] in LABELS else len(LABELS))
+            _publish(rows, args.budget_s)  # after every run: an interruption keeps it
+    print(markdown(rows, args.budget_s))
+
+
+if __name__ == "__main__":
+    main()

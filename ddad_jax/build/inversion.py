@@ -1,0 +1,135 @@
+"""DeepInversion, CMI and Fast: each round synthesises a batch by an inner optimisation,
+pools it, and trains the student on the pool (``methods/inversion.py``)."""
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import teacher as teacher_lib
+from ddad_jax.build.ddad import bn_statistics_zeros
+from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, kd_params
+from ddad_jax.errors import UserError
+from ddad_jax.evaluation import evaluate
+from ddad_jax.methods import inversion
+from ddad_jax.models.gan import ContrastHead
+from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
+from ddad_jax.objectives import contrastive
+
+
+def inversion_hyper(config, spec) -> inversion.InversionHyper:
+    terms = tuple((k, float(w)) for k, w in sorted(dict(config.generator_terms).items()) if w)
+    low = tuple((0.0 - m) / s for m, s in zip(spec.mean, spec.std))
+    high = tuple((1.0 - m) / s for m, s in zip(spec.mean, spec.std))
+    return inversion.InversionHyper(
+        synthesizer=config.synthesizer, synthesis_steps=config.synthesis_steps, synthesis_lr=config.synthesis_lr,
+        latent_lr=config.latent_lr, generator_terms=terms, student_objective=config.student_objective,
+        kd=kd_params(config), student_steps=config.student_steps_per_round, batch_size=config.batch_size,
+        latent_dim=config.latent_dim, num_classes=spec.num_classes, pool_size=config.pool_size,
+        bn_momentum=config.bn_momentum, augment_views=config.augment_views,
+        pixel_bounds=(low, high) if config.synthesizer == "pixels" else None,
+        contrast_temperature=config.contrast_temperature, contrast_head_dim=config.contrast_head_dim,
+        contrast_negatives=config.contrast_negatives, local_crop_area=config.local_crop_area)
+
+
+def place(state, hp, mesh):
+    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    return jax.tree.map(lambda spec, x: jax.device_put(x, jax.sharding.NamedSharding(mesh, spec)),
+                        inversion.state_spec(hp), state, is_leaf=is_spec)
+
+
+def build_inversion(config) -> Run:
+    spec = data.get_spec(config.dataset)
+    mesh = parallel.make_mesh(config.num_devices or None)
+    parallel.check_batch_size(config.batch_size, mesh)
+    if config.synthesizer not in inversion.SYNTHESIZERS:
+        raise UserError(f"synthesizer must be one of {', '.join(inversion.SYNTHESIZERS)}, got {config.synthesizer!r}")
+    teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset,
+                                                              bn_axis_name=parallel.BATCH_AXIS)
+    hp = inversion_hyper(config, spec)
+    if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
+        raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers for the 'bn' term; set "
+                        "--config.generator_terms.bn=0")
+    eval_set = make_eval_set(config, spec, mesh)
+    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
+    print(f"[{config.method}] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}",
+          flush=True)
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
+                                     bn_axis_name=parallel.BATCH_AXIS)
+    student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
+    rng = jax.random.key(config.seed)
+    rounds = config.num_epochs * config.iters_per_epoch
+    distil_rounds = rounds - config.warmup_rounds
+    if distil_rounds < 1:
+        raise UserError(f"warmup_rounds={config.warmup_rounds} leaves no round for the student "
+                        f"(num_epochs * iters_per_epoch = {rounds})")
+    schedule = state_lib.make_schedule(config.lr_schedule, config.student_lr,
+                                       distil_rounds * config.student_steps_per_round)
+    s_tx = state_lib.make_optimizer(config.student_optimizer, schedule, config.student_momentum,
+                                    config.student_weight_decay)
+    s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2),
+                               jnp.zeros((1, *image_shape)))
+    g = None
+    if config.synthesizer == "meta_generator":  # the outer Adam (Fast: lr_g * g_steps, betas (0.5, 0.999))
+        g_tx = state_lib.make_optimizer("adam", state_lib.make_schedule("constant", config.generator_lr, 1), b1=0.5)
+        g = state_lib.create_state(generator.clone(bn_axis_name=None), g_tx, jax.random.fold_in(rng, 1),
+                                   jnp.zeros((2, config.latent_dim)))
+        g = g.replace(apply_fn=generator.apply)
+    state = inversion.InversionState(
+        step=jnp.zeros((), jnp.int32), student=s.replace(apply_fn=student.apply),
+        pool=synthesis.init_pool(config.pool_size, config.batch_size, image_shape, spec.num_classes), generator=g)
+    if hp.bn_momentum:  # the running blend of past rounds' statistics: set by the first round
+        state = state.replace(bn_running=bn_statistics_zeros(teacher_model, teacher_vars, image_shape))
+    if hp.contrasting:  # CMI's head (its own Adam at the generator's rate, torch's betas) and memory bank
+        dim = _instance_dim(teacher_model, teacher_vars, image_shape)
+        h_tx = state_lib.make_optimizer("adam", state_lib.make_schedule("constant", config.synthesis_lr, 1))
+        head = state_lib.create_state(ContrastHead(config.contrast_head_dim), h_tx, jax.random.fold_in(rng, 3),
+                                      jnp.zeros((1, dim)))
+        state = state.replace(head=head, bank=contrastive.init_bank(config.contrast_bank_size, dim))
+    warm_terms = tuple((k, w) for k, w in hp.generator_terms if k not in objectives.NEEDS_STUDENT)
+    warm_hp = dataclasses.replace(hp, generator_terms=warm_terms or hp.generator_terms)
+    round_fn = inversion.make_round(teacher_model, generator, hp, image_shape, mesh)
+    warmup_fn = inversion.make_round(teacher_model, generator, warm_hp, image_shape, mesh, distil=False) \
+        if config.warmup_rounds else None
+    teacher_vars = parallel.replicate(teacher_vars, mesh)
+
+    def summarize(state, last_eval, wall_s):
+        filled = int(min(int(state.step), config.pool_size))
+        return {"method": config.method, "dataset": config.dataset, "teacher": config.teacher,
+                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
+                "student": config.student, "student_acc": last_eval["test/student_accuracy"], "rounds": rounds,
+                "synthetic_images": int(state.step) * config.batch_size, "pool_images": filled * config.batch_size,
+                "synthesizer": config.synthesizer, "generator_terms": dict(hp.generator_terms), "wall_s": wall_s,
+                "devices": mesh.size}
+
+    def sample(state):
+        slot = (int(state.step) - 1) % config.pool_size  # the latest synthesised batch
+        images = np.asarray(jax.device_get(state.pool.images[slot][:config.sample_grid]))
+        labels = np.argmax(np.asarray(jax.device_get(state.pool.logits[slot][:config.sample_grid])), -1)
+        return np.asarray(data.denormalize(jnp.asarray(images), spec)), labels
+
+    return Run(
+        name=config.method, state=state, place=lambda st: place(st, hp, mesh),
+        step=lambda n, st: (warmup_fn if n <= config.warmup_rounds else round_fn)(st, teacher_vars, rng),
+        total_steps=rounds, steps_per_epoch=config.iters_per_epoch,
+        identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
+        evaluate=lambda st: {"test/student_accuracy": evaluate(student, state_lib.variables_of(st.student), eval_set),
+                             "test/teacher_accuracy": teacher_acc},
+        summarize=summarize, phase=lambda n: "warm-up " if n <= config.warmup_rounds else "",
+        report=lambda sm: f"student {sm['student']} test accuracy {sm['student_acc']:.4f} from "
+                          f"{sm['synthetic_images']} synthetic images (teacher {sm['teacher']} {sm['teacher_acc']:.4f})",
+        sample=sample if config.sample_grid else None,
+        log_every=config.log_every, checkpoint_every=config.checkpoint_every)
+
+
+def _instance_dim(teacher_model, teacher_vars, image_shape) -> int:
+    """The width of the teacher's instance features (its BatchNorm inputs' channels, summed)."""
+    def features(x):
+        _, _, extra = apply_with_bn_stats(teacher_model.clone(bn_axis_name=None), teacher_vars, x,
+                                          extra_collections=(INSTANCE,))
+        return instance_features(extra[INSTANCE])
+    return int(jax.eval_shape(features, jnp.zeros((2, *image_shape))).shape[-1])

@@ -1,0 +1,58 @@
+"""How varied a batch of synthetic images is, through the teacher's eyes: a collapse alarm.
+
+A generator that collapses produces images of few classes, or many near-copies of a few
+images. Two measures, each in [0, 1]-ish and cheap, logged with the losses:
+
+* ``class_entropy``: the entropy of the histogram of the teacher's predicted classes over
+  the global batch, divided by ``log K``: 1 when every class is predicted equally often,
+  0 when every image gets the same class.
+* ``feature_distance``: the mean pairwise Euclidean distance between the teacher's
+  L2-normalised penultimate features of the batch's images: 0 for identical images, about
+  ``sqrt(2)`` for unrelated ones.
+
+``collapse_warning`` turns them into a line for the log.
+"""
+
+from typing import Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+# Below this normalised class entropy the batch effectively covers fewer than about a third of
+# the classes (10 classes: e^(0.5 ln 10) ~ 3.2 equally likely classes).
+COLLAPSE_ENTROPY = 0.5
+# Below this mean feature distance (of about sqrt(2) for unrelated images) the images are near-copies.
+COLLAPSE_DISTANCE = 0.1
+
+
+def class_entropy(teacher_logits: jnp.ndarray, axis_name=None) -> jnp.ndarray:
+    """Normalised entropy of the teacher's predicted-class histogram over the global batch."""
+    k = teacher_logits.shape[-1]
+    counts = jnp.bincount(jnp.argmax(teacher_logits, -1), length=k).astype(jnp.float32)
+    if axis_name:
+        counts = jax.lax.psum(counts, axis_name)
+    p = counts / jnp.sum(counts)
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)) / jnp.log(k)
+
+
+def feature_distance(features: jnp.ndarray, axis_name=None) -> jnp.ndarray:
+    """Mean pairwise distance of L2-normalised feature vectors (batch, d) of the local batch,
+    averaged over replicas (each replica's pairs: a sample of the global batch's pairs)."""
+    f = features.reshape(features.shape[0], -1).astype(jnp.float32)
+    f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-12)
+    sq = jnp.maximum(2.0 - 2.0 * f @ f.T, 0.0)  # |a - b|^2 of unit vectors
+    n = f.shape[0]
+    mean = jnp.sum(jnp.sqrt(sq + 1e-12) * (1.0 - jnp.eye(n))) / max(n * (n - 1), 1)
+    return jax.lax.pmean(mean, axis_name) if axis_name else mean
+
+
+def collapse_warning(metrics: Mapping[str, float]) -> Optional[str]:
+    """A one-line warning when logged diversity metrics say the generator has collapsed."""
+    entropy, distance = metrics.get("diversity/class_entropy"), metrics.get("diversity/feature_distance")
+    problems = []
+    if entropy is not None and entropy < COLLAPSE_ENTROPY:
+        problems.append(f"the teacher sees few classes in its images (class entropy {entropy:.2f} < "
+                        f"{COLLAPSE_ENTROPY})")
+    if distance is not None and distance < COLLAPSE_DISTANCE:
+        problems.append(f"its images are near-copies (feature distance {distance:.3f} < {COLLAPSE_DISTANCE})")
+    return "generator collapse: " + "; ".join(problems) if problems else None
