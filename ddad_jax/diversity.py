@@ -18,6 +18,8 @@ from typing import Mapping, Optional
 import jax
 import jax.numpy as jnp
 
+from ddad_jax import parallel
+
 # Below this normalised class entropy the batch effectively covers fewer than about a third of
 # the classes (10 classes: e^(0.5 ln 10) ~ 3.2 equally likely classes).
 COLLAPSE_ENTROPY = 0.5
@@ -36,14 +38,15 @@ def class_entropy(teacher_logits: jnp.ndarray, axis_name=None) -> jnp.ndarray:
 
 
 def feature_distance(features: jnp.ndarray, axis_name=None) -> jnp.ndarray:
-    """Mean pairwise distance of L2-normalised feature vectors (batch, d) of the local batch,
-    averaged over replicas (each replica's pairs: a sample of the global batch's pairs)."""
+    """Mean pairwise distance of L2-normalised feature vectors (batch, d) over all pairs of the
+    global batch (gathered across replicas: the same value whatever the device count)."""
     f = features.reshape(features.shape[0], -1).astype(jnp.float32)
+    if axis_name:
+        f = parallel.gather_replicated(f, axis_name)
     f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-12)
     sq = jnp.maximum(2.0 - 2.0 * f @ f.T, 0.0)  # |a - b|^2 of unit vectors
     n = f.shape[0]
-    mean = jnp.sum(jnp.sqrt(sq + 1e-12) * (1.0 - jnp.eye(n))) / max(n * (n - 1), 1)
-    return jax.lax.pmean(mean, axis_name) if axis_name else mean
+    return jnp.sum(jnp.sqrt(sq + 1e-12) * (1.0 - jnp.eye(n))) / max(n * (n - 1), 1)
 
 
 def collapse_warning(metrics: Mapping[str, float]) -> Optional[str]:

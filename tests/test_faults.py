@@ -294,7 +294,7 @@ def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, 
 
 # ---------------------------------------------------------------- SIGKILL and rerun
 
-KILLS = 4
+KILLS = 3
 DDAD_ARGS = ("--config=configs/ddad.py:fashion_mnist,smoke", "--config.num_epochs=6", "--config.checkpoint_every=1")
 
 
@@ -340,14 +340,14 @@ def test_sigkill_at_random_moments_then_rerun_ends_exactly_like_an_uninterrupted
     metrics or checkpoint are written, in the final evaluation) and rerun with the same
     command each time ends with the very same student -- summary accuracy, every array of
     the last checkpoint, the metrics records -- as the same run left alone. 14 iterations
-    (6 epochs + 1 fine-tuning epoch of 2), a checkpoint after each; 6 processes of ~10-20 s."""
+    (6 epochs + 1 fine-tuning epoch of 2), a checkpoint after each; 5 processes of ~10-20 s."""
     teacher = fmnist_smoke_teacher  # a smoke teacher run (configs/teacher.py:fashion_mnist,smoke)
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     result = subprocess.run(_ddad_command(straight, teacher, fmnist_data_dir), cwd=REPO, env=_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    # seeded random moments: after 4 distinct iterations of the 14 (in order, each rerun
+    # seeded random moments: after KILLS distinct iterations of the 14 (in order, each rerun
     # resumes before its kill point), 0-0.6 s later (an iteration takes ~0.3 s)
     rng, log, statuses = np.random.default_rng(20261124), [], []
     for step in sorted(rng.choice(np.arange(1, 15), KILLS, replace=False)):
