@@ -106,6 +106,12 @@ def merge_rows(old: List[Dict[str, Any]], method: str, data: str, seed: int, val
     return rows
 
 
+def provenance(rows: List[Dict[str, Any]]) -> str:
+    """``Code: commit A, B; machine: M`` of a benchmark's rows (every commit a seed ran at)."""
+    commits = sorted({c for r in rows for c in r.get("commit", []) if c})
+    return f"Code: commit {', '.join(commits)}; machine: {rows[0].get('machine', '?') if rows else '?'}"
+
+
 def load_rows(path: str) -> List[Dict[str, Any]]:
     if not os.path.exists(path):
         return []

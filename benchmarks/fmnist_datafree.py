@@ -37,7 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import (PER_SEED_ROW, REPO, RESULTS, commit, fmnist_teacher, load_rows,  # noqa: E402  pylint: disable=wrong-import-position
-                               mean_std, merge_rows, publish, run_stage)
+                               mean_std, merge_rows, provenance, publish, run_stage)
 
 NAME, TITLE = "fmnist_datafree", "The data-free family on Fashion-MNIST, equal wall-clock budgets"
 BUDGET_S = 720.0
@@ -117,11 +117,9 @@ def markdown(rows, budget_s: float = BUDGET_S) -> str:
         walls = [w for w in r["wall_s"] if w is not None]
         lines.append(f"| {r['method']} | {mean_std(r['student_acc'])} | {', '.join(map(str, r['seeds']))} | {when} "
                      f"| {r.get('synthetic_images', 0):,} | {statistics.median(walls) / 60:.1f} |")
-    commits = sorted({c for r in rows for c in r.get("commit", []) if c})
-    lines += ["", f"Mean ± sample std over seeds; time to 80 %: the median over the seeds that reached it; "
-              f"synthetic images: the generator's (or pixel optimiser's) output in the run, median over seeds; "
-              f"wall-clock: the whole command, median. Code: commit {', '.join(commits)}; machine: "
-              f"{rows[0].get('machine', '?') if rows else '?'}.", "",
+    lines += ["", "Mean ± sample std over seeds; time to 80 %: the median over the seeds that reached it; "
+              "synthetic images: the generator's (or pixel optimiser's) output in the run, median over seeds; "
+              f"wall-clock: the whole command, median. {provenance(rows)}.", "",
               f"![accuracy against minutes]({NAME}.png)", "", "Regenerate: `python benchmarks/fmnist_datafree.py`"]
     return "\n".join(lines)
 

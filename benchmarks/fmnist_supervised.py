@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, mean_std,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, mean_std, provenance,  # noqa: E402  pylint: disable=wrong-import-position
                                merge_rows, publish, run_stage)
 
 NAME, TITLE = "fmnist_supervised", "Fashion-MNIST with its training data: KD objectives"
@@ -52,9 +52,7 @@ def markdown(rows) -> str:
         walls = [w for w in r["wall_s"] if w is not None]
         lines.append(f"| {LABELS.get(r['method'], r['method'])} | {mean_std(r['student_acc'])} | "
                      f"{', '.join(map(str, r['seeds']))} | {sum(walls) / max(len(walls), 1) / 60:.1f} |")
-    commits = sorted({c for r in rows for c in r.get("commit", []) if c})
-    lines += ["", f"Mean ± sample std over seeds. Code: commit {', '.join(commits)}; machine: "
-              f"{rows[0].get('machine', '?') if rows else '?'}.", "",
+    lines += ["", f"Mean ± sample std over seeds. {provenance(rows)}.", "",
               "Regenerate: `python benchmarks/fmnist_supervised.py`"]
     return "\n".join(lines)
 
