@@ -24,10 +24,10 @@ def test_bn_momentum_blend_hand_computed():
     observed = {"l": {"mean": jnp.array([1.0]), "var": jnp.array([3.0])}}
     running = {"l": {"mean": jnp.array([0.0]), "var": jnp.array([1.0])}}
     # (1 - 0.9) * observed + 0.9 * running
-    out = inversion._blend(observed, running, 0.9)  # pylint: disable=protected-access
+    out = objectives.blend_statistics(observed, running, 0.9)
     np.testing.assert_allclose(out["l"]["mean"], [0.1], rtol=1e-6)
     np.testing.assert_allclose(out["l"]["var"], [1.2], rtol=1e-6)
-    assert inversion._blend(observed, None, 0.9) is observed  # pylint: disable=protected-access
+    assert objectives.blend_statistics(observed, None, 0.9) is observed
 
 
 def test_adversarial_js_hand_computed():

@@ -86,9 +86,6 @@ def local_view(hp: InversionHyper) -> augment.Augment:
     return augment.Augment(flip=True, crop_area=hp.local_crop_area)
 
 
-_blend = objectives.blend_statistics
-
-
 def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make_images, params, targets, views,
                local_views=None, bank_rng=None):
     """The inner optimisation: ``synthesis_steps`` Adam steps on ``params`` (pixels, or
@@ -126,7 +123,7 @@ def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make
         else:
             t_logits, observed, t_feats = teacher(seen)
         synth = objectives.Synthesis(
-            t_logits, _blend(observed, state.bn_running, momentum), teacher.bn_stored,
+            t_logits, objectives.blend_statistics(observed, state.bn_running, momentum), teacher.bn_stored,
             forward(s, s.params, seen, train=False, name="student")[0] if names & objectives.NEEDS_STUDENT else None,
             targets, x, t_feats, contrast)
         loss, values = objectives.generator_loss(hp.generator_terms, synth, AXIS)
@@ -210,7 +207,7 @@ def round_step(hp: InversionHyper, teacher_model, generator, state: InversionSta
         state = state.replace(generator=state.generator.apply_gradients(grads=grad_sum["generator"]))
     if hp.bn_momentum:  # once per round, from the last inner step's statistics
         momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)
-        state = state.replace(bn_running=jax.lax.stop_gradient(_blend(observed, state.bn_running, momentum)))
+        state = state.replace(bn_running=jax.lax.stop_gradient(objectives.blend_statistics(observed, state.bn_running, momentum)))
     state = state.replace(pool=synthesis.add(state.pool, state.step, x, t_logits))
     if distil:
         state, s_metrics = jax.lax.scan(lambda st, sl: student_step(hp, st, sl), state, slots)
