@@ -51,6 +51,28 @@ def run_stage(args: Sequence[str], log_path: str) -> float:
     return time.time() - t0
 
 
+def run_once(args: Sequence[str], workdir: str) -> float:
+    """``run_stage(args)`` into ``workdir`` (log ``workdir.log``) unless an earlier invocation
+    with the same ``--out`` finished it with the same arguments: then its recorded wall
+    seconds. ``workdir.run.json`` records both; a finished run with other arguments ends the
+    benchmark with an ``error:`` line instead of reusing a stale result (use another ``--out``)."""
+    record = workdir + ".run.json"
+    if os.path.exists(record):
+        done = json.load(open(record))
+        if done["args"] != list(args):
+            sys.exit(f"error: {workdir} was run with other arguments ({' '.join(done['args'])}); "
+                     "pass another --out")
+        print(f"{os.path.basename(workdir)}: collected from {workdir}", flush=True)
+        return float(done["wall_s"])
+    if os.path.exists(workdir + ".wall_s"):  # recorded before the arguments were
+        print(f"{os.path.basename(workdir)}: collected from {workdir} (arguments not recorded)", flush=True)
+        return float(open(workdir + ".wall_s").read())
+    wall = run_stage(args, workdir + ".log")
+    with open(record, "w") as f:
+        json.dump({"args": list(args), "wall_s": round(wall, 1)}, f)
+    return wall
+
+
 def commit() -> str:
     """The short commit the figures came from, ``+dirty`` if the code that runs (not the
     benchmark scripts or docs) has uncommitted changes."""

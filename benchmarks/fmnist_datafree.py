@@ -37,7 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import (PER_SEED_ROW, REPO, RESULTS, commit, fmnist_teacher, load_rows,  # noqa: E402  pylint: disable=wrong-import-position
-                               mean_std, merge_rows, provenance, publish, run_stage)
+                               mean_std, merge_rows, provenance, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_datafree", "The data-free family on Fashion-MNIST, equal wall-clock budgets"
 BUDGET_S = 720.0
@@ -195,15 +195,9 @@ def main():
         for key in args.rows:
             label, config_args, _ = ROWS[key]
             workdir = os.path.join(args.out, f"{key}_seed{seed}")
-            wall_file = workdir + ".wall_s"
-            if os.path.exists(wall_file):  # finished by an interrupted invocation with this --out
-                wall = float(open(wall_file).read())
-            else:
-                wall = run_stage(["-m", "experiments.fashion_mnist", *config_args, f"--workdir={workdir}",
-                                  f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
-                                  f"--config.time_budget_s={args.budget_s}"], workdir + ".log")
-                with open(wall_file, "w") as f:
-                    f.write(f"{wall:.1f}")
+            wall = run_once(["-m", "experiments.fashion_mnist", *config_args, f"--workdir={workdir}",
+                             f"--config.teacher_dir={teacher_dir}", f"--config.seed={seed}",
+                             f"--config.time_budget_s={args.budget_s}"], workdir)
             summary = json.load(open(os.path.join(workdir, "summary.json")))
             curve = read_curve(workdir)
             values = {"student_acc": summary["student_acc"], "wall_s": wall, "teacher_acc": teacher_acc,

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, mean_std, provenance,  # noqa: E402  pylint: disable=wrong-import-position
-                               merge_rows, publish, run_stage)
+                               merge_rows, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_supervised", "Fashion-MNIST with its training data: KD objectives"
 METHODS = ("scratch", "kd", "stkd", "ctkd", "ka", "dtd", "ka_dtd")
@@ -77,16 +77,9 @@ def main():
         teacher_dir = fmnist_teacher(args.out, seed)
         for method in args.methods:
             workdir = os.path.join(args.out, f"{method}_seed{seed}")
-            wall_file = workdir + ".wall_s"
-            if os.path.exists(wall_file):  # finished by an interrupted invocation with this --out
-                wall = float(open(wall_file).read())
-                print(f"{method} seed {seed}: collected from {workdir}", flush=True)
-            else:
-                wall = run_stage(["-m", "experiments.fashion_mnist", "--config=configs/fmnist_lenet5_kd.py",
-                                  f"--workdir={workdir}", f"--config.teacher_dir={teacher_dir}",
-                                  f"--config.seed={seed}", f"--config.student_objective={method}"], workdir + ".log")
-                with open(wall_file, "w") as f:
-                    f.write(f"{wall:.1f}")
+            wall = run_once(["-m", "experiments.fashion_mnist", "--config=configs/fmnist_lenet5_kd.py",
+                             f"--workdir={workdir}", f"--config.teacher_dir={teacher_dir}",
+                             f"--config.seed={seed}", f"--config.student_objective={method}"], workdir)
             summary = json.load(open(os.path.join(workdir, "summary.json")))
             teacher_acc = json.load(open(os.path.join(teacher_dir, "summary.json")))["test_acc"]
             print(f"{method} seed {seed}: student {summary['student_acc']:.4f} (teacher {teacher_acc:.4f}) "
