@@ -16,6 +16,17 @@ from ddad_jax import checkpoints, data, models, objectives, parallel
 from ddad_jax.errors import UserError
 
 TEACHER_SUBDIR, TEACHER_META = "teacher", "teacher.json"
+# Teachers handed over in Python (``ddad_jax.api``), by name: a config then says
+# ``teacher_dir = "python:NAME"`` (``PROVIDED_PREFIX``) instead of naming a directory.
+PROVIDED_PREFIX = "python:"
+_PROVIDED = {}
+
+
+def provide(name: str, model, variables, meta: dict) -> str:
+    """Registers an in-memory teacher (a Flax module, its variables, a card) for this process;
+    returns the ``teacher_dir`` a config names it by."""
+    _PROVIDED[name] = (model, variables, dict(meta))
+    return PROVIDED_PREFIX + name
 
 
 SUPERVISED_AUGMENT = augment_lib.Augment(flip=True, shift=4, pad_mode="constant")
@@ -62,7 +73,18 @@ def export(workdir: str, variables, summary: dict) -> None:
 
 def load_teacher(teacher_dir: str, model_name: str, dataset: str,
                  bn_axis_name=None) -> Tuple[Any, dict, dict]:
-    """(model, variables, metadata) of an exported teacher; clear errors when it does not fit."""
+    """(model, variables, metadata) of an exported teacher, or of one ``provide``d in Python
+    (``teacher_dir = "python:NAME"``); clear errors when it does not fit."""
+    if teacher_dir.startswith(PROVIDED_PREFIX):
+        name = teacher_dir[len(PROVIDED_PREFIX):]
+        if name not in _PROVIDED:
+            raise UserError(f"no teacher named '{name}' was provided in this process (ddad_jax.api.distill "
+                            "provides one); a teacher directory is a path without the 'python:' prefix")
+        model, variables, meta = _PROVIDED[name]
+        if meta.get("model") != model_name or meta.get("dataset") != dataset:
+            raise UserError(f"the provided teacher '{name}' is a '{meta.get('model')}' on '{meta.get('dataset')}', "
+                            f"but the config asks for '{model_name}' on '{dataset}'")
+        return (model if bn_axis_name is None else model.clone(bn_axis_name=bn_axis_name)), variables, meta
     meta_path = os.path.join(teacher_dir, TEACHER_META)
     if not teacher_dir or not os.path.exists(meta_path):
         raise UserError(f"no teacher checkpoint in '{teacher_dir}' (expected {TEACHER_META} and "

@@ -53,7 +53,23 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
+# Specs handed over in Python (``ddad_jax.api``) for this process: a teacher with no dataset
+# behind it still has an input shape, classes and a normalisation.
+_REGISTERED = {}
+
+
+def register_spec(spec: DatasetSpec) -> DatasetSpec:
+    """Makes ``get_spec(spec.name)`` return ``spec`` in this process (a built-in name cannot be
+    replaced)."""
+    if spec.name in DATASETS and DATASETS[spec.name] != spec:
+        raise UserError(f"'{spec.name}' is a built-in dataset; give your input spec another name")
+    _REGISTERED[spec.name] = spec
+    return spec
+
+
 def get_spec(name: str) -> DatasetSpec:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name not in DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
