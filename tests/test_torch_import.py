@@ -1,5 +1,5 @@
 """A teacher trained in PyTorch, imported: the same logits and BatchNorm statistics as the
-PyTorch network in its published layout (tests/torch_layouts.py), a teacher directory that
+PyTorch network in its published layout (ddad_jax/torch_layouts.py), a teacher directory that
 ``teacher.load_teacher`` reads, and one-line errors naming the first tensor that does not fit."""
 
 import hashlib
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import torch_layouts
+from ddad_jax import torch_layouts
 from conftest import REPO, one_line_error
 from ddad_jax import data, models, teacher, torch_import
 from ddad_jax.errors import UserError

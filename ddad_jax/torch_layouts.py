@@ -1,6 +1,8 @@
-"""Small PyTorch classifiers with the module names of the published layouts that
-``ddad_jax.torch_import`` reads (written for these tests; see that module's docstring for
-which repository each layout comes from). Global average pooling is adaptive, so the
+"""PyTorch classifiers with the module names of the published layouts that
+``ddad_jax.torch_import`` reads (our own code; that module's docstring says which repository
+each layout comes from): the tests' reference networks, and a starting point for a user who
+trains a teacher in PyTorch (``experiments/torch_teacher.py``). Needs torch; nothing in the
+core imports this module. Global average pooling is adaptive, so the
 ResNets also run on inputs smaller than 32x32."""
 
 import torch
