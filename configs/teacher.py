@@ -13,10 +13,12 @@ CIFAR recipe; small grayscale images may rather want ``--config.model=lenet5_bn`
 
 import ml_collections
 
+from configs import protocol
+
 
 def get_config(arg: str = "fashion_mnist") -> ml_collections.ConfigDict:
     parts = [p for p in (arg or "fashion_mnist").split(",") if p]
-    dataset, options = parts[0], set(parts[1:])
+    dataset, options = protocol.custom_dataset(parts[0], "teacher"), set(parts[1:])
     c = ml_collections.ConfigDict()
     c.kind = "teacher"
     c.dataset = dataset
