@@ -101,6 +101,7 @@ def distill(teacher: nn.Module, variables: Any, *, workdir: str, input_shape: Se
     with config.unlocked():
         config.dataset, config.teacher, config.teacher_dir = spec.name, model_name, teacher_dir
         config.generator_terms = terms
+        config.eval_examples = 0  # no dataset behind the teacher: report agreement on generated images
         for key, value in overrides.items():
             if key not in config:
                 raise UserError(f"unknown config field '{key}'")

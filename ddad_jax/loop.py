@@ -72,6 +72,8 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     def evaluate(step, state, metrics):
         last_eval.clear()
         last_eval.update(run.evaluate(state))
+        if not last_eval:  # nothing to evaluate on (a teacher of a dataset without a test split)
+            return
         reporter.write(step, {**last_eval, "elapsed_s": elapsed()})
         epoch, epochs = -(-step // run.steps_per_epoch), -(-run.total_steps // run.steps_per_epoch)
         shown = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_eval.items())

@@ -84,8 +84,9 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def run(dataset: str) -> None:
-    """Entry point of ``experiments.<dataset>``."""
+def run(dataset) -> None:
+    """Entry point of ``experiments.<dataset>``; ``None``: ``experiments.custom``, whose dataset
+    is the config's (the user's own, docs/data.md)."""
 
     def main(argv):
         if len(argv) > 1:
@@ -94,12 +95,14 @@ def run(dataset: str) -> None:
         config, workdir = FLAGS.config, FLAGS.workdir
         try:
             if config is None:
-                raise UserError("--config is required, e.g. --config=configs/ddad.py:" + dataset)
+                raise UserError("--config is required, e.g. --config=configs/ddad.py:" + (dataset or "NAME"))
             if not workdir:
                 raise UserError("--workdir is required (checkpoints, metrics and samples go there)")
-            if config.dataset != dataset:
+            if dataset is not None and config.dataset != dataset:
                 raise UserError(f"this config is for '{config.dataset}', but this is "
-                                f"experiments.{dataset}; pass --config=<file>.py:{dataset}")
+                                f"experiments.{dataset}; pass --config=<file>.py:{dataset}"
+                                + ("" if config.dataset in ("fashion_mnist", "cifar10", "cifar100")
+                                   else " (your own datasets run with python -m experiments.custom)"))
             cpu_backend.split_host_devices(config)
             _run(config, workdir)
         except UserError as e:  # raised anywhere under the run: one line, no traceback

@@ -23,7 +23,7 @@ def real_per_batch(config, num_real: int, num_devices: int) -> int:
 
 
 def build_hidfd(config) -> Run:
-    spec = data.get_spec(config.dataset)
+    spec = data.get_spec(config.dataset, config.data_dir or None)
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     if config.batch_size < 2 * mesh.size:
@@ -32,7 +32,7 @@ def build_hidfd(config) -> Run:
     keep = train_subset(config, spec, train_y)
     train_x, train_y = train_x[keep], train_y[keep]  # the few real images: nothing else of the split is kept
     eval_set = make_eval_set(config, spec, mesh)
-    teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset)
+    teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset, spec=spec)
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
     print(f"[hidfd] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}; "
           f"{len(train_x)} real images", flush=True)

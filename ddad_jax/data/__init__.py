@@ -8,8 +8,9 @@ a gather, so the input never stalls the step. Each host reads its own even shard
 import dataclasses
 import functools
 import glob
+import json
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -67,12 +68,86 @@ def register_spec(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-def get_spec(name: str) -> DatasetSpec:
+# A user's own dataset (``python -m ddad_jax.data.prepare NAME --from_folder=DIR``, see
+# ``data/custom.py``) is the tfds dataset ``ddad_custom_NAME``: the prefix keeps it clear of
+# tfds's own catalogue (a user's 'mnist' would otherwise be read with tfds's MNIST builder).
+# Its card (``card.json`` in that folder) holds what a ``DatasetSpec`` needs.
+CUSTOM_PREFIX, CARD = "ddad_custom_", "card.json"
+
+
+def custom_dir(name: str, data_dir: Optional[str] = None) -> str:
+    """The folder of the user's dataset ``name``: its tfds versions and its card."""
+    return os.path.join(data_dir or default_data_dir(), CUSTOM_PREFIX + name)
+
+
+def custom_hint(name: str) -> str:
+    return (f"prepare it with `python -m ddad_jax.data.prepare {name} --from_folder=DIR` "
+            "(or --from_arrays=FILE.npz; docs/data.md)")
+
+
+def spec_to_dict(spec: DatasetSpec) -> dict:
+    """A spec as JSON has it (a teacher's card carries its dataset's spec)."""
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(d: dict) -> DatasetSpec:
+    """The inverse of ``spec_to_dict`` (tuples again: a spec is a static, hashable jit argument)."""
+    fields = {f.name for f in dataclasses.fields(DatasetSpec)}
+    return DatasetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
+
+
+def spec_from_card(card: dict) -> DatasetSpec:
+    """The spec of a prepared custom dataset, from its card."""
+    return DatasetSpec(card["name"], card["tfds_name"], int(card["num_classes"]), int(card["channels"]),
+                       int(card["source_size"]), int(card["image_size"]), tuple(map(float, card["mean"])),
+                       tuple(map(float, card["std"])), False, custom_hint(card["name"]))
+
+
+def read_card(name: str, data_dir: Optional[str] = None) -> Optional[dict]:
+    """The card of the prepared custom dataset ``name``, or None when there is none."""
+    path = os.path.join(custom_dir(name, data_dir), CARD)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable dataset card ({e}); prepare '{name}' again with --force") from None
+
+
+def custom_names(data_dir: Optional[str] = None):
+    """The custom datasets prepared in ``data_dir``, sorted."""
+    cards = glob.glob(os.path.join(data_dir or default_data_dir(), CUSTOM_PREFIX + "*", CARD))
+    return sorted(os.path.basename(os.path.dirname(c))[len(CUSTOM_PREFIX):] for c in cards)
+
+
+def get_spec(name: str, data_dir: Optional[str] = None) -> DatasetSpec:
+    """A spec ``register_spec``'d in this process, a built-in dataset's, or a custom dataset's
+    from its card in ``data_dir``."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
+    if name in DATASETS:
+        return DATASETS[name]
+    card = read_card(name, data_dir)
+    if card is None:
+        choices = ", ".join(sorted(DATASETS) + custom_names(data_dir))
+        raise UserError(f"unknown dataset '{name}'; choose one of {choices}, or prepare your own with "
+                        f"`python -m ddad_jax.data.prepare {name} --from_folder=DIR` (docs/data.md)")
+    try:
+        return spec_from_card(card)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"the card of dataset '{name}' lacks {e}; prepare it again with --force") from None
+
+
+def prepared_splits(spec: DatasetSpec, data_dir: Optional[str] = None) -> Dict[str, int]:
+    """{split: examples} of ``spec``'s prepared dataset in ``data_dir`` ({} when not prepared),
+    from tfds's ``dataset_info.json``: nothing is read or imported to know what is there."""
+    infos = sorted(glob.glob(os.path.join(data_dir or default_data_dir(), spec.tfds_name, "*", "dataset_info.json")))
+    if not infos:
+        return {}
+    with open(infos[-1]) as f:
+        splits = json.load(f).get("splits", [])
+    return {s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in splits}
 
 
 def load_split(spec: DatasetSpec, split: str, data_dir: Optional[str] = None,

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ddad_jax.errors import UserError
+from ddad_jax.models.layers import sow_feature
 
 CHILD = "module"  # the wrapped module's name: its variables sit under this key in every collection
 
@@ -35,7 +36,11 @@ class FlaxTeacher(nn.Module):
         if self.penultimate:
             raise UserError("this method needs the teacher's penultimate features (HiDFD), which only the "
                             "registry's models expose; use a DDAD-family method with a Flax-module teacher")
-        return jnp.asarray(self.module(x, **dict(self.call_kwargs))).astype(jnp.float32)
+        logits = jnp.asarray(self.module(x, **dict(self.call_kwargs))).astype(jnp.float32)
+        # The collapse measure's feature distance reads the teacher's sown 'penultimate'
+        # features; a user's module sows none, so its logits stand in for them.
+        sow_feature(self, "penultimate", logits)
+        return logits
 
 
 def wrap_variables(variables: Any) -> dict:
