@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import teacher as teacher_lib
+from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.build.common import Run, compute_dtype, eval_set as make_eval_set, grid_sampler, identity, kd_params
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
@@ -141,4 +141,5 @@ def build_ddad(config) -> Run:
                          f"(teacher {s['teacher']} {s['teacher_acc']:.4f})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
+        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

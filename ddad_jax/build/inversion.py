@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import teacher as teacher_lib
+from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.build.ddad import bn_statistics_zeros
 from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, kd_params
 from ddad_jax.errors import UserError
@@ -123,6 +123,7 @@ def build_inversion(config) -> Run:
         report=lambda sm: f"student {sm['student']} test accuracy {sm['student_acc']:.4f} from "
                           f"{sm['synthetic_images']} synthetic images (teacher {sm['teacher']} {sm['teacher_acc']:.4f})",
         sample=sample if config.sample_grid else None,
+        export=lambda workdir, st, summary: export_lib.save_student(workdir, state_lib.variables_of(st.student), summary),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
 
 
