@@ -339,9 +339,13 @@ def _check_out_dir(run_dir: str, out_dir: str, force: bool) -> None:
         raise UserError(f"--out {out_dir} holds the run itself; pick a directory outside {run_dir}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out_dir} is a file; pick a directory")
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise UserError(f"--out {out_dir} exists; pass --force to replace it, or pick another --out "
-                        "(nothing was changed)")
+    if os.path.isdir(out) and os.listdir(out):
+        if not force:
+            raise UserError(f"--out {out_dir} exists; pass --force to replace it, or pick another --out "
+                            "(nothing was changed)")
+        if not os.path.exists(os.path.join(out, STUDENT_CARD)):  # --force replaces an export, nothing else
+            raise UserError(f"--out {out_dir} exists and is not a student export (no {STUDENT_CARD}); "
+                            "not replacing it, even with --force; pick another --out")
 
 
 def _umask() -> int:
@@ -396,6 +400,7 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
 
 
 def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_images, seed, check_images):
+    """Writes the export into ``staging``; returns what ``export_student`` returns."""
     student_dir = os.path.join(run_dir, STUDENT_SUBDIR)
     if os.path.exists(os.path.join(run_dir, STUDENT_CARD)) and os.path.isdir(student_dir):
         card = _read_json(os.path.join(run_dir, STUDENT_CARD), "student card")
@@ -404,54 +409,61 @@ def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_i
         step, state = final_state(run_dir)
         card = {**student_card(summary), "run_dir": os.path.abspath(run_dir), "from_checkpoint_step": step}
         checkpoints.save_variables(os.path.join(staging, STUDENT_SUBDIR), _variables(state["student"]))
-    shape = card["input"]["shape_hwc"]
-    model = models.get_classifier(card["architecture"], card["num_classes"], ops=backends.PLAIN)
-    variables = _load_variables(os.path.join(staging, STUDENT_SUBDIR), model, shape)
     result: Dict[str, Any] = {"files": [STUDENT_SUBDIR, STUDENT_CARD], "architecture": card["architecture"],
                               "student_acc": card.get("student_acc"), "method": identity.get("kind")}
     exports: Dict[str, Any] = {}
     if onnx:
-        fp32_path = os.path.join(staging, FP32_ONNX)
-        t0 = time.time()
-        proto = onnx_model(model, variables, shape)
-        with open(fp32_path, "wb") as f:
-            f.write(proto.SerializeToString())
-        x = np.asarray(jax.random.normal(jax.random.key(seed + 1), (check_images, *shape)), np.float32)
-        want = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
-        diff = float(np.max(np.abs(onnx_logits(session(fp32_path), x) - want)))
-        exports["onnx_fp32"] = {"file": FP32_ONNX, "bytes": os.path.getsize(fp32_path),
-                                "input": {"name": INPUT_NAME, "shape": ["N", *shape], "dtype": "float32",
-                                          "layout": "NHWC, normalised as in preprocessing"},
-                                "output": {"name": OUTPUT_NAME, "shape": ["N", card["num_classes"]]},
-                                "max_abs_logit_diff_vs_jax": diff, "checked_on": f"{check_images} N(0, 1) images",
-                                "seconds": round(time.time() - t0, 1)}
+        exports["onnx_fp32"] = _write_fp32(staging, card, seed, check_images)
         result["files"].append(FP32_ONNX)
-        result["max_abs_logit_diff_fp32"] = diff
+        result["max_abs_logit_diff_fp32"] = exports["onnx_fp32"]["max_abs_logit_diff_vs_jax"]
     if int8:
-        int8_path = os.path.join(staging, INT8_ONNX)
-        t0 = time.time()
-        # one draw: the first half calibrates, the second measures the agreement with fp32
-        images, source = generator_images(run_dir, 2 * calibration_images, seed=seed)
-        calib, held_out = images[:calibration_images], images[calibration_images:]
-        quantize_int8(os.path.join(staging, FP32_ONNX), int8_path, calib)
-        fp32_top1 = onnx_logits(session(os.path.join(staging, FP32_ONNX)), held_out).argmax(-1)
-        int8_top1 = onnx_logits(session(int8_path), held_out).argmax(-1)
-        agreement = float(np.mean(fp32_top1 == int8_top1))
-        exports["onnx_int8"] = {"file": INT8_ONNX, "bytes": os.path.getsize(int8_path),
-                                "quantization": "onnxruntime quantize_static: QDQ, int8 weights per channel, "
-                                                "int8 activations, MinMax calibration",
-                                "calibration": {"images": calibration_images, **source,
-                                                "data": "synthetic: the run's final generator, no real images"},
-                                "top1_agreement_with_fp32": agreement,
-                                "agreement_on": f"{len(held_out)} other images of the same generator",
-                                "seconds": round(time.time() - t0, 1)}
+        exports["onnx_int8"] = _write_int8(run_dir, staging, calibration_images, seed)
         result["files"].append(INT8_ONNX)
         result["calibration_images"] = calibration_images
-        result["int8_top1_agreement_with_fp32"] = agreement
+        result["int8_top1_agreement_with_fp32"] = exports["onnx_int8"]["top1_agreement_with_fp32"]
     card = {**card, "exports": exports, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     checkpoints.write_atomically(os.path.join(staging, STUDENT_CARD), json.dumps(card, indent=2) + "\n")
     result["card"] = card
     return result
+
+
+def _write_fp32(staging: str, card: dict, seed: int, check_images: int) -> Dict[str, Any]:
+    """``student_fp32.onnx`` of the student in ``staging``, checked against JAX on random inputs."""
+    t0, shape = time.time(), card["input"]["shape_hwc"]
+    model = models.get_classifier(card["architecture"], card["num_classes"], ops=backends.PLAIN)
+    variables = _load_variables(os.path.join(staging, STUDENT_SUBDIR), model, shape)
+    path = os.path.join(staging, FP32_ONNX)
+    with open(path, "wb") as f:
+        f.write(onnx_model(model, variables, shape).SerializeToString())
+    x = np.asarray(jax.random.normal(jax.random.key(seed + 1), (check_images, *shape)), np.float32)
+    want = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+    diff = float(np.max(np.abs(onnx_logits(session(path), x) - want)))
+    return {"file": FP32_ONNX, "bytes": os.path.getsize(path),
+            "input": {"name": INPUT_NAME, "shape": ["N", *shape], "dtype": "float32",
+                      "layout": "NHWC, normalised as in preprocessing"},
+            "output": {"name": OUTPUT_NAME, "shape": ["N", card["num_classes"]]},
+            "max_abs_logit_diff_vs_jax": diff, "checked_on": f"{check_images} N(0, 1) images",
+            "seconds": round(time.time() - t0, 1)}
+
+
+def _write_int8(run_dir: str, staging: str, calibration_images: int, seed: int) -> Dict[str, Any]:
+    """``student_int8.onnx`` from ``staging``'s fp32 model, calibrated on the run's generator."""
+    t0 = time.time()
+    fp32_path, int8_path = os.path.join(staging, FP32_ONNX), os.path.join(staging, INT8_ONNX)
+    # one draw: the first half calibrates, the second measures the agreement with fp32
+    images, source = generator_images(run_dir, 2 * calibration_images, seed=seed)
+    calib, held_out = images[:calibration_images], images[calibration_images:]
+    quantize_int8(fp32_path, int8_path, calib)
+    fp32_top1 = onnx_logits(session(fp32_path), held_out).argmax(-1)
+    int8_top1 = onnx_logits(session(int8_path), held_out).argmax(-1)
+    return {"file": INT8_ONNX, "bytes": os.path.getsize(int8_path),
+            "quantization": "onnxruntime quantize_static: QDQ, int8 weights per channel, int8 activations, "
+                            "MinMax calibration",
+            "calibration": {"images": calibration_images, **source,
+                            "data": "synthetic: the run's final generator, no real images"},
+            "top1_agreement_with_fp32": float(np.mean(fp32_top1 == int8_top1)),
+            "agreement_on": f"{len(held_out)} other images of the same generator",
+            "seconds": round(time.time() - t0, 1)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,8 +121,15 @@ def test_an_existing_out_dir_is_never_replaced_without_force(ddad_run, exported,
     (out / "mine.txt").write_text("keep me")
     one_line_error(run_entry_export(f"--run={ddad_run}", f"--out={out}", "--onnx"), "--out")
     assert os.listdir(out) == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
-    result = export.export_student(ddad_run, str(out), force=True)  # no ONNX: only the student and its card
-    assert sorted(os.listdir(out)) == ["student", "student.json"] and result["files"]["student"] == str(out / "student")
+    with pytest.raises(UserError, match="is not a student export"):  # --force replaces an export, nothing else
+        export.export_student(ddad_run, str(out), force=True)
+    assert os.listdir(out) == ["mine.txt"]
+    previous, _, _ = exported
+    copy = tmp_path / "copy"  # an earlier export, with its ONNX files
+    shutil.copytree(previous, copy)
+    result = export.export_student(ddad_run, str(copy), force=True)  # no ONNX: only the student and its card
+    assert sorted(os.listdir(copy)) == ["student", "student.json"] and result["files"]["student"] == str(copy / "student")
+    assert result["card"]["exports"] == {}
     with pytest.raises(UserError, match="holds the run itself"):
         export.export_student(ddad_run, os.path.dirname(ddad_run), force=True)
 
