@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from ddad_jax import checkpoints, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import teacher as teacher_lib
+from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.build.common import (AGREEMENT, Run, compute_dtype, dataset_spec, eval_set as make_eval_set,
                                    eval_summary, generator_agreement, grid_sampler, identity, kd_params,
                                    student_result, teacher_line, teacher_result)
@@ -149,4 +149,5 @@ def build_ddad(config) -> Run:
         report=lambda s: f"student {s['student']} {student_result(s)} (teacher {teacher_result(s)})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
+        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import teacher as teacher_lib
+from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.build.ddad import bn_statistics_zeros
 from ddad_jax.build.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
                                    kd_params, student_result, teacher_line, teacher_result)
@@ -133,6 +133,7 @@ def build_inversion(config) -> Run:
         report=lambda sm: f"student {sm['student']} {student_result(sm)} from "
                           f"{sm['synthetic_images']} synthetic images (teacher {teacher_result(sm)})",
         sample=sample if config.sample_grid else None,
+        export=lambda workdir, st, summary: export_lib.save_student(workdir, state_lib.variables_of(st.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
 
 
