@@ -41,9 +41,6 @@ FEW_STEPS = ["--config.steps_per_epoch=200", "--config.num_epochs=10"]  # 2 000 
 
 
 KD_TEMPERATURE = 4.0
-# The DDAD + objective rows of 2026-12-02 shared the 2 cores with other jobs (tests, builds).
-WALL_NOTE = ("Their wall-clock times were measured while other jobs shared the machine, so they are longer than "
-             "the other rows' and not comparable with them.")
 
 
 def _ddad(objective):
@@ -86,8 +83,7 @@ def markdown(rows) -> str:
     lines += ["", f"Mean ± sample std over seeds. {provenance(rows)}. The DDAD row is copied from `fmnist_ddad.json` "
               "(the same command and seeds). DDAD + an objective: DDAD's protocol with that objective for the "
               f"student at T = {KD_TEMPERATURE:g} and both student rates divided by T² (at DDAD's own rates the "
-              "KD student diverged to chance; the script's docstring says more)."
-              + (f" {WALL_NOTE}" if any(r["method"].startswith("DDAD + ") for r in rows) else ""),
+              "KD student diverged to chance; the script's docstring says more).",
               "", "Regenerate: `python benchmarks/fmnist_hybrid.py`"]
     return "\n".join(lines)
 
