@@ -131,9 +131,8 @@ def compute_dtype(config):
 
 
 def eval_set(config, spec, mesh) -> EvalSet:
-    test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
-    if config.eval_examples > 0:
-        test_x, test_y = test_x[:config.eval_examples], test_y[:config.eval_examples]
+    test_x, test_y = data.load_split(spec, "test", config.data_dir or None,  # this host's share of them
+                                     num_examples=config.eval_examples if config.eval_examples > 0 else None)
     return EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
 
 
