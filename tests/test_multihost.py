@@ -76,16 +76,14 @@ def test_two_processes_equal_one_process(tmp_path, fmnist_data_dir, random_teach
 
     two, one = str(tmp_path / "two_processes"), str(tmp_path / "one_process")
     procs = _start_processes(two, random_teacher, fmnist_data_dir)
-    # meanwhile, the reference: this process, 8 devices
-    config = fmnist_lenet5.get_config("smoke")
-    config.update(dict(OVERRIDES, teacher_dir=random_teacher, data_dir=fmnist_data_dir))
-    assert jax.process_count() == 1 and jax.device_count() == 8
-    reference = loop.train_and_evaluate(config, one)
-    outputs = []
-    for p in procs:
-        try:
-            outputs.append(p.communicate(timeout=400)[0])
-        finally:
+    try:  # meanwhile, the reference: this process, 8 devices
+        config = fmnist_lenet5.get_config("smoke")
+        config.update(dict(OVERRIDES, teacher_dir=random_teacher, data_dir=fmnist_data_dir))
+        assert jax.process_count() == 1 and jax.device_count() == 8
+        reference = loop.train_and_evaluate(config, one)
+        outputs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
             p.kill()
     for i, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
