@@ -152,9 +152,8 @@ def eval_set(config, spec, mesh, optional: bool = False) -> Optional[EvalSet]:
     if config.eval_examples == 0:
         raise UserError("eval_examples = 0 (no evaluation) is for data-free runs; this run evaluates on the test "
                         "split: use -1 (all of it) or a number of examples")
-    test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
-    if config.eval_examples > 0:
-        test_x, test_y = test_x[:config.eval_examples], test_y[:config.eval_examples]
+    test_x, test_y = data.load_split(spec, "test", config.data_dir or None,  # this host's share of them
+                                     num_examples=config.eval_examples if config.eval_examples > 0 else None)
     return EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
 
 

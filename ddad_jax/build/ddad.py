@@ -79,9 +79,7 @@ def create_ddad_state(config, hp: ddad.DDADHyper, spec, generator, student, rng,
 
 def place_ddad_state(state: ddad.DDADState, hp: ddad.DDADHyper, mesh) -> ddad.DDADState:
     """A host/checkpoint state on ``mesh`` with the layout ``ddad.make_iteration`` expects."""
-    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
-    return jax.tree.map(lambda spec, x: jax.device_put(x, jax.sharding.NamedSharding(mesh, spec)),
-                        ddad.state_spec(hp), state, is_leaf=is_spec)
+    return parallel.put(state, mesh, ddad.state_spec(hp))
 
 
 def build_ddad(config) -> Run:

@@ -37,9 +37,7 @@ def inversion_hyper(config, spec) -> inversion.InversionHyper:
 
 
 def place(state, hp, mesh):
-    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
-    return jax.tree.map(lambda spec, x: jax.device_put(x, jax.sharding.NamedSharding(mesh, spec)),
-                        inversion.state_spec(hp), state, is_leaf=is_spec)
+    return parallel.put(state, mesh, inversion.state_spec(hp))
 
 
 def build_inversion(config) -> Run:
@@ -117,8 +115,8 @@ def build_inversion(config) -> Run:
 
     def sample(state):
         slot = (int(state.step) - 1) % config.pool_size  # the latest synthesised batch
-        images = np.asarray(jax.device_get(state.pool.images[slot][:config.sample_grid]))
-        labels = np.argmax(np.asarray(jax.device_get(state.pool.logits[slot][:config.sample_grid])), -1)
+        images = parallel.to_host(state.pool.images[slot][:config.sample_grid])  # sharded over processes too
+        labels = np.argmax(parallel.to_host(state.pool.logits[slot][:config.sample_grid]), -1)
         return np.asarray(data.denormalize(jnp.asarray(images), spec)), labels
 
     return Run(

@@ -152,8 +152,10 @@ def prepared_splits(spec: DatasetSpec, data_dir: Optional[str] = None) -> Dict[s
 
 def load_split(spec: DatasetSpec, split: str, data_dir: Optional[str] = None,
                shard_index: Optional[int] = None, shard_count: Optional[int] = None,
-               chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
-    """Reads this host's even shard of ``split`` as (uint8 images NHWC, int32 labels)."""
+               chunk: int = 4096, num_examples: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Reads this host's even shard of ``split`` as (uint8 images NHWC, int32 labels); with
+    ``num_examples``, of the split's first ``num_examples`` only (the same ones whatever the
+    number of hosts)."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     data_dir = data_dir or default_data_dir()
@@ -170,7 +172,8 @@ def load_split(spec: DatasetSpec, split: str, data_dir: Optional[str] = None,
     if split not in sources:
         raise UserError(f"dataset '{spec.name}' has no split '{split}' (has {sorted(sources)})")
     source = sources[split]
-    lo, hi = (len(source) * shard_index) // shard_count, (len(source) * (shard_index + 1)) // shard_count
+    size = len(source) if num_examples is None else min(num_examples, len(source))
+    lo, hi = (size * shard_index) // shard_count, (size * (shard_index + 1)) // shard_count
     images, labels = [], []
     for start in range(lo, hi, chunk):
         records = source.__getitems__(list(range(start, min(start + chunk, hi))))
