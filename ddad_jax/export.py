@@ -492,7 +492,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         return 2
-    lines = [f"exported {result['architecture']} (test accuracy {result['student_acc']}) to {result['out_dir']}: "
+    acc = result["student_acc"]
+    measured = "no test accuracy: the run had no data" if acc is None else f"test accuracy {acc:.4f}"
+    lines = [f"exported {result['architecture']} ({measured}) to {result['out_dir']}: "
              + ", ".join(os.path.basename(p) for p in result["files"].values())]
     if "max_abs_logit_diff_fp32" in result:
         lines.append(f"  ONNX fp32: max |logit - JAX logit| = {result['max_abs_logit_diff_fp32']:.2e}")
