@@ -27,7 +27,7 @@ def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.kind = "ddad"
     c.dataset = "cifar10"
-    c.data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets (only the test split is read)
+    c.data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets (only the test split is read, if there)
     c.seed = 0
     c.num_devices = 0  # 0 = all visible devices
     c.cpu_devices = 4  # CPU-only hosts: split into gcd(this, batch_size) XLA devices (faster); 1 = off
@@ -84,7 +84,11 @@ def base() -> ml_collections.ConfigDict:
     c.log_every = 10  # iterations
     c.checkpoint_every = 0  # iterations; 0 = at the end of every epoch
     c.eval_batch_size = 1000
-    c.eval_examples = -1  # -1 = the whole test split
+    # -1 = the whole test split. 0 = none: a data-free run needs no data, and a user with only
+    # a teacher may have none; it then reports the student's top-1 agreement with the teacher
+    # on generated images (student_agreement) instead of test accuracy -- as it does anyway
+    # when the dataset's test split is not prepared (docs/data.md).
+    c.eval_examples = -1
     c.sample_grid = 64  # generated images in each epoch's PNG grid; 0 = none
     c.time_budget_s = 0.0  # > 0: stop there with the student as it is (benchmarks/fmnist_datafree.py)
     return c

@@ -9,6 +9,10 @@ same command; what is on disk must then resume it, and nothing already there may
 * a checkpoint that is nevertheless unreadable (a truncated or deleted file, garbage in
   its metadata) is set aside, not deleted, and the run resumes from the newest intact one;
 * ``run.json`` is replaced atomically; a torn one is rewritten with a warning.
+
+In a multi-process run every process calls these functions alike, on a workdir they share:
+orbax has each write its part of a checkpoint, and the plain files (``run.json``, summaries,
+exports) are written by process 0 alone.
 """
 
 import contextlib
@@ -26,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
+from ddad_jax import parallel
 from ddad_jax.errors import UserError
 
 RUN_RECORD = "run.json"
@@ -115,7 +120,7 @@ class Checkpointer:
         """Whether checkpoint ``step`` restores into its own recorded shapes and dtypes, on one
         device (a target without shardings would need the devices it was saved from)."""
         try:
-            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             saved = self._manager.item_metadata(step).tree
             as_saved = jax.tree.map(
                 lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding) if hasattr(m, "dtype") else m,
@@ -156,17 +161,30 @@ class Checkpointer:
 def save_variables(path: str, variables: Any) -> None:
     """Writes a model's variables (e.g. an exported teacher) as one standalone checkpoint.
     An existing one at ``path`` is replaced only once the new one is complete, so a kill
-    mid-write leaves the old export (or none), never a half-written one."""
+    mid-write leaves the old export (or none), never a half-written one. With several
+    processes all of them call it (orbax saves collectively); process 0 moves the files."""
     path = os.path.abspath(path)
     new, old = path + ".new", path + ".old"
-    shutil.rmtree(new, ignore_errors=True)
+    primary = parallel.is_primary()
+    if primary:
+        shutil.rmtree(new, ignore_errors=True)
+    _barrier(f"save_variables {new}")
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(new, variables, force=True)
-    if os.path.exists(path):
+    if primary:
+        if os.path.exists(path):
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(new, path)
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(new, path)
-    shutil.rmtree(old, ignore_errors=True)
+    _barrier(f"save_variables {path}")
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process of a multi-process run to get here (nothing with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        multihost_utils.sync_global_devices(name)
 
 
 def load_variables(path: str, target: Any) -> Any:
@@ -220,7 +238,10 @@ def _make_workdir(workdir: str) -> None:
 
 def write_atomically(path: str, text: str) -> None:
     """Writes ``path`` through a temporary file and a rename: a kill leaves the old or the
-    new content, never a torn file."""
+    new content, never a torn file. With several processes only process 0 writes (every
+    process has the same ``text``: it describes the one run they make together)."""
+    if not parallel.is_primary():
+        return
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
     try:
         with os.fdopen(fd, "w") as f:

@@ -49,28 +49,50 @@ class EvalSet:
 
         ``batch_size`` (>= 1) is capped at the number of examples -- a larger one would only
         add padding -- and, with ``mesh``, rounded up to a multiple of its device count.
+
+        With several processes each passes its own shard of the split (``data.load_split``):
+        every batch takes an equal part from each process's shard, all shards padded to the
+        longest, so every process builds the same global shape; ``num_examples`` counts all.
         """
         n = len(images)
         if batch_size < 1:
             raise UserError(f"eval_batch_size must be >= 1, got {batch_size}")
-        if n == 0 or len(labels) != n:
+        if len(labels) != n:
             raise UserError(f"cannot evaluate on {n} images with {len(labels)} labels")
-        batch_size = min(batch_size, n)
+        counts = _process_counts(n, mesh)  # every process's number of examples
+        total = int(sum(counts))
+        if total == 0:
+            raise UserError(f"cannot evaluate on {n} images with {len(labels)} labels")
+        batch_size = min(batch_size, total)
         if mesh is not None:
             batch_size = -(-batch_size // mesh.size) * mesh.size
-        num_batches = -(-n // batch_size)
+        local_batch = batch_size // len(counts)
+        num_batches = -(-max(counts) // local_batch)
         # One compiled shape: padded rows get label -1 and never count as correct.
-        x = np.zeros((num_batches * batch_size,) + images.shape[1:], images.dtype)
-        y = np.full((num_batches * batch_size,), -1, np.int32)
+        x = np.zeros((num_batches * local_batch,) + images.shape[1:], images.dtype)
+        y = np.full((num_batches * local_batch,), -1, np.int32)
         x[:n], y[:n] = images, labels
-        x = x.reshape((num_batches, batch_size) + images.shape[1:])
-        y = y.reshape(num_batches, batch_size)
+        x = x.reshape((num_batches, local_batch) + images.shape[1:])
+        y = y.reshape(num_batches, local_batch)
         if mesh is None:
             x, y = jax.device_put(x), jax.device_put(y)
-        else:
+        elif len(counts) == 1:
             sharding = NamedSharding(mesh, _BATCHES_SHARDED)
             x, y = jax.device_put(x, sharding), jax.device_put(y, sharding)
-        return cls(x, y, n, spec, mesh)
+        else:  # each process's rows of every batch
+            sharding = NamedSharding(mesh, _BATCHES_SHARDED)
+            x = jax.make_array_from_process_local_data(sharding, x, (num_batches, batch_size) + images.shape[1:])
+            y = jax.make_array_from_process_local_data(sharding, y, (num_batches, batch_size))
+        return cls(x, y, total, spec, mesh)
+
+
+def _process_counts(n: int, mesh: Optional[Mesh]) -> np.ndarray:
+    """The number of examples each process holding part of ``mesh`` passes (just ``[n]``
+    with one process, or without a mesh: then every process evaluates its own examples)."""
+    if mesh is None or len({d.process_index for d in mesh.devices.flat}) == 1:
+        return np.asarray([n])
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return np.asarray(multihost_utils.process_allgather(np.asarray(n, np.int64))).reshape(-1)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "spec", "mesh"))
@@ -99,4 +121,4 @@ def evaluate(model, variables, eval_set: EvalSet) -> float:
         variables = parallel.replicate(variables, eval_set.mesh)
     counts = _correct_counts(variables, eval_set.images, eval_set.labels, model=model, spec=eval_set.spec,
                              mesh=eval_set.mesh)
-    return int(np.sum(jax.device_get(counts))) / eval_set.num_examples
+    return int(np.sum(parallel.to_host(counts))) / eval_set.num_examples

@@ -13,6 +13,10 @@ XLA devices the few threads then cannot bring all participants of one all-reduce
 in time; XLA:CPU's collective rendezvous times out and aborts the process (seen after ~1 200
 KD steps). One step stays in flight, so the host still prepares the next batch while the
 devices compute.
+
+With several processes (``docs/multihost.md``) every process runs this loop on the same
+workdir, which must be on a file system they share: all of them take part in each step,
+evaluation and checkpoint; process 0 alone writes the metrics, sample grids and summary.
 """
 
 import json
@@ -24,7 +28,7 @@ import jax
 import numpy as np
 
 from ddad_jax import build as build_lib
-from ddad_jax import checkpoints, diversity, reporting, state as state_lib
+from ddad_jax import checkpoints, diversity, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
 
 
@@ -48,7 +52,8 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     start = int(state.step)
     if restored is not None:
         print(f"[{run.name}] resuming from step {start}", flush=True)
-    reporter = reporting.Reporter(workdir, run.total_steps, start_step=start)
+    primary = parallel.is_primary()
+    reporter = reporting.Reporter(workdir, run.total_steps, start_step=start, writes=primary)
     # seconds an interrupted run had already spent: its last kept record's elapsed_s
     t0, before = time.time(), ([0.0] + [v for _, v in reporter.history("elapsed_s")])[-1]
     elapsed = lambda: before + time.time() - t0
@@ -72,6 +77,8 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     def evaluate(step, state, metrics):
         last_eval.clear()
         last_eval.update(run.evaluate(state))
+        if not last_eval:  # nothing to evaluate on (a teacher of a dataset without a test split)
+            return
         reporter.write(step, {**last_eval, "elapsed_s": elapsed()})
         epoch, epochs = -(-step // run.steps_per_epoch), -(-run.total_steps // run.steps_per_epoch)
         shown = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_eval.items())
@@ -79,8 +86,9 @@ def train(run: build_lib.Run, workdir: str) -> dict:
 
     def sample(step, state, metrics):
         epoch = -(-step // run.steps_per_epoch)
-        images, labels = run.sample(state)
-        reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), images, labels=labels)
+        images, labels = run.sample(state)  # on every process: it computes on the devices
+        if primary:
+            reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), images, labels=labels)
 
     def save(step, state, metrics):
         if not state_lib.all_finite(state):
@@ -102,7 +110,7 @@ def train(run: build_lib.Run, workdir: str) -> dict:
             in_flight = metrics
             for action in actions:
                 action(step, state, metrics)
-            if run.time_budget_s and elapsed() >= run.time_budget_s and step < total:
+            if run.time_budget_s and step < total and parallel.same_on_all_processes(elapsed() >= run.time_budget_s):
                 # out of time: the final student is this one, evaluated and saved like a last step's
                 print(f"[{run.name}] time budget of {run.time_budget_s:.0f}s spent at step {step}/{total}", flush=True)
                 for action in actions[1:]:
@@ -120,7 +128,7 @@ def train(run: build_lib.Run, workdir: str) -> dict:
         summary["stopped_at_step"] = stopped_at
     if run.export is not None:
         run.export(workdir, state, summary)
-    checkpoints.write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+    checkpoints.write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))  # process 0
     print(f"[{run.name}] done: {run.report(summary)} ({workdir})", flush=True)
     return summary
 

@@ -27,15 +27,21 @@ class Reporter:
     the JSON-lines records after ``start_step`` are dropped, and TensorBoard is told to
     discard the earlier event files' scalars after it (tensorboardX's ``purge_step``), so
     both hold each step once, as for a run that was never interrupted.
+
+    ``writes=False`` (the other processes of a multi-process run, where process 0 reports):
+    nothing is written or printed; ``history`` still reads what process 0 wrote.
     """
 
-    def __init__(self, workdir: str, total_steps: int, start_step: int = 0, stream=None):
-        self.workdir, self.total_steps = workdir, total_steps
+    def __init__(self, workdir: str, total_steps: int, start_step: int = 0, stream=None, writes: bool = True):
+        self.workdir, self.total_steps, self.writes = workdir, total_steps, writes
         self.stream = stream or sys.stdout
-        os.makedirs(workdir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-        self._drop_records_after(start_step)  # a resumed run rewrites what came after its checkpoint
         self._t0, self._step0 = None, start_step  # set at the first report: excludes compilation
+        self._tb = None
+        if not writes:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._drop_records_after(start_step)  # a resumed run rewrites what came after its checkpoint
         try:
             from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
             self._tb = SummaryWriter(os.path.join(workdir, "tb"),
@@ -95,6 +101,8 @@ class Reporter:
         return found
 
     def write(self, step: int, metrics: Dict[str, float]) -> None:
+        if not self.writes:
+            return
         metrics = {k: float(v) for k, v in metrics.items()}
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
@@ -104,6 +112,8 @@ class Reporter:
             self._tb.flush()
 
     def progress(self, step: int, metrics: Dict[str, float], prefix: str = "") -> None:
+        if not self.writes:
+            return
         if self._t0 is None:
             self._t0, self._step0 = time.time(), step
         elapsed = time.time() - self._t0

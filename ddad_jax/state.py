@@ -75,9 +75,13 @@ def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.9,
 def all_finite(tree) -> bool:
     """Whether every float leaf is finite, checked on the host: no device computation, so no
     cross-device collective for sharded leaves (eager collectives on split CPU devices hung
-    once, next to an asynchronous checkpoint save, in a run with a batch-sharded memory of past batches)."""
-    for leaf in jax.tree.leaves(jax.device_get(tree)):
-        leaf = np.asarray(leaf)
-        if np.issubdtype(leaf.dtype, np.inexact) and not np.all(np.isfinite(leaf)):
+    once, next to an asynchronous checkpoint save, in a run with a batch-sharded memory of past batches).
+    With several processes each checks the parts its own devices hold."""
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            parts = [np.asarray(shard.data) for shard in leaf.addressable_shards]
+        else:
+            parts = [np.asarray(jax.device_get(leaf))]
+        if any(np.issubdtype(p.dtype, np.inexact) and not np.all(np.isfinite(p)) for p in parts):
             return False
     return True

@@ -1,12 +1,12 @@
 """Teachers: the supervised training step, export, and loading them (frozen) for distillation.
 
 A finished run leaves in its workdir ``teacher/`` (the model's variables, an orbax
-checkpoint) and ``teacher.json`` (architecture, dataset, measured test accuracy).
+checkpoint) and ``teacher.json`` (architecture, dataset and its spec, measured test accuracy).
 """
 
 import json
 import os
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,17 @@ from ddad_jax import checkpoints, data, models, objectives, parallel
 from ddad_jax.errors import UserError
 
 TEACHER_SUBDIR, TEACHER_META = "teacher", "teacher.json"
+# Teachers handed over in Python (``ddad_jax.api``), by name: a config then says
+# ``teacher_dir = "python:NAME"`` (``PROVIDED_PREFIX``) instead of naming a directory.
+PROVIDED_PREFIX = "python:"
+_PROVIDED = {}
+
+
+def provide(name: str, model, variables, meta: dict) -> str:
+    """Registers an in-memory teacher (a Flax module, its variables, a card) for this process;
+    returns the ``teacher_dir`` a config names it by."""
+    _PROVIDED[name] = (model, variables, dict(meta))
+    return PROVIDED_PREFIX + name
 
 
 SUPERVISED_AUGMENT = augment_lib.Augment(flip=True, shift=4, pad_mode="constant")
@@ -60,9 +71,35 @@ def export(workdir: str, variables, summary: dict) -> None:
     checkpoints.write_atomically(os.path.join(workdir, TEACHER_META), json.dumps(summary, indent=2))
 
 
+def card_spec(teacher_dir: str, dataset: str) -> Optional[data.DatasetSpec]:
+    """The spec of ``dataset`` a teacher's card carries (``dataset_spec``), or None: how a run
+    with the teacher and no data at all knows a custom dataset's shape, classes and
+    normalisation. Any problem with the card is left to ``load_teacher`` to report."""
+    try:
+        with open(os.path.join(teacher_dir, TEACHER_META)) as f:
+            meta = json.load(f)
+        if meta.get("dataset") == dataset and isinstance(meta.get("dataset_spec"), dict):
+            return data.spec_from_dict(meta["dataset_spec"])
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    return None
+
+
 def load_teacher(teacher_dir: str, model_name: str, dataset: str,
-                 bn_axis_name=None) -> Tuple[Any, dict, dict]:
-    """(model, variables, metadata) of an exported teacher; clear errors when it does not fit."""
+                 bn_axis_name=None, spec: Optional[data.DatasetSpec] = None) -> Tuple[Any, dict, dict]:
+    """(model, variables, metadata) of an exported teacher, or of one ``provide``d in Python
+    (``teacher_dir = "python:NAME"``); clear errors when it does not fit. ``spec``: the
+    dataset's (default: ``data.get_spec(dataset)``)."""
+    if teacher_dir.startswith(PROVIDED_PREFIX):
+        name = teacher_dir[len(PROVIDED_PREFIX):]
+        if name not in _PROVIDED:
+            raise UserError(f"no teacher named '{name}' was provided in this process (ddad_jax.api.distill "
+                            "provides one); a teacher directory is a path without the 'python:' prefix")
+        model, variables, meta = _PROVIDED[name]
+        if meta.get("model") != model_name or meta.get("dataset") != dataset:
+            raise UserError(f"the provided teacher '{name}' is a '{meta.get('model')}' on '{meta.get('dataset')}', "
+                            f"but the config asks for '{model_name}' on '{dataset}'")
+        return (model if bn_axis_name is None else model.clone(bn_axis_name=bn_axis_name)), variables, meta
     meta_path = os.path.join(teacher_dir, TEACHER_META)
     if not teacher_dir or not os.path.exists(meta_path):
         raise UserError(f"no teacher checkpoint in '{teacher_dir}' (expected {TEACHER_META} and "
@@ -80,7 +117,7 @@ def load_teacher(teacher_dir: str, model_name: str, dataset: str,
                         f"'{model_name}'; set --config.teacher={meta.get('model')} or another teacher_dir")
     if meta.get("dataset") != dataset:
         raise UserError(f"teacher in {teacher_dir} was trained on '{meta.get('dataset')}', not '{dataset}'")
-    spec = data.get_spec(dataset)
+    spec = spec or data.get_spec(dataset)
     model = models.get_classifier(model_name, spec.num_classes, bn_axis_name=bn_axis_name)
     # Only shapes are needed to restore into: no initialisation is run.
     target = jax.eval_shape(model.init, jax.random.key(0),

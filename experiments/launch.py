@@ -13,12 +13,18 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ddad_jax import parallel
 from ddad_jax.backends import cpu as cpu_backend
 from ddad_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "a configs/*.py file, e.g. configs/ddad.py:fashion_mnist",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics and samples go (resumes if present)")
+# Several processes (hosts) as one run (docs/multihost.md): auto-detected on TPU VMs, SLURM and
+# Open MPI; elsewhere give all three, the same address and count to every process.
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT where process 0 coordinates a multi-process run")
+flags.DEFINE_integer("num_processes", None, "processes in a multi-process run (1 = a single-process run)")
+flags.DEFINE_integer("process_id", None, "this process's index in a multi-process run, 0..num_processes-1")
 FLAGS = flags.FLAGS
 
 
@@ -84,8 +90,9 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def run(dataset: str) -> None:
-    """Entry point of ``experiments.<dataset>``."""
+def run(dataset) -> None:
+    """Entry point of ``experiments.<dataset>``; ``None``: ``experiments.custom``, whose dataset
+    is the config's (the user's own, docs/data.md)."""
 
     def main(argv):
         if len(argv) > 1:
@@ -94,13 +101,16 @@ def run(dataset: str) -> None:
         config, workdir = FLAGS.config, FLAGS.workdir
         try:
             if config is None:
-                raise UserError("--config is required, e.g. --config=configs/ddad.py:" + dataset)
+                raise UserError("--config is required, e.g. --config=configs/ddad.py:" + (dataset or "NAME"))
             if not workdir:
                 raise UserError("--workdir is required (checkpoints, metrics and samples go there)")
-            if config.dataset != dataset:
+            if dataset is not None and config.dataset != dataset:
                 raise UserError(f"this config is for '{config.dataset}', but this is "
-                                f"experiments.{dataset}; pass --config=<file>.py:{dataset}")
+                                f"experiments.{dataset}; pass --config=<file>.py:{dataset}"
+                                + ("" if config.dataset in ("fashion_mnist", "cifar10", "cifar100")
+                                   else " (your own datasets run with python -m experiments.custom)"))
             cpu_backend.split_host_devices(config)
+            parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
             _run(config, workdir)
         except UserError as e:  # raised anywhere under the run: one line, no traceback
             _fail(str(e))

@@ -179,9 +179,14 @@ def test_workdir_of_another_teacher_is_refused(tmp_path, fmnist_smoke_teacher, f
     loop.train_and_evaluate(config(moved), workdir)
 
 
-def test_dataset_not_prepared_says_how_and_writes_nothing(tmp_path, fmnist_smoke_teacher):
+def test_dataset_not_prepared_says_how_and_writes_nothing(tmp_path):
+    """A run that needs the data (teacher training) and finds it unprepared says how to
+    prepare it; a data-free run goes on without it (tests/test_own_data.py)."""
+    tc = teacher_config.get_config("fashion_mnist,smoke")
+    with tc.unlocked():
+        tc.data_dir = str(tmp_path / "empty")
     with pytest.raises(UserError, match="python -m ddad_jax.data.prepare fashion_mnist"):
-        loop.train_and_evaluate(_config(fmnist_smoke_teacher, str(tmp_path / "empty")), str(tmp_path / "w"))
+        loop.train_and_evaluate(tc, str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w")
 
 

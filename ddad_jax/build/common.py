@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddad_jax import data, objectives, state as state_lib
+from ddad_jax import teacher as teacher_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet
 
@@ -130,11 +131,77 @@ def compute_dtype(config):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
 
 
-def eval_set(config, spec, mesh) -> EvalSet:
-    test_x, test_y = data.load_split(spec, "test", config.data_dir or None)
-    if config.eval_examples > 0:
-        test_x, test_y = test_x[:config.eval_examples], test_y[:config.eval_examples]
+def dataset_spec(config) -> data.DatasetSpec:
+    """The run's dataset: a built-in one, a custom one's card in ``data_dir`` or, for a run with
+    a teacher and no data at all, the spec the teacher's card carries."""
+    try:
+        return data.get_spec(config.dataset, config.data_dir or None)
+    except UserError:
+        spec = teacher_lib.card_spec(config.get("teacher_dir", ""), config.dataset)
+        if spec is None:
+            raise
+        return spec
+
+
+def eval_set(config, spec, mesh, optional: bool = False) -> Optional[EvalSet]:
+    """The test split, placed for ``evaluation.evaluate``. ``optional`` (data-free runs): None
+    when ``eval_examples`` is 0 or the split is not prepared -- the run then reports the
+    student's agreement with the teacher on generated images instead (``no_eval_reason``)."""
+    if optional and no_eval_reason(config, spec):
+        return None
+    if config.eval_examples == 0:
+        raise UserError("eval_examples = 0 (no evaluation) is for data-free runs; this run evaluates on the test "
+                        "split: use -1 (all of it) or a number of examples")
+    test_x, test_y = data.load_split(spec, "test", config.data_dir or None,  # this host's share of them
+                                     num_examples=config.eval_examples if config.eval_examples > 0 else None)
     return EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
+
+
+def no_eval_reason(config, spec) -> str:
+    """Why a run has no test split to evaluate on ('' when it has one)."""
+    if config.eval_examples == 0:
+        return "eval_examples = 0"
+    splits = data.prepared_splits(spec, config.data_dir or None)
+    where = config.data_dir or data.default_data_dir()
+    if not splits:
+        return f"'{spec.name}' is not prepared in {where}"
+    if "test" not in splits:
+        return f"'{spec.name}' has no test split in {where}"
+    return ""
+
+
+def teacher_line(config, spec, teacher_acc: Optional[float]) -> str:
+    """What a distillation run says about its teacher before it starts."""
+    said = f"test accuracy {teacher_acc:.4f}" if teacher_acc is not None else (
+        f"{no_eval_reason(config, spec)}: the student's agreement with the teacher on generated images "
+        "is reported instead of test accuracy")
+    return f"teacher {config.teacher} from {config.teacher_dir}: {said}"
+
+
+def student_result(summary: dict) -> str:
+    """A distillation summary's result for its closing line: test accuracy, or agreement."""
+    if summary.get("student_acc") is not None:
+        return f"test accuracy {summary['student_acc']:.4f}"
+    return f"agreement with the teacher on generated images {summary['student_agreement']:.4f}"
+
+
+def teacher_result(summary: dict) -> str:
+    """'resnet34 0.9512', or the teacher's name alone when there was no test split."""
+    acc = summary.get("teacher_acc")
+    return summary["teacher"] + (f" {acc:.4f}" if acc is not None else "")
+
+
+def eval_summary(last_eval: Dict[str, float]) -> dict:
+    """The summary's result keys: ``student_acc`` (None without a test split) and, without
+    one, ``student_agreement``."""
+    out = {"student_acc": last_eval.get("test/student_accuracy")}
+    if AGREEMENT in last_eval:
+        out["student_agreement"] = last_eval[AGREEMENT]
+    return out
+
+
+# Without a test split: top-1 agreement of student and teacher on generated images.
+AGREEMENT = "generated/student_agreement"
 
 
 def kd_params(config) -> objectives.KDParams:
@@ -169,3 +236,19 @@ def grid_sampler(generator, teacher_model, teacher_vars, spec, z):
         return data.denormalize(x, spec), jnp.argmax(teacher.apply(t_vars, x), -1)
 
     return lambda state: jax.device_get(draw(state_lib.variables_of(state.generator), teacher_vars))
+
+
+def generator_agreement(generator, teacher_model, teacher_vars, student, z):
+    """``state -> float``: the share of the generator's images (in ``state.generator``) from the
+    fixed latents ``z`` on which the student's top-1 class (``state.student``, inference mode)
+    is the teacher's -- what a run without a test split reports. The images follow the
+    generator as it trains; the latents stay fixed. Compiled once, outside the data-parallel map."""
+    gen, teacher, student = (m.clone(bn_axis_name=None) for m in (generator, teacher_model, student))
+
+    @jax.jit
+    def agree(gen_vars, t_vars, s_vars):
+        x = gen.apply(gen_vars, z, train=True, mutable=["batch_stats"])[0]
+        return jnp.mean(jnp.argmax(student.apply(s_vars, x, train=False), -1) == jnp.argmax(teacher.apply(t_vars, x), -1))
+
+    return lambda state: float(agree(state_lib.variables_of(state.generator), teacher_vars,
+                                     state_lib.variables_of(state.student)))

@@ -7,9 +7,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import teacher as teacher_lib
-from ddad_jax.build.common import Run, compute_dtype, eval_set as make_eval_set, grid_sampler, identity, kd_params
+from ddad_jax import checkpoints, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import export as export_lib, teacher as teacher_lib
+from ddad_jax.build.common import (AGREEMENT, Run, compute_dtype, dataset_spec, eval_set as make_eval_set,
+                                   eval_summary, generator_agreement, grid_sampler, identity, kd_params,
+                                   student_result, teacher_line, teacher_result)
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import ddad
@@ -77,26 +79,24 @@ def create_ddad_state(config, hp: ddad.DDADHyper, spec, generator, student, rng,
 
 def place_ddad_state(state: ddad.DDADState, hp: ddad.DDADHyper, mesh) -> ddad.DDADState:
     """A host/checkpoint state on ``mesh`` with the layout ``ddad.make_iteration`` expects."""
-    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
-    return jax.tree.map(lambda spec, x: jax.device_put(x, jax.sharding.NamedSharding(mesh, spec)),
-                        ddad.state_spec(hp), state, is_leaf=is_spec)
+    return parallel.put(state, mesh, ddad.state_spec(hp))
 
 
 def build_ddad(config) -> Run:
-    spec = data.get_spec(config.dataset)
+    spec = dataset_spec(config)
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     teacher_model, teacher_vars, teacher_meta = teacher_lib.load_teacher(
-        config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS)
+        config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS, spec=spec)
     hp = hyper(config, spec)
     if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
         raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so the 'bn' generator term has "
                         "nothing to match; use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
                         "(adversarial only)")
-    eval_set = make_eval_set(config, spec, mesh)
-    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
+    eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split, agreement instead
+    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
     method = config.get("method", "ddad")  # DAFL, DFAD and DFQ are DDAD-shaped: a generator step, then the student
-    print(f"[{method}] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
+    print(f"[{method}] {teacher_line(config, spec, teacher_acc)}", flush=True)
 
     dtype = compute_dtype(config)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
@@ -115,6 +115,12 @@ def build_ddad(config) -> Run:
     sample_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 3), hp.latent_dim, 0, (config.sample_grid,))
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
+    agreement = None
+    if eval_set is None:  # one generator batch from latents drawn once
+        agree_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 4), hp.latent_dim, 0, (config.batch_size,))
+        if hp.num_classes:
+            agree_z = synthesis.with_classes(agree_z, jnp.arange(config.batch_size) % hp.num_classes, hp.num_classes)
+        agreement = generator_agreement(generator, teacher_model, teacher_vars, student_f32, agree_z)
 
     def summarize(state, last_eval, wall_s):
         done = int(state.step)  # fewer than total_steps when a time budget stopped the run
@@ -124,7 +130,7 @@ def build_ddad(config) -> Run:
         return {"method": method, "synthetic_images": synthetic, "dataset": config.dataset, "teacher": config.teacher,
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                 "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
-                "student_acc": last_eval["test/student_accuracy"], "iterations": adversarial_total,
+                **eval_summary(last_eval), "iterations": adversarial_total,
                 "finetune_iterations": total - adversarial_total, "generator_terms": dict(hp.generator_terms),
                 "student_objective": hp.student_objective, "pool_size": hp.pool_size, "wall_s": wall_s,
                 "devices": mesh.size}
@@ -134,11 +140,12 @@ def build_ddad(config) -> Run:
         step=lambda n, s: (iteration if n <= adversarial_total else finetune)(s, teacher_vars, rng),
         total_steps=total, steps_per_epoch=config.iters_per_epoch,
         identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
-        evaluate=lambda s: {"test/student_accuracy": evaluate(student_f32, state_lib.variables_of(s.student), eval_set),
-                            "test/teacher_accuracy": teacher_acc},
+        evaluate=lambda s: {AGREEMENT: agreement(s)} if eval_set is None else {
+            "test/student_accuracy": evaluate(student_f32, state_lib.variables_of(s.student), eval_set),
+            "test/teacher_accuracy": teacher_acc},
         summarize=summarize,
-        report=lambda s: f"student {s['student']} test accuracy {s['student_acc']:.4f} "
-                         f"(teacher {s['teacher']} {s['teacher_acc']:.4f})",
+        report=lambda s: f"student {s['student']} {student_result(s)} (teacher {teacher_result(s)})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
+        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

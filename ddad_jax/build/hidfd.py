@@ -23,16 +23,17 @@ def real_per_batch(config, num_real: int, num_devices: int) -> int:
 
 
 def build_hidfd(config) -> Run:
-    spec = data.get_spec(config.dataset)
+    spec = data.get_spec(config.dataset, config.data_dir or None)
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     if config.batch_size < 2 * mesh.size:
         raise UserError(f"batch_size must be at least {2 * mesh.size} (a real and a generated image per device)")
-    train_x, train_y = data.load_split(spec, "train", config.data_dir or None)
+    # every host reads the whole split: the few real images are the same whatever the number of hosts
+    train_x, train_y = data.load_split(spec, "train", config.data_dir or None, shard_index=0, shard_count=1)
     keep = train_subset(config, spec, train_y)
     train_x, train_y = train_x[keep], train_y[keep]  # the few real images: nothing else of the split is kept
     eval_set = make_eval_set(config, spec, mesh)
-    teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset)
+    teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset, spec=spec)
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
     print(f"[hidfd] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}; "
           f"{len(train_x)} real images", flush=True)
@@ -72,9 +73,11 @@ def build_hidfd(config) -> Run:
     def step(n, state):
         if n <= config.gan_iterations:
             idx = data.cycled_batch(len(train_x), config.batch_size, config.seed, n - 1)
+            idx = idx[parallel.process_rows(config.batch_size, mesh)]  # this host's part of the batch
             return gan_iteration(state, teacher_vars, parallel.shard_batch(train_x[idx], mesh),
                                  parallel.shard_batch(train_y[idx], mesh), rng)
         idx = data.cycled_batch(len(train_x), real_count, config.seed + 1, n - 1 - config.gan_iterations)
+        idx = idx[parallel.process_rows(real_count, mesh)]
         return student_iteration(state, teacher_vars, parallel.shard_batch(train_x[idx], mesh), rng)
 
     def shipped_variables(s):

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import teacher as teacher_lib
+from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.build.ddad import bn_statistics_zeros
-from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, kd_params
+from ddad_jax.build.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
+                                   kd_params, student_result, teacher_line, teacher_result)
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import inversion
@@ -36,27 +37,24 @@ def inversion_hyper(config, spec) -> inversion.InversionHyper:
 
 
 def place(state, hp, mesh):
-    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
-    return jax.tree.map(lambda spec, x: jax.device_put(x, jax.sharding.NamedSharding(mesh, spec)),
-                        inversion.state_spec(hp), state, is_leaf=is_spec)
+    return parallel.put(state, mesh, inversion.state_spec(hp))
 
 
 def build_inversion(config) -> Run:
-    spec = data.get_spec(config.dataset)
+    spec = dataset_spec(config)
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     if config.synthesizer not in inversion.SYNTHESIZERS:
         raise UserError(f"synthesizer must be one of {', '.join(inversion.SYNTHESIZERS)}, got {config.synthesizer!r}")
     teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset,
-                                                              bn_axis_name=parallel.BATCH_AXIS)
+                                                              bn_axis_name=parallel.BATCH_AXIS, spec=spec)
     hp = inversion_hyper(config, spec)
     if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
         raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers for the 'bn' term; set "
                         "--config.generator_terms.bn=0")
-    eval_set = make_eval_set(config, spec, mesh)
-    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
-    print(f"[{config.method}] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}",
-          flush=True)
+    eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split, agreement instead
+    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
+    print(f"[{config.method}] {teacher_line(config, spec, teacher_acc)}", flush=True)
     image_shape = (spec.image_size, spec.image_size, spec.channels)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
                                      bn_axis_name=parallel.BATCH_AXIS)
@@ -101,15 +99,24 @@ def build_inversion(config) -> Run:
         filled = int(min(int(state.step), config.pool_size))
         return {"method": config.method, "dataset": config.dataset, "teacher": config.teacher,
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
-                "student": config.student, "student_acc": last_eval["test/student_accuracy"], "rounds": rounds,
+                "student": config.student, **eval_summary(last_eval), "rounds": rounds,
                 "synthetic_images": int(state.step) * config.batch_size, "pool_images": filled * config.batch_size,
                 "synthesizer": config.synthesizer, "generator_terms": dict(hp.generator_terms), "wall_s": wall_s,
                 "devices": mesh.size}
 
+    agree = jax.jit(lambda s_vars, x, t_logits: jnp.mean(
+        jnp.argmax(student.clone(bn_axis_name=None).apply(s_vars, x, train=False), -1) == jnp.argmax(t_logits, -1)))
+
+    def pool_agreement(state):
+        """Without a test split: the student's top-1 agreement with the teacher on the latest
+        synthesised batch (no generator to draw a fixed set from; the pool keeps the teacher's logits)."""
+        slot = (int(state.step) - 1) % config.pool_size
+        return float(agree(state_lib.variables_of(state.student), state.pool.images[slot], state.pool.logits[slot]))
+
     def sample(state):
         slot = (int(state.step) - 1) % config.pool_size  # the latest synthesised batch
-        images = np.asarray(jax.device_get(state.pool.images[slot][:config.sample_grid]))
-        labels = np.argmax(np.asarray(jax.device_get(state.pool.logits[slot][:config.sample_grid])), -1)
+        images = parallel.to_host(state.pool.images[slot][:config.sample_grid])  # sharded over processes too
+        labels = np.argmax(parallel.to_host(state.pool.logits[slot][:config.sample_grid]), -1)
         return np.asarray(data.denormalize(jnp.asarray(images), spec)), labels
 
     return Run(
@@ -117,12 +124,14 @@ def build_inversion(config) -> Run:
         step=lambda n, st: (warmup_fn if n <= config.warmup_rounds else round_fn)(st, teacher_vars, rng),
         total_steps=rounds, steps_per_epoch=config.iters_per_epoch,
         identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
-        evaluate=lambda st: {"test/student_accuracy": evaluate(student, state_lib.variables_of(st.student), eval_set),
-                             "test/teacher_accuracy": teacher_acc},
+        evaluate=lambda st: {AGREEMENT: pool_agreement(st)} if eval_set is None else {
+            "test/student_accuracy": evaluate(student, state_lib.variables_of(st.student), eval_set),
+            "test/teacher_accuracy": teacher_acc},
         summarize=summarize, phase=lambda n: "warm-up " if n <= config.warmup_rounds else "",
-        report=lambda sm: f"student {sm['student']} test accuracy {sm['student_acc']:.4f} from "
-                          f"{sm['synthetic_images']} synthetic images (teacher {sm['teacher']} {sm['teacher_acc']:.4f})",
+        report=lambda sm: f"student {sm['student']} {student_result(sm)} from "
+                          f"{sm['synthetic_images']} synthetic images (teacher {teacher_result(sm)})",
         sample=sample if config.sample_grid else None,
+        export=lambda workdir, st, summary: export_lib.save_student(workdir, state_lib.variables_of(st.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
 
 

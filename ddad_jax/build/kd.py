@@ -4,14 +4,14 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import augment, checkpoints, data, models, parallel, state as state_lib
-from ddad_jax import teacher as teacher_lib
+from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import kd
 
 
 def build_kd(config) -> Run:
-    spec = data.get_spec(config.dataset)
+    spec = data.get_spec(config.dataset, config.data_dir or None)
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     hp = kd.KDHyper(student_objective=config.student_objective, kd=kd_params(config),
@@ -24,7 +24,7 @@ def build_kd(config) -> Run:
     train_x, train_y = train_x[keep], train_y[keep]  # nothing else of the split is kept
     eval_set = make_eval_set(config, spec, mesh)
     if uses["teacher"]:
-        teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset)
+        teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset, spec=spec)
         teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
         print(f"[kd] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}", flush=True)
     steps_per_epoch = config.steps_per_epoch if config.steps_per_epoch > 0 else -(-len(train_x) // config.batch_size)
@@ -72,4 +72,5 @@ def build_kd(config) -> Run:
         report=lambda s: f"student {s['student']} ({s['student_objective']}, {s['train_examples']} real images) "
                          f"test accuracy {s['student_acc']:.4f}"
                          + (f" (teacher {s['teacher']} {s['teacher_acc']:.4f})" if s["teacher"] else ""),
+        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -5,18 +5,21 @@ import jax.numpy as jnp
 
 from ddad_jax import data, models, parallel, state as state_lib
 from ddad_jax import teacher as teacher_lib
-from ddad_jax.build.common import Run, eval_set as make_eval_set, identity
+from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, no_eval_reason
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 
 
 def build_teacher(config) -> Run:
-    spec = data.get_spec(config.dataset)
+    spec = data.get_spec(config.dataset, config.data_dir or None)
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     model = models.get_classifier(config.model, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
     train_x, train_y = data.load_split(spec, "train", config.data_dir or None)
-    eval_set = make_eval_set(config, spec, mesh)
+    eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split (a custom dataset may have none)
+    if eval_set is None:
+        print(f"[teacher] {no_eval_reason(config, spec)}: no test accuracy (the progress lines show the training "
+              "batches' accuracy)", flush=True)
     local_batch = config.batch_size // jax.process_count()
     steps_per_epoch = len(train_x) // local_batch
     if config.steps_per_epoch > 0:
@@ -43,14 +46,17 @@ def build_teacher(config) -> Run:
                           jax.random.fold_in(rng, n))
 
     def summarize(state, last_eval, wall_s):
-        return {"model": config.model, "dataset": config.dataset, "test_acc": last_eval["test/accuracy"],
-                "test_examples": eval_set.num_examples, "epochs": config.num_epochs, "wall_s": wall_s}
+        return {"model": config.model, "dataset": config.dataset, "test_acc": last_eval.get("test/accuracy"),
+                "test_examples": eval_set.num_examples if eval_set else 0, "epochs": config.num_epochs, "wall_s": wall_s}
 
     return Run(
         name="teacher", state=state, place=lambda s: parallel.replicate(s, mesh), step=step, total_steps=total,
         steps_per_epoch=steps_per_epoch, identity=identity(config),
-        evaluate=lambda s: {"test/accuracy": evaluate(model, state_lib.variables_of(s), eval_set)},
+        evaluate=lambda s: {"test/accuracy": evaluate(model, state_lib.variables_of(s), eval_set)} if eval_set else {},
         summarize=summarize, log_every=config.log_every,
-        report=lambda s: f"{s['model']} on {s['dataset']}: test accuracy {s['test_acc']:.4f}; exported to "
-                         f"{teacher_lib.TEACHER_SUBDIR}/ and {teacher_lib.TEACHER_META}",
-        export=lambda workdir, s, summary: teacher_lib.export(workdir, state_lib.variables_of(s), summary))
+        report=lambda s: f"{s['model']} on {s['dataset']}: "
+                         + (f"test accuracy {s['test_acc']:.4f}" if s["test_acc"] is not None else "no test split")
+                         + f"; exported to {teacher_lib.TEACHER_SUBDIR}/ and {teacher_lib.TEACHER_META}",
+        # the card carries the dataset's spec: a distillation run needs no data to know it
+        export=lambda workdir, s, summary: teacher_lib.export(workdir, state_lib.variables_of(s),
+                                                              {**summary, "dataset_spec": data.spec_to_dict(spec)}))

@@ -8,8 +8,9 @@ a gather, so the input never stalls the step. Each host reads its own even shard
 import dataclasses
 import functools
 import glob
+import json
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,16 +54,108 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
-def get_spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
+# Specs handed over in Python (``ddad_jax.api``) for this process: a teacher with no dataset
+# behind it still has an input shape, classes and a normalisation.
+_REGISTERED = {}
+
+
+def register_spec(spec: DatasetSpec) -> DatasetSpec:
+    """Makes ``get_spec(spec.name)`` return ``spec`` in this process (a built-in name cannot be
+    replaced)."""
+    if spec.name in DATASETS and DATASETS[spec.name] != spec:
+        raise UserError(f"'{spec.name}' is a built-in dataset; give your input spec another name")
+    _REGISTERED[spec.name] = spec
+    return spec
+
+
+# A user's own dataset (``python -m ddad_jax.data.prepare NAME --from_folder=DIR``, see
+# ``data/custom.py``) is the tfds dataset ``ddad_custom_NAME``: the prefix keeps it clear of
+# tfds's own catalogue (a user's 'mnist' would otherwise be read with tfds's MNIST builder).
+# Its card (``card.json`` in that folder) holds what a ``DatasetSpec`` needs.
+CUSTOM_PREFIX, CARD = "ddad_custom_", "card.json"
+
+
+def custom_dir(name: str, data_dir: Optional[str] = None) -> str:
+    """The folder of the user's dataset ``name``: its tfds versions and its card."""
+    return os.path.join(data_dir or default_data_dir(), CUSTOM_PREFIX + name)
+
+
+def custom_hint(name: str) -> str:
+    return (f"prepare it with `python -m ddad_jax.data.prepare {name} --from_folder=DIR` "
+            "(or --from_arrays=FILE.npz; docs/data.md)")
+
+
+def spec_to_dict(spec: DatasetSpec) -> dict:
+    """A spec as JSON has it (a teacher's card carries its dataset's spec)."""
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(d: dict) -> DatasetSpec:
+    """The inverse of ``spec_to_dict`` (tuples again: a spec is a static, hashable jit argument)."""
+    fields = {f.name for f in dataclasses.fields(DatasetSpec)}
+    return DatasetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
+
+
+def spec_from_card(card: dict) -> DatasetSpec:
+    """The spec of a prepared custom dataset, from its card."""
+    return DatasetSpec(card["name"], card["tfds_name"], int(card["num_classes"]), int(card["channels"]),
+                       int(card["source_size"]), int(card["image_size"]), tuple(map(float, card["mean"])),
+                       tuple(map(float, card["std"])), False, custom_hint(card["name"]))
+
+
+def read_card(name: str, data_dir: Optional[str] = None) -> Optional[dict]:
+    """The card of the prepared custom dataset ``name``, or None when there is none."""
+    path = os.path.join(custom_dir(name, data_dir), CARD)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable dataset card ({e}); prepare '{name}' again with --force") from None
+
+
+def custom_names(data_dir: Optional[str] = None):
+    """The custom datasets prepared in ``data_dir``, sorted."""
+    cards = glob.glob(os.path.join(data_dir or default_data_dir(), CUSTOM_PREFIX + "*", CARD))
+    return sorted(os.path.basename(os.path.dirname(c))[len(CUSTOM_PREFIX):] for c in cards)
+
+
+def get_spec(name: str, data_dir: Optional[str] = None) -> DatasetSpec:
+    """A spec ``register_spec``'d in this process, a built-in dataset's, or a custom dataset's
+    from its card in ``data_dir``."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in DATASETS:
+        return DATASETS[name]
+    card = read_card(name, data_dir)
+    if card is None:
+        choices = ", ".join(sorted(DATASETS) + custom_names(data_dir))
+        raise UserError(f"unknown dataset '{name}'; choose one of {choices}, or prepare your own with "
+                        f"`python -m ddad_jax.data.prepare {name} --from_folder=DIR` (docs/data.md)")
+    try:
+        return spec_from_card(card)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"the card of dataset '{name}' lacks {e}; prepare it again with --force") from None
+
+
+def prepared_splits(spec: DatasetSpec, data_dir: Optional[str] = None) -> Dict[str, int]:
+    """{split: examples} of ``spec``'s prepared dataset in ``data_dir`` ({} when not prepared),
+    from tfds's ``dataset_info.json``: nothing is read or imported to know what is there."""
+    infos = sorted(glob.glob(os.path.join(data_dir or default_data_dir(), spec.tfds_name, "*", "dataset_info.json")))
+    if not infos:
+        return {}
+    with open(infos[-1]) as f:
+        splits = json.load(f).get("splits", [])
+    return {s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in splits}
 
 
 def load_split(spec: DatasetSpec, split: str, data_dir: Optional[str] = None,
                shard_index: Optional[int] = None, shard_count: Optional[int] = None,
-               chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
-    """Reads this host's even shard of ``split`` as (uint8 images NHWC, int32 labels)."""
+               chunk: int = 4096, num_examples: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Reads this host's even shard of ``split`` as (uint8 images NHWC, int32 labels); with
+    ``num_examples``, of the split's first ``num_examples`` only (the same ones whatever the
+    number of hosts)."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     data_dir = data_dir or default_data_dir()
@@ -79,7 +172,8 @@ def load_split(spec: DatasetSpec, split: str, data_dir: Optional[str] = None,
     if split not in sources:
         raise UserError(f"dataset '{spec.name}' has no split '{split}' (has {sorted(sources)})")
     source = sources[split]
-    lo, hi = (len(source) * shard_index) // shard_count, (len(source) * (shard_index + 1)) // shard_count
+    size = len(source) if num_examples is None else min(num_examples, len(source))
+    lo, hi = (size * shard_index) // shard_count, (size * (shard_index + 1)) // shard_count
     images, labels = [], []
     for start in range(lo, hi, chunk):
         records = source.__getitems__(list(range(start, min(start + chunk, hi))))

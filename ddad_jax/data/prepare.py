@@ -2,6 +2,8 @@
 
     python -m ddad_jax.data.prepare fashion_mnist      # offline, from dataset-fashion-mnist
     python -m ddad_jax.data.prepare cifar10            # stock tfds builder: network + tensorflow
+    python -m ddad_jax.data.prepare NAME --from_folder=DIR       # your own images (docs/data.md)
+    python -m ddad_jax.data.prepare NAME --from_arrays=FILE.npz  # your own arrays
 """
 
 import os
@@ -9,18 +11,26 @@ import sys
 
 from absl import app, flags
 
-from ddad_jax.data import default_data_dir, get_spec
+from ddad_jax.data import DATASETS, custom_dir, default_data_dir, get_spec
 from ddad_jax.errors import UserError
 
 flags.DEFINE_string("data_dir", None, "tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
 flags.DEFINE_string("source_dir", None, "Fashion-MNIST only: folder with the IDX .gz files")
+flags.DEFINE_string("from_folder", None, "your own images: DIR/<class>/*.png, or DIR/train/<class>/ and DIR/test/<class>/")
+flags.DEFINE_string("from_arrays", None, "your own arrays: an .npz with x_train, y_train[, x_test, y_test]")
+flags.DEFINE_integer("image_size", None, "resize every image to this square size (even, at most 32)")
+flags.DEFINE_integer("channels", None, "1 (grayscale) or 3 (RGB); default: 1 if every image is grayscale")
+flags.DEFINE_bool("force", False, "replace a dataset of this name prepared before")
 FLAGS = flags.FLAGS
 
 
 def prepare(name: str, data_dir: str, source_dir=None) -> str:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
-    spec = get_spec(name)
+    spec = get_spec(name, data_dir)
+    if name not in DATASETS:  # a custom dataset's card was found: it is prepared
+        raise UserError(f"'{name}' is your own dataset, prepared in {custom_dir(name, data_dir)}; to prepare it "
+                        "again pass --from_folder=DIR or --from_arrays=FILE.npz with --force")
     if name == "fashion_mnist":
         from ddad_jax.data import fashion_mnist  # pylint: disable=import-outside-toplevel
         source_dir = source_dir or fashion_mnist.DEFAULT_SOURCE_DIR
@@ -38,9 +48,16 @@ def prepare(name: str, data_dir: str, source_dir=None) -> str:
 
 def main(argv):
     if len(argv) != 2:
-        raise app.UsageError("usage: python -m ddad_jax.data.prepare DATASET")
+        raise app.UsageError("usage: python -m ddad_jax.data.prepare DATASET [--from_folder=DIR | --from_arrays=FILE.npz]")
     try:
-        path = prepare(argv[1], FLAGS.data_dir or default_data_dir(), FLAGS.source_dir)
+        data_dir = FLAGS.data_dir or default_data_dir()
+        if FLAGS.from_folder is not None or FLAGS.from_arrays is not None:
+            from ddad_jax.data import custom  # pylint: disable=import-outside-toplevel
+            path = custom.prepare_custom(argv[1], data_dir, from_folder=FLAGS.from_folder,
+                                         from_arrays=FLAGS.from_arrays, image_size=FLAGS.image_size,
+                                         channels=FLAGS.channels, force=FLAGS.force)
+        else:
+            path = prepare(argv[1], data_dir, FLAGS.source_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -69,5 +69,7 @@ class UpsampleConv(nn.Module):
 
 
 def max_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
-    """Non-overlapping ``size`` x ``size`` max pooling (NHWC, stride = size, no padding)."""
-    return nn.max_pool(x, (size, size), strides=(size, size))
+    """Non-overlapping ``size`` x ``size`` max pooling (NHWC, stride = size, no padding).
+    ``window_shape`` by keyword: jax2onnx's stand-in for ``nn.max_pool`` (ONNX export,
+    ``ddad_jax.export``) takes it only that way."""
+    return nn.max_pool(x, window_shape=(size, size), strides=(size, size))

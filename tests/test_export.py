@@ -1,0 +1,186 @@
+"""The distilled student out: a real (smoke) DDAD run leaves ``student/`` + ``student.json``;
+``ddad_jax.export`` turns it into ONNX fp32 (equal to JAX) and int8 (calibrated on the run's
+generator only), refuses to overwrite, and the export benchmark writes every figure."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, one_line_error
+from ddad_jax import backends, data, export, models
+from ddad_jax.errors import UserError
+
+CALIBRATION = 32
+
+
+@pytest.fixture(scope="module")
+def ddad_run(tmp_path_factory, fmnist_smoke_teacher, fmnist_data_dir):
+    """A finished smoke DDAD run (configs/fmnist_lenet5.py:smoke, 6 iterations)."""
+    from configs import fmnist_lenet5
+    from ddad_jax import loop
+    workdir = str(tmp_path_factory.mktemp("export") / "ddad")
+    config = fmnist_lenet5.get_config("smoke")
+    config.teacher_dir, config.data_dir, config.num_devices, config.sample_grid = \
+        fmnist_smoke_teacher, fmnist_data_dir, 1, 0
+    loop.train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def exported(ddad_run, tmp_path_factory):
+    """``export_student(onnx, int8)`` with no dataset reachable: the data dir points nowhere and
+    reading any split fails; the images handed to the calibration reader are recorded."""
+    out = str(tmp_path_factory.mktemp("out") / "student_export")
+    seen = []
+    make_reader = export.calibration_reader
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the export read a dataset")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("no_data")))
+        mp.setattr(data, "load_split", no_data)
+        mp.setattr(export, "calibration_reader", lambda images, batch=32: seen.append(images) or make_reader(images, batch))
+        result = export.export_student(ddad_run, out, onnx=True, int8=True, calibration_images=CALIBRATION)
+    return out, result, seen
+
+
+def test_a_finished_ddad_run_leaves_its_final_student_and_card(ddad_run):
+    card = json.load(open(os.path.join(ddad_run, export.STUDENT_CARD)))
+    summary = json.load(open(os.path.join(ddad_run, "summary.json")))
+    assert card["architecture"] == "lenet5_half" and card["method"] == "ddad"
+    assert card["input"]["shape_hwc"] == [32, 32, 1] and card["num_classes"] == 10
+    assert card["class_names"][0] == "t-shirt/top" and len(card["class_names"]) == 10
+    assert card["preprocessing"]["pad"] == 2 and card["preprocessing"]["mean"] == [0.2190]
+    assert card["student_acc"] == summary["student_acc"]
+    assert card["teacher"]["model"] == "lenet5_bn" and card["teacher"]["test_acc"] == summary["teacher_acc"]
+    assert card["ddad_jax"]["version"]
+    # the exported variables are the final checkpoint's student
+    model, variables, _ = export.load_student(ddad_run)
+    step, state = export.final_state(ddad_run)
+    assert step == 6
+    same = jax.tree.map(np.array_equal, variables, export._variables(state["student"]))  # pylint: disable=protected-access
+    assert all(jax.tree.leaves(same))
+    # the card's preprocessing is the one the run used
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
+    pre = card["preprocessing"]
+    x = np.pad(pixels * pre["scale"], ((0, 0), (pre["pad"],) * 2, (pre["pad"],) * 2, (0, 0)))
+    np.testing.assert_allclose((x - pre["mean"]) / pre["std"], data.normalize(pixels, data.get_spec("fashion_mnist")),
+                               atol=1e-5)
+
+
+def test_onnx_fp32_equals_jax_and_int8_mostly_agrees_on_generator_images(ddad_run, exported):
+    import onnx
+    out, result, _ = exported
+    assert sorted(os.listdir(out)) == ["student", "student.json", "student_fp32.onnx", "student_int8.onnx"]
+    onnx.checker.check_model(os.path.join(out, export.FP32_ONNX))
+    model, variables, card = export.load_student(out)
+    assert result["max_abs_logit_diff_fp32"] < 1e-4
+    assert card["exports"]["onnx_fp32"]["max_abs_logit_diff_vs_jax"] == result["max_abs_logit_diff_fp32"]
+    # generator images the calibration did not see, at a batch size the export did not use (dynamic batch)
+    images, _ = export.generator_images(ddad_run, 48, seed=7)
+    want = np.asarray(model.apply(variables, images))
+    fp32 = export.onnx_logits(export.session(os.path.join(out, export.FP32_ONNX)), images, batch=48)
+    np.testing.assert_allclose(fp32, want, atol=1e-4, rtol=0)
+    int8 = export.onnx_logits(export.session(os.path.join(out, export.INT8_ONNX)), images, batch=48)
+    assert int8.shape == (48, 10) and np.all(np.isfinite(int8))
+    assert np.mean(int8.argmax(-1) == fp32.argmax(-1)) >= 0.8
+    assert 0.8 <= result["int8_top1_agreement_with_fp32"] <= 1.0
+    quantized = {n.op_type for n in onnx.load(os.path.join(out, export.INT8_ONNX)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= quantized
+    assert card["exports"]["onnx_int8"]["calibration"]["images"] == CALIBRATION
+    # the plain and the CPU-backend networks give the same logits (the export uses the plain one)
+    plain = models.get_classifier("lenet5_half", 10, ops=backends.PLAIN)
+    np.testing.assert_allclose(plain.apply(variables, images), want, atol=1e-5)
+
+
+def test_int8_is_calibrated_on_the_generator_images_only(ddad_run, exported):
+    _, _, seen = exported
+    assert len(seen) == 1 and seen[0].shape == (CALIBRATION, 32, 32, 1)
+    drawn, source = export.generator_images(ddad_run, 2 * CALIBRATION, seed=0)
+    np.testing.assert_allclose(seen[0], drawn[:CALIBRATION], atol=1e-5)
+    assert source["source"] == "generator" and source["checkpoint_step"] == 6
+    # the generator's images are normalised like real ones (its last BatchNorm), not pixels
+    assert abs(float(np.mean(drawn))) < 0.5 and 0.5 < float(np.std(drawn)) < 2.0
+    reader = export.calibration_reader(drawn[:5], batch=2)
+    batches = []
+    while (batch := reader.get_next()) is not None:
+        batches.append(batch[export.INPUT_NAME])
+    assert [len(b) for b in batches] == [2, 2, 1]
+
+
+def test_an_existing_out_dir_is_never_replaced_without_force(ddad_run, exported, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    one_line_error(run_entry_export(f"--run={ddad_run}", f"--out={out}", "--onnx"), "--out")
+    assert os.listdir(out) == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
+    with pytest.raises(UserError, match="is not a student export"):  # --force replaces an export, nothing else
+        export.export_student(ddad_run, str(out), force=True)
+    assert os.listdir(out) == ["mine.txt"]
+    previous, _, _ = exported
+    copy = tmp_path / "copy"  # an earlier export, with its ONNX files
+    shutil.copytree(previous, copy)
+    result = export.export_student(ddad_run, str(copy), force=True)  # no ONNX: only the student and its card
+    assert sorted(os.listdir(copy)) == ["student", "student.json"] and result["files"]["student"] == str(copy / "student")
+    assert result["card"]["exports"] == {}
+    with pytest.raises(UserError, match="holds the run itself"):
+        export.export_student(ddad_run, os.path.dirname(ddad_run), force=True)
+
+
+def test_what_is_not_a_finished_distillation_run_is_a_clear_error(ddad_run, fmnist_smoke_teacher, tmp_path):
+    with pytest.raises(UserError, match="is a teacher run, not a distillation run"):
+        export.export_student(fmnist_smoke_teacher, str(tmp_path / "a"))
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(ddad_run, unfinished)
+    os.remove(unfinished / "summary.json")
+    with pytest.raises(UserError, match="is not finished"):
+        export.export_student(str(unfinished), str(tmp_path / "b"))
+    with pytest.raises(UserError, match="no run record"):
+        export.export_student(str(tmp_path), str(tmp_path / "c"))
+    kd_like = tmp_path / "kd_like"  # a run without a generator: no images to calibrate int8 on
+    shutil.copytree(ddad_run, kd_like)
+    (kd_like / "run.json").write_text(json.dumps({**json.load(open(kd_like / "run.json")), "kind": "kd"}))
+    with pytest.raises(UserError, match="run of kind 'kd' has no generator"):
+        export.export_student(str(kd_like), str(tmp_path / "d"), int8=True)
+    assert not any(os.path.exists(tmp_path / d) for d in "abcd")
+
+
+def test_a_run_made_before_students_were_exported_is_exported_from_its_last_checkpoint(ddad_run, tmp_path):
+    old = tmp_path / "old_run"
+    shutil.copytree(ddad_run, old, ignore=shutil.ignore_patterns("student", "student.json"))
+    export.export_student(str(old), str(tmp_path / "out"))
+    _, variables, card = export.load_student(str(tmp_path / "out"))
+    _, want, _ = export.load_student(ddad_run)
+    assert card["from_checkpoint_step"] == 6 and card["architecture"] == "lenet5_half"
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, variables, want)))
+
+
+def test_export_benchmark_writes_every_figure(ddad_run, exported, fmnist_data_dir, tmp_path):
+    from benchmarks import common, fmnist_export
+    readme = open(os.path.join(common.REPO, "README.md")).read()
+    fmnist_export.main([f"--run={ddad_run}", f"--out={tmp_path / 'bench'}", "--calibration_images=16",
+                        "--repeats=5", f"--data_dir={fmnist_data_dir}", "--eval_examples=200",
+                        f"--results={tmp_path / 'results'}"])
+    result = json.load(open(tmp_path / "results" / "fmnist_export.json"))
+    for key in fmnist_export.KEYS:
+        assert isinstance(result[key], (int, float)), key
+    assert result["acc_jax"] == result["acc_onnx_fp32"] and result["max_abs_logit_diff_fp32"] < 1e-4
+    assert result["bytes_int8"] < result["bytes_fp32"] and result["calibration_images"] == 16
+    assert result["test_examples"] == 200 and "1 intra-op thread" in result["latency_method"]
+    assert "ONNX int8" in (tmp_path / "results" / "fmnist_export.md").read_text()
+    assert open(os.path.join(common.REPO, "README.md")).read() == readme  # only benchmarks/results fills the README
+
+
+def run_entry_export(*args):
+    """``python -m ddad_jax.export ARGS`` as a user runs it (``run_entry``'s environment)."""
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    return subprocess.run([sys.executable, "-m", "ddad_jax.export", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+

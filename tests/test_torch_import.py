@@ -1,0 +1,151 @@
+"""A teacher trained in PyTorch, imported: the same logits and BatchNorm statistics as the
+PyTorch network in its published layout (ddad_jax/torch_layouts.py), a teacher directory that
+``teacher.load_teacher`` reads, and one-line errors naming the first tensor that does not fit."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from ddad_jax import torch_layouts
+from conftest import REPO, one_line_error
+from ddad_jax import data, models, teacher, torch_import
+from ddad_jax.errors import UserError
+
+
+def _torch_net(name, dataset, size=32, seed=0):
+    spec = data.get_spec(dataset)
+    net = torch_layouts.build(name, spec.num_classes, spec.channels)
+    return torch_layouts.randomize(net, seed, input_shape=(16, spec.channels, size, size))
+
+
+def _numpy_state_dict(net):
+    return {k: v.detach().numpy() for k, v in net.state_dict().items()}
+
+
+def _run_cli(*args):
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    return subprocess.run([sys.executable, "-m", "ddad_jax.import_teacher", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name,dataset,size", [
+    ("lenet5_bn", "fashion_mnist", 32), ("lenet5", "fashion_mnist", 32),
+    ("resnet18", "cifar10", 8), ("resnet20", "cifar100", 8), ("wrn16_1", "cifar10", 16)])
+def test_imported_teacher_computes_what_the_pytorch_one_does(tmp_path, name, dataset, size):
+    net = _torch_net(name, dataset, size)
+    path = str(tmp_path / "teacher.pt")
+    # a training checkpoint as DataParallel leaves it: wrapped, every name prefixed with "module."
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}, "epoch": 7}, path)
+    variables = torch_import.convert_state_dict(torch_import.read_state_dict(path), name, dataset)
+
+    spec = data.get_spec(dataset)
+    model = models.get_classifier(name, spec.num_classes)
+    x = 2.0 * np.random.default_rng(1).normal(size=(4, size, size, spec.channels)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()  # NHWC -> NCHW
+    np.testing.assert_allclose(model.apply(variables, x), expected, rtol=1e-4, atol=1e-4)
+
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = jax.tree_util.tree_leaves(variables.get("batch_stats", {}))
+    assert len(stats) == 2 * len(bns)
+    if bns:  # a statistic in the right place: compare a deep one by name
+        last = [k[:-len(".running_var")] for k in net.state_dict() if k.endswith("running_var")][-1]
+        want = net.state_dict()[f"{last}.running_var"].numpy()
+        assert np.abs(want - 1).max() > 0.05, "the PyTorch statistics should be non-trivial"
+        got = [v for v in stats if v.shape == want.shape and np.allclose(v, want)]
+        assert got, f"{last}.running_var not among the imported statistics"
+
+
+def test_lenet5_in_fast_datafree_sequential_layout_is_recognised():
+    named = _numpy_state_dict(_torch_net("lenet5", "fashion_mnist"))
+    renames = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "fc1": "fc.0", "fc2": "fc.2"}
+    sequential = {renames[k.split(".")[0]] + "." + k.split(".")[1]: v for k, v in named.items()}
+    a = torch_import.convert_state_dict(named, "lenet5", "fashion_mnist")
+    b = torch_import.convert_state_dict(sequential, "lenet5", "fashion_mnist")
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_wrong_architecture_names_the_first_tensor_that_does_not_fit():
+    resnet18 = _numpy_state_dict(torch_layouts.build("resnet18"))
+    bad = {**resnet18, "layer4.1.conv2.weight": np.zeros((512, 256, 3, 3), np.float32)}
+    with pytest.raises(UserError, match=r"^state_dict does not fit 'resnet18': layer4\.1\.conv2\.weight has "
+                                        r"shape \(512, 256, 3, 3\), expected \(512, 512, 3, 3\)$"):
+        torch_import.convert_state_dict(bad, "resnet18", "cifar10")
+    with pytest.raises(UserError, match=r"'resnet34': missing tensor layer1\.2\.conv1\.weight .*it fits 'resnet18'"):
+        torch_import.convert_state_dict(resnet18, "resnet34", "cifar10")
+    lenet = _numpy_state_dict(torch_layouts.build("lenet5_bn", 10, 1))
+    with pytest.raises(UserError, match=r"'lenet5': unexpected tensor bn1\.weight \(6,\) \(it fits 'lenet5_bn'\)"):
+        torch_import.convert_state_dict(lenet, "lenet5", "fashion_mnist")
+    with pytest.raises(UserError, match=r"conv1\.weight has shape \(6, 1, 5, 5\), expected \(6, 3, 5, 5\) "
+                                        r"\(it fits 'lenet5_bn' for fashion_mnist\)"):
+        torch_import.convert_state_dict(lenet, "lenet5_bn", "cifar10")
+    # He et al.'s option-A ResNet-20 has no shortcut parameters at all
+    option_a = {k: v for k, v in _numpy_state_dict(torch_layouts.build("resnet20")).items() if ".downsample." not in k}
+    with pytest.raises(UserError, match="missing tensor layer2.0.downsample.0.weight.*option-A"):
+        torch_import.convert_state_dict(option_a, "resnet20", "cifar10")
+
+
+def test_torch_stays_optional(tmp_path, monkeypatch):
+    check = ("import sys, ddad_jax.torch_import, ddad_jax.import_teacher, ddad_jax.teacher, ddad_jax.models; "
+             "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", check], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, check=True)
+    path = tmp_path / "teacher.pt"
+    path.write_bytes(b"not read")
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if PyTorch were not installed
+    with pytest.raises(UserError, match=r"needs PyTorch: pip install 'ddad_jax\[torch\]'"):
+        torch_import.read_state_dict(str(path))
+
+
+def test_unprepared_test_split_gives_a_card_with_null_accuracy_that_load_teacher_accepts(tmp_path):
+    from ddad_jax.import_teacher import import_teacher
+    path = str(tmp_path / "lenet.pt")
+    torch.save(_torch_net("lenet5_bn", "fashion_mnist").state_dict(), path)
+    out = str(tmp_path / "out")
+    card = import_teacher(path, "lenet5_bn", "fashion_mnist", out, data_dir=str(tmp_path / "no_data"))
+    assert card["test_acc"] is None and "not prepared" in card["test_acc_note"]
+    _, _, meta = teacher.load_teacher(out, "lenet5_bn", "fashion_mnist")
+    assert meta["test_acc"] is None and meta["source"] == "pytorch"
+
+
+def test_cli_writes_a_teacher_that_load_teacher_reads_and_refuses_to_overwrite(tmp_path, fmnist_data_dir):
+    net = _torch_net("lenet5_bn", "fashion_mnist")
+    path = str(tmp_path / "lenet5_bn.pt")
+    torch.save(net.state_dict(), path)
+    out = str(tmp_path / "teacher")
+    result = _run_cli(f"--state_dict={path}", "--model=lenet5_bn", "--dataset=fashion_mnist", f"--out={out}",
+                      f"--data_dir={fmnist_data_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"--config.teacher_dir={out} --config.teacher=lenet5_bn" in result.stdout
+
+    model, variables, card = teacher.load_teacher(out, "lenet5_bn", "fashion_mnist")
+    assert card["source"] == "pytorch" and card["model"] == "lenet5_bn" and card["dataset"] == "fashion_mnist"
+    assert card["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert card["test_examples"] == 10000 and 0.0 <= card["test_acc"] <= 1.0
+    x = np.random.default_rng(2).normal(size=(3, 32, 32, 1)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(model.apply(variables, x), expected, rtol=1e-4, atol=1e-4)
+
+    before = {f: os.stat(os.path.join(dp, f)).st_mtime_ns for dp, _, fs in os.walk(out) for f in fs}
+    card_text = open(os.path.join(out, teacher.TEACHER_META)).read()
+    again = _run_cli(f"--state_dict={path}", "--model=lenet5_bn", "--dataset=fashion_mnist", f"--out={out}")
+    one_line_error(again, "exists; pass --force")
+    assert {f: os.stat(os.path.join(dp, f)).st_mtime_ns for dp, _, fs in os.walk(out) for f in fs} == before
+    assert json.loads(open(os.path.join(out, teacher.TEACHER_META)).read()) == json.loads(card_text)
+
+
+def test_safetensors_file_is_read_without_torch(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    state_dict = _numpy_state_dict(_torch_net("lenet5_bn", "fashion_mnist"))
+    path = str(tmp_path / "lenet.safetensors")
+    safetensors_numpy.save_file(state_dict, path)
+    a = torch_import.convert_state_dict(torch_import.read_state_dict(path), "lenet5_bn", "fashion_mnist")
+    b = torch_import.convert_state_dict(state_dict, "lenet5_bn", "fashion_mnist")
+    jax.tree.map(np.testing.assert_array_equal, a, b)
