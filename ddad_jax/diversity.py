@@ -44,7 +44,12 @@ def feature_distance(features: jnp.ndarray, axis_name=None) -> jnp.ndarray:
     if axis_name:
         f = parallel.gather_replicated(f, axis_name)
     f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-12)
-    sq = jnp.maximum(2.0 - 2.0 * f @ f.T, 0.0)  # |a - b|^2 of unit vectors
+    # |a - b|^2 through the Gram matrix of the features centred on their mean (the distances
+    # are unchanged): uncentred, 2 - 2 a.b cancels catastrophically for near-copies -- the very
+    # case this measure is for -- and the float32 result then depended on the summation order
+    c = f - jnp.mean(f, axis=0, keepdims=True)
+    norms = jnp.sum(c * c, axis=-1)
+    sq = jnp.maximum(norms[:, None] + norms[None, :] - 2.0 * c @ c.T, 0.0)
     n = f.shape[0]
     return jnp.sum(jnp.sqrt(sq + 1e-12) * (1.0 - jnp.eye(n))) / max(n * (n - 1), 1)
 

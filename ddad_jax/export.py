@@ -98,7 +98,9 @@ def student_card(summary: dict, spec: Optional[data.DatasetSpec] = None) -> Dict
     teacher = None
     if summary.get("teacher"):
         teacher = {"model": summary["teacher"], "teacher_dir": summary.get("teacher_dir"),
-                   "test_acc": summary.get("teacher_acc")}
+                   # measured by the run; else the teacher card's (a run without data)
+                   "test_acc": next((summary[k] for k in ("teacher_acc", "teacher_acc_at_training")
+                                     if summary.get(k) is not None), None)}
     return {
         "format": CARD_FORMAT,
         "architecture": summary["student"],

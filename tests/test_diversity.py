@@ -26,6 +26,11 @@ def test_feature_distance_hand_computed():
     # e1, e1, -e1: pairs (0,1) 0, (0,2) 2, (1,2) 2 -> 6 ordered pairs summing to 8
     f = jnp.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
     np.testing.assert_allclose(diversity.feature_distance(f), 8.0 / 6.0, rtol=1e-5)
+    # near-copies: unit vectors at angle t apart are 2 sin(t/2) ~ t = 1e-3 apart; in float32,
+    # 2 - 2 cos(t) loses it (cos(1e-3) = 1 - 5e-7, near float32's resolution of 6e-8 there)
+    t = 1e-3
+    f = jnp.array([[np.cos(a), np.sin(a), 0.0] for a in (0.0, t, 2 * t)], jnp.float32)
+    np.testing.assert_allclose(diversity.feature_distance(f), 2 * (t + t + 2 * t) / 6, rtol=1e-2)
 
 
 def test_a_collapsed_generator_is_flagged_and_a_healthy_one_is_not():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, one_line_error, run_entry
+from conftest import REPO, one_line_error, run_entry, xla_flags
 
 CLASSES = ("circle", "cross", "square")  # sorted: label ids 0, 1, 2
 LEVELS = (51, 102, 153)  # every image of class k is one grey level: 0.2, 0.4, 0.6
@@ -27,7 +27,7 @@ def _write_folder(root, train=4, test=2, size=12):
 
 
 def _prepare_cli(*args):
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
     return subprocess.run([sys.executable, "-m", "ddad_jax.data.prepare", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -184,3 +184,40 @@ def test_inversion_with_evaluation_switched_off(tmp_path, fmnist_smoke_teacher, 
     summary = loop.train_and_evaluate(config, str(tmp_path / "w"))
     assert summary["student_acc"] is None and summary["teacher_acc"] is None
     assert 0.0 <= summary["student_agreement"] <= 1.0
+
+
+def test_generator_agreement_counts_every_batch_by_hand():
+    """Agreement is the share of all the fixed latents' images (each batch one generator call)
+    on which the student's top-1 class is the teacher's: with a student that always answers
+    class 0 it is exactly the share of those images the teacher puts in class 0."""
+    import types
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from ddad_jax.build.common import generator_agreement
+
+    class Gen(nn.Module):  # latents -> 'images' (the first 4 latent dims); no parameters
+        bn_axis_name: object = None
+
+        @nn.compact
+        def __call__(self, z, train=True):
+            return z[..., :4]
+
+    class Linear(nn.Module):
+        bn_axis_name: object = None
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(3, use_bias=False)(x)
+
+    z = jax.random.normal(jax.random.key(0), (3, 5, 4))  # 3 batches of 5
+    teacher = Linear()
+    t_vars = teacher.init(jax.random.key(1), z[0])
+    state = types.SimpleNamespace(generator=types.SimpleNamespace(params={}, batch_stats={}),
+                                  student=types.SimpleNamespace(params={"Dense_0": {"kernel": jnp.array(
+                                      [[0.0, 0, 0]] * 4)}}, batch_stats={}))
+    # a zero kernel: all logits 0, so argmax is class 0 on every image
+    agreement = generator_agreement(Gen(), teacher, t_vars, Linear(), z)(state)
+    teacher_top1 = np.argmax(np.asarray(z).reshape(15, 4) @ np.asarray(t_vars["params"]["Dense_0"]["kernel"]), -1)
+    assert agreement == pytest.approx(np.mean(teacher_top1 == 0), abs=1e-6)
+    assert 0 < np.mean(teacher_top1 == 0) < 1  # the case distinguishes 'all' and 'none'

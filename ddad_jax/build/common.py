@@ -238,17 +238,25 @@ def grid_sampler(generator, teacher_model, teacher_vars, spec, z):
     return lambda state: jax.device_get(draw(state_lib.variables_of(state.generator), teacher_vars))
 
 
+# Without a test split the student is scored on this many generator batches (1024 images at
+# batch 128): one batch alone moves in steps of 1/128 and by several points between epochs.
+AGREEMENT_BATCHES = 8
+
+
 def generator_agreement(generator, teacher_model, teacher_vars, student, z):
     """``state -> float``: the share of the generator's images (in ``state.generator``) from the
-    fixed latents ``z`` on which the student's top-1 class (``state.student``, inference mode)
-    is the teacher's -- what a run without a test split reports. The images follow the
-    generator as it trains; the latents stay fixed. Compiled once, outside the data-parallel map."""
+    fixed latents ``z`` (``(batches, batch, latent)``, one generator call a batch, as in
+    training) on which the student's top-1 class (``state.student``, inference mode) is the
+    teacher's -- what a run without a test split reports. The images follow the generator as
+    it trains; the latents stay fixed. Compiled once, outside the data-parallel map."""
     gen, teacher, student = (m.clone(bn_axis_name=None) for m in (generator, teacher_model, student))
 
     @jax.jit
     def agree(gen_vars, t_vars, s_vars):
-        x = gen.apply(gen_vars, z, train=True, mutable=["batch_stats"])[0]
-        return jnp.mean(jnp.argmax(student.apply(s_vars, x, train=False), -1) == jnp.argmax(teacher.apply(t_vars, x), -1))
+        def one(zb):
+            x = gen.apply(gen_vars, zb, train=True, mutable=["batch_stats"])[0]
+            return jnp.mean(jnp.argmax(student.apply(s_vars, x, train=False), -1) == jnp.argmax(teacher.apply(t_vars, x), -1))
+        return jnp.mean(jax.lax.map(one, z))
 
     return lambda state: float(agree(state_lib.variables_of(state.generator), teacher_vars,
                                      state_lib.variables_of(state.student)))

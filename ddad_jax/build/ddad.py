@@ -9,8 +9,8 @@ import optax
 
 from ddad_jax import checkpoints, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import export as export_lib, teacher as teacher_lib
-from ddad_jax.build.common import (AGREEMENT, Run, compute_dtype, dataset_spec, eval_set as make_eval_set,
-                                   eval_summary, generator_agreement, grid_sampler, identity, kd_params,
+from ddad_jax.build.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
+                                   eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler, identity, kd_params,
                                    student_result, teacher_line, teacher_result)
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
@@ -116,10 +116,12 @@ def build_ddad(config) -> Run:
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
     agreement = None
-    if eval_set is None:  # one generator batch from latents drawn once
-        agree_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 4), hp.latent_dim, 0, (config.batch_size,))
+    if eval_set is None:  # AGREEMENT_BATCHES generator batches from latents drawn once
+        agree_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 4), hp.latent_dim, 0,
+                                            (AGREEMENT_BATCHES, config.batch_size))
         if hp.num_classes:
-            agree_z = synthesis.with_classes(agree_z, jnp.arange(config.batch_size) % hp.num_classes, hp.num_classes)
+            classes = jnp.broadcast_to(jnp.arange(config.batch_size) % hp.num_classes, agree_z.shape[:2])
+            agree_z = synthesis.with_classes(agree_z, classes, hp.num_classes)
         agreement = generator_agreement(generator, teacher_model, teacher_vars, student_f32, agree_z)
 
     def summarize(state, last_eval, wall_s):
