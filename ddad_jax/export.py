@@ -8,12 +8,15 @@ family, KD) leaves its final student next to its checkpoints, ready to ship:
 * ``RUN/student.json``: the card: architecture (a ``models`` registry name), input shape and
   how raw pixels become model input, classes, the teacher it came from, its test accuracy.
 
-``export_student`` (CLI: ``python -m ddad_jax.export --run=RUN --out=DIR [--onnx] [--int8]``)
+``export_student`` (CLI: ``python -m ddad_jax.export --run=RUN --out=DIR [--onnx] [--int8]
+[--evaluate [--data_dir=D]]``)
 copies both into DIR and, on request, writes ``student_fp32.onnx`` (jax2onnx, checked
 against the JAX logits with onnxruntime) and ``student_int8.onnx`` (onnxruntime static
 quantization, QDQ, per-channel weights). A data-free run has no real images to calibrate the
 int8 ranges on, and needs none: the calibration images are drawn from the run's own final
 generator, restored from its last checkpoint, exactly as the student saw them in training.
+``--evaluate`` measures the JAX student and each ONNX file on the dataset's test split, where
+one is prepared (a run with no data can be scored after the fact by whoever has the split).
 
 Runs made before the student was exported at the end (no ``RUN/student/``) are exported from
 their latest checkpoint and ``summary.json``. HiDFD is not exported: its student shares the
@@ -372,7 +375,7 @@ def _replace_dir(staging: str, out_dir: str) -> None:
 
 def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = False,
                    calibration_images: int = 512, force: bool = False, seed: int = 0,
-                   check_images: int = 64) -> Dict[str, Any]:
+                   check_images: int = 64, test_data_dir: Optional[str] = None) -> Dict[str, Any]:
     """Exports the final student of ``run_dir`` into ``out_dir`` (a new directory, or an
     existing one replaced only with ``force``; written elsewhere first, then moved in).
 
@@ -380,6 +383,9 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
     compared with JAX's on ``check_images`` random inputs. ``int8`` (implies ``onnx``):
     ``student_int8.onnx`` calibrated on ``calibration_images`` images of the run's final
     generator; its top-1 agreement with fp32 measured on as many other generator images.
+    ``test_data_dir`` (not None; '' = tfds's default): each exported model's accuracy on the
+    dataset's prepared test split there -- after the fact, for a run that had no data (it is
+    an error, before anything is written, when the split is not there).
     Returns what was written and measured (also recorded in ``out_dir/student.json``)."""
     onnx = onnx or int8
     if int8 and calibration_images < 1:
@@ -388,12 +394,13 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
     identity, summary = read_run(run_dir)
     if int8:
         _check_calibration_source(identity)
+    test_set = None if test_data_dir is None else _test_split(summary["dataset"], test_data_dir)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=os.path.dirname(out_dir))
     try:
         result = _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_images, seed,
-                               check_images)
+                               check_images, test_set)
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -403,7 +410,33 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
     return result
 
 
-def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_images, seed, check_images):
+def _test_split(dataset: str, data_dir: str) -> Tuple[np.ndarray, np.ndarray, str]:
+    """(normalised float32 test images, labels, where) of ``dataset``'s prepared test split."""
+    spec = data.get_spec(dataset, data_dir or None)
+    try:
+        images, labels = data.load_split(spec, "test", data_dir or None)
+    except Exception as e:  # pylint: disable=broad-except  (tfds: not prepared, unreadable)
+        where = data_dir or "tfds's default data dir"
+        raise UserError(f"--evaluate: no prepared test split of {dataset} in {where} ({type(e).__name__}); "
+                        f"prepare it (python -m ddad_jax.data.prepare {dataset}) or pass --data_dir") from None
+    return np.asarray(data.normalize(images, spec), np.float32), np.asarray(labels), data_dir or "tfds default"
+
+
+def _test_accuracies(staging: str, card: dict, exports: dict, test_set) -> Dict[str, Any]:
+    """Top-1 accuracy of the JAX student and of each ONNX file in ``staging`` on ``test_set``."""
+    x, labels, where = test_set
+    model = models.get_classifier(card["architecture"], card["num_classes"], ops=backends.PLAIN)
+    variables = _load_variables(os.path.join(staging, STUDENT_SUBDIR), model, card["input"]["shape_hwc"])
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    logits = {"jax": np.concatenate([np.asarray(apply(variables, x[i:i + 1000])) for i in range(0, len(x), 1000)])}
+    for key, entry in exports.items():
+        logits[key] = onnx_logits(session(os.path.join(staging, entry["file"])), x)
+    return {"examples": int(len(labels)), "data_dir": where,
+            **{key: float(np.mean(z.argmax(-1) == labels)) for key, z in logits.items()}}
+
+
+def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_images, seed, check_images,
+                  test_set=None):
     """Writes the export into ``staging``; returns what ``export_student`` returns."""
     student_dir = os.path.join(run_dir, STUDENT_SUBDIR)
     if os.path.exists(os.path.join(run_dir, STUDENT_CARD)) and os.path.isdir(student_dir):
@@ -426,6 +459,8 @@ def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_i
         result["calibration_images"] = calibration_images
         result["int8_top1_agreement_with_fp32"] = exports["onnx_int8"]["top1_agreement_with_fp32"]
     card = {**card, "exports": exports, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if test_set is not None:  # measured at export on the real test split: {jax, onnx_fp32, onnx_int8}
+        card["test_accuracy"] = result["test_accuracy"] = _test_accuracies(staging, card, exports, test_set)
     checkpoints.write_atomically(os.path.join(staging, STUDENT_CARD), json.dumps(card, indent=2) + "\n")
     result["card"] = card
     return result
@@ -483,6 +518,10 @@ def parse_args(argv):
                         help="generator images the int8 ranges are calibrated on")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration and check images")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="also measure each exported model on the dataset's prepared test split")
+    parser.add_argument("--data_dir", default="", help="where that split is ('' = $TFDS_DATA_DIR or "
+                        "~/tensorflow_datasets)")
     return parser.parse_args(argv)
 
 
@@ -490,7 +529,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         result = export_student(args.run, args.out, onnx=args.onnx, int8=args.int8,
-                                calibration_images=args.calibration_images, force=args.force, seed=args.seed)
+                                calibration_images=args.calibration_images, force=args.force, seed=args.seed,
+                                test_data_dir=args.data_dir if args.evaluate else None)
     except UserError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         return 2
@@ -503,6 +543,11 @@ def main(argv=None) -> int:
     if "int8_top1_agreement_with_fp32" in result:
         lines.append(f"  ONNX int8: calibrated on {result['calibration_images']} generator images; top-1 agrees "
                      f"with fp32 on {100 * result['int8_top1_agreement_with_fp32']:.1f} % of other generator images")
+    if "test_accuracy" in result:
+        t = result["test_accuracy"]
+        lines.append(f"  on {t['examples']} test images: " + ", ".join(
+            f"{name} {100 * t[key]:.2f} %" for key, name in (("jax", "JAX"), ("onnx_fp32", "ONNX fp32"),
+                                                             ("onnx_int8", "ONNX int8")) if key in t))
     print("\n".join(lines), flush=True)
     return 0
 

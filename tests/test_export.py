@@ -184,3 +184,26 @@ def run_entry_export(*args):
     return subprocess.run([sys.executable, "-m", "ddad_jax.export", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
+
+
+def test_evaluate_scores_every_exported_model_on_the_test_split(ddad_run, fmnist_data_dir, tmp_path):
+    """``--evaluate``: the JAX student's and each ONNX file's accuracy on the prepared test split,
+    recomputed here from the exported files; a missing split is an error before any writing."""
+    out = str(tmp_path / "evaluated")
+    result = export.export_student(ddad_run, out, int8=True, calibration_images=16, test_data_dir=fmnist_data_dir)
+    t = result["test_accuracy"]
+    spec = data.get_spec("fashion_mnist")
+    images, labels = data.load_split(spec, "test", fmnist_data_dir)
+    x = np.asarray(data.normalize(images, spec), np.float32)
+    model, variables, _ = export.load_student(out)
+    by_hand = {"jax": np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))}
+    for key, name in (("onnx_fp32", export.FP32_ONNX), ("onnx_int8", export.INT8_ONNX)):
+        by_hand[key] = export.onnx_logits(export.session(os.path.join(out, name)), x)
+    assert t["examples"] == len(labels) == 10000
+    for key, logits in by_hand.items():
+        assert t[key] == pytest.approx(np.mean(logits.argmax(-1) == labels), abs=1e-9), key
+    assert json.load(open(os.path.join(out, export.STUDENT_CARD)))["test_accuracy"] == t
+    assert 0.0 < t["jax"] < 1.0 and abs(t["onnx_fp32"] - t["jax"]) <= 2e-4  # fp32: JAX's logits, up to a tie
+    with pytest.raises(UserError, match="no prepared test split of fashion_mnist"):
+        export.export_student(ddad_run, str(tmp_path / "never"), onnx=True, test_data_dir=str(tmp_path / "empty"))
+    assert not os.path.exists(tmp_path / "never")
