@@ -5,20 +5,7 @@ import os
 import subprocess
 import sys
 
-# The suite is compile-bound: hundreds of small programs, each run for a few steps. Here XLA's
-# CPU backend skips LLVM's optimisation of the code it emits, which cuts about a third of the
-# suite's time. What the tests check -- our programs, their sharding, their results within
-# float tolerances -- is XLA's HLO either way; users and benchmarks compile with the default
-# (DDAD_TEST_XLA_OPTIMIZE=1 runs the suite that way too).
-TEST_XLA_FLAGS = "" if os.environ.get("DDAD_TEST_XLA_OPTIMIZE") == "1" else "--xla_backend_optimization_level=0"
-
-
-def xla_flags(extra: str = "") -> str:
-    """XLA_FLAGS for a test's subprocess: the suite's compile flags plus ``extra``."""
-    return f"{TEST_XLA_FLAGS} {extra}".strip()
-
-
-os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
@@ -60,8 +47,7 @@ def one_line_error(result, match):
 
 def run_entry(dataset, *args, env=None, timeout=600):
     """Runs ``python -m experiments.<dataset> ARGS`` from the repo root."""
-    env = {**os.environ, "PYTHONPATH": REPO, **(env or {}),  # one CPU device unless asked
-           "XLA_FLAGS": xla_flags((env or {}).get("XLA_FLAGS", ""))}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "", **(env or {})}  # one CPU device unless asked
     return subprocess.run([sys.executable, "-m", f"experiments.{dataset}", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, one_line_error, run_entry, xla_flags
+from conftest import REPO, one_line_error, run_entry
 from ddad_jax import checkpoints, data, models, parallel
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, _correct_counts, evaluate
@@ -26,7 +26,7 @@ from ddad_jax.state import init_variables
 
 def _env():
     # as tests/conftest.py's run_entry: the launcher splits the CPU into 4 devices itself
-    return {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
+    return {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
 
 
 # ---------------------------------------------------------------- evaluation

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ddad_jax import torch_layouts
-from conftest import REPO, one_line_error, xla_flags
+from conftest import REPO, one_line_error
 from ddad_jax import data, models, teacher, torch_import
 from ddad_jax.errors import UserError
 
@@ -30,7 +30,7 @@ def _numpy_state_dict(net):
 
 
 def _run_cli(*args):
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
     return subprocess.run([sys.executable, "-m", "ddad_jax.import_teacher", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
