@@ -20,6 +20,25 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def summary_writer_class():
+    """tensorboardX's ``SummaryWriter`` (None without tensorboardX), imported without torch.
+
+    tensorboardX imports torch whenever it is installed, only to accept torch tensors: 2.3 s
+    of every launch on a 2-core CPU. We log Python floats, so torch is hidden while
+    tensorboardX is imported (unless something already imported it) and visible again after."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+    try:
+        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+        return SummaryWriter
+    except ImportError:
+        return None
+    finally:
+        if hide:
+            sys.modules.pop("torch", None)
+
+
 class Reporter:
     """Writes metrics to ``workdir/metrics.jsonl`` and ``workdir/tb``; prints progress.
 
@@ -42,12 +61,9 @@ class Reporter:
             return
         os.makedirs(workdir, exist_ok=True)
         self._drop_records_after(start_step)  # a resumed run rewrites what came after its checkpoint
-        try:
-            from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"),
-                                     purge_step=start_step + 1 if start_step else None)
-        except ImportError:
-            self._tb = None
+        writer = summary_writer_class()
+        self._tb = writer(os.path.join(workdir, "tb"), purge_step=start_step + 1 if start_step else None) \
+            if writer else None
 
     def _drop_records_after(self, step: int) -> None:
         """Keeps the records up to ``step`` (a resumed run rewrites what came after its

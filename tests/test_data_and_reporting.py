@@ -150,3 +150,19 @@ def test_image_grid_with_labels_writes_them_in_each_tile(tmp_path):
     tile = lambda a, r, c: a[(2 + r * 18) * 2:(2 + r * 18 + 16) * 2, (2 + c * 18) * 2:(2 + c * 18 + 16) * 2]
     for r, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
         assert tile(plain, r, c).max() == 0 and tile(labelled, r, c)[..., 0].max() > 200  # yellow text
+
+
+def test_tensorboard_writer_is_imported_without_torch(tmp_path):
+    """tensorboardX imports torch when it is installed (2.3 s of every launch); the reporter
+    imports it with torch hidden, and torch stays importable afterwards."""
+    import subprocess
+    import sys
+    pytest.importorskip("torch")
+    code = ("import sys; from ddad_jax import reporting; r = reporting.Reporter(sys.argv[1], 2); "
+            "r.write(1, {'a': 1.0}); r.close(); assert r._tb is not None; "
+            "assert 'torch' not in sys.modules, 'tensorboardX imported torch'; "
+            "import torch; assert torch.zeros(1).shape == (1,)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "w")], check=True, cwd=repo,
+                   env={**os.environ, "PYTHONPATH": repo})
+    assert os.listdir(tmp_path / "w" / "tb")
