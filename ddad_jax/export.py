@@ -415,6 +415,8 @@ def _test_split(dataset: str, data_dir: str) -> Tuple[np.ndarray, np.ndarray, st
     spec = data.get_spec(dataset, data_dir or None)
     try:
         images, labels = data.load_split(spec, "test", data_dir or None)
+    except UserError as e:  # ours: names the dataset, the directory and the command that prepares it
+        raise UserError(f"--evaluate: {e}") from None
     except Exception as e:  # pylint: disable=broad-except  (tfds: not prepared, unreadable)
         where = data_dir or "tfds's default data dir"
         raise UserError(f"--evaluate: no prepared test split of {dataset} in {where} ({type(e).__name__}); "
