@@ -131,13 +131,20 @@ def test_teacher_without_batchnorm_needs_the_bn_term_off(tmp_path, fmnist_data_d
     assert loop.train_and_evaluate(config, str(tmp_path / "w2"))["generator_terms"] == {"adversarial": 1.0}
 
 
-@pytest.mark.parametrize("field, value", [("student_lr", 1e38), ("generator_lr", 1e9)])
-def test_divergence_stops_without_touching_checkpoints(tmp_path, fmnist_smoke_teacher, fmnist_data_dir, field, value):
-    workdir = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory, fmnist_smoke_teacher, fmnist_data_dir):
+    """A finished one-epoch smoke DDAD run that the tests below only read (or try to reuse)."""
+    workdir = str(tmp_path_factory.mktemp("one_epoch") / "run")
     loop.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=1, finetune_epochs=0), workdir)
+    return workdir
+
+
+@pytest.mark.parametrize("field, value", [("student_lr", 1e38), ("generator_lr", 1e9)])
+def test_divergence_stops_without_touching_checkpoints(tmp_path, one_epoch_run, fmnist_smoke_teacher,
+                                                       fmnist_data_dir, field, value):
+    workdir = one_epoch_run
     files = lambda: {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(workdir + "/checkpoints") for p in fs}
     before = files()
-    shutil.copy(os.path.join(workdir, "run.json"), tmp_path / "run.json")
     # the same run in a new workdir diverges at once
     with pytest.raises(UserError, match="non-finite"):
         loop.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, **{field: value}), str(tmp_path / "new"))
@@ -156,12 +163,12 @@ def test_teacher_training_never_saves_a_non_finite_state(tmp_path, fmnist_data_d
 
 @pytest.mark.parametrize("change, match", [({"seed": 1}, "seed"), ({"student_lr": 0.2}, "student_lr"),
                                            ({"student": "lenet5"}, "student")])
-def test_workdir_of_another_run_is_refused(tmp_path, fmnist_smoke_teacher, fmnist_data_dir, change, match):
-    workdir = str(tmp_path / "run")
-    loop.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=1, finetune_epochs=0), workdir)
+def test_workdir_of_another_run_is_refused(one_epoch_run, fmnist_smoke_teacher, fmnist_data_dir, change, match):
+    record = open(os.path.join(one_epoch_run, "run.json")).read()
     with pytest.raises(UserError, match=match):
         loop.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=1, finetune_epochs=0,
-                                        **change), workdir)
+                                        **change), one_epoch_run)
+    assert open(os.path.join(one_epoch_run, "run.json")).read() == record  # refused before anything was written
 
 
 def test_workdir_of_another_teacher_is_refused(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
