@@ -87,12 +87,14 @@ def commit() -> str:
 
 
 def mean_std(values: Sequence[Optional[float]], scale: float = 100.0) -> str:
-    """``mean ± sample std`` (x ``scale``, 2 decimals) of the values that are not None."""
+    """``mean ± sample std`` (x ``scale``, 2 decimals) of the values that are not None; one
+    value alone has no spread to show, so it is shown as ``80.57 (1 seed)``, never ``± 0.00``."""
     values = [v for v in values if v is not None]
     if not values:
         return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values) * scale:.2f} ± {std * scale:.2f}"
+    if len(values) == 1:
+        return f"{values[0] * scale:.2f} (1 seed)"
+    return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
 def fmnist_teacher(out: str, seed: int) -> str:

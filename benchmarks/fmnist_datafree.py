@@ -95,8 +95,13 @@ def _reference_student():
     return next((r for r in rows if r["method"] == "scratch"), None)
 
 
+def _teachers(rows):
+    """{seed: teacher accuracy}: each seeded teacher once, however many rows used it."""
+    return {s: a for r in rows for s, a in zip(r["seeds"], r["teacher_acc"]) if a is not None}
+
+
 def markdown(rows, budget_s: float = BUDGET_S) -> str:
-    teacher = [a for r in rows for a in r["teacher_acc"] if a is not None]
+    teacher = list(_teachers(rows).values())
     scratch = _reference_student()
     lines = [
         f"Protocol: Fashion-MNIST, LeNet-5 (BN) teacher trained per seed ({mean_std(teacher)} %), student "
@@ -148,7 +153,7 @@ def plot(rows, path: str, budget_s: float = BUDGET_S) -> bool:
             mean.append(sum(values) / len(values) * 100 if all(v is not None for v in values) else float("nan"))
         ax.plot([t / 60 for t in grid], mean, label=f"{r['method']} ({len(curves)} seeds)",
                 linewidth=2.2 if r["method"].startswith("DDAD") else 1.4)
-    teacher = [a for r in rows for a in r["teacher_acc"] if a is not None]
+    teacher = list(_teachers(rows).values())
     if teacher:
         ax.axhline(sum(teacher) / len(teacher) * 100, color="black", linestyle="--", linewidth=1, label="teacher")
     ax.axhline(TARGET * 100, color="grey", linestyle=":", linewidth=1)

@@ -141,6 +141,7 @@ def test_method_rows_merge_per_method_data_and_seed():
     assert rows[0]["student_acc"] == [0.7, 0.82] and rows[0]["commit"] == ["b", "c"] and rows[0]["machine"] == "m"
     assert rows[1]["teacher_acc"] == [None]
     assert common.mean_std([0.7, 0.82]) == "76.00 ± 8.49" and common.mean_std([None]) == "–"
+    assert common.mean_std([0.8057, None]) == "80.57 (1 seed)"  # no '± 0.00' spread from one value
 
 
 def test_kd_and_hybrid_tables():
@@ -175,6 +176,11 @@ def test_datafree_curve_time_to_80_table_and_plot(tmp_path):
     table = fmnist_datafree.markdown(rows)
     assert "| CMI | 77.00 ± 2.83 | 0, 1 | 2.0 (1/2 seeds) | 7,680 | 12.0 |" in table
     assert "90.50 ± 0.71 %" in table and "12 minutes" in table
+    # a second method on the same seeded teachers: each teacher counted once
+    rows = common.merge_rows(rows, "DDAD", "no data", 0, {"student_acc": 0.8, "wall_s": 600, "teacher_acc": 0.9,
+                                                          "time_to_80_s": None, "curve": curve}, {"machine": "m"},
+                             fmnist_datafree.KEYS)
+    assert "90.50 ± 0.71 %" in fmnist_datafree.markdown(rows)
     png = tmp_path / "plot.png"
     assert fmnist_datafree.plot(rows, str(png))
     assert png.stat().st_size > 10_000
