@@ -89,7 +89,7 @@ def test_results_table_has_a_row_per_seed_and_summaries_for_tuned_and_held_out_s
     assert "| 1 | 90.00 | 72.00 | never | never | 16.0 |" in table
     assert "| 3 (held out) | 90.00 | 80.00 | 4.0 | 10.0 | 17.0 |" in table
     assert "| **seeds 0–2 (tuned on)** | 90.50 ± 0.71 | **74.00 ± 2.83** | | | |" in table
-    assert "| **seeds 3–5 (held out)** | 90.00 ± 0.00 | **80.00 ± 0.00** | | | |" in table
+    assert "| **seeds 3–5 (held out)** | 90.00 (1 seed) | **80.00 (1 seed)** | | | |" in table
     assert "| **all seeds** | 90.33 ± 0.58 | **76.00 ± 4.00** | | | |" in table
     assert "1500 iterations + 400 student-only fine-tuning iterations" in table
     assert table.endswith("Regenerate: `python benchmarks/fmnist_ddad.py`")
@@ -125,7 +125,7 @@ def test_publish_writes_markdown_and_json(tmp_path):
 def test_readme_summary_groups_tuned_and_held_out_seeds():
     summary = fmnist_ddad.readme_markdown(_result())
     assert "| 0–2 (tuned on) | 90.50 ± 0.71 | **74.00 ± 2.83** | 0 of 2 | 15.5 |" in summary
-    assert "| 3–5 (held out) | 90.00 ± 0.00 | **80.00 ± 0.00** | 1 of 1 | 17.0 |" in summary
+    assert "| 3–5 (held out) | 90.00 (1 seed) | **80.00 (1 seed)** | 1 of 1 | 17.0 |" in summary
     assert "| all | 90.33 ± 0.58 | **76.00 ± 4.00** | 1 of 3 | 16.0 |" in summary
     assert "| 0 |" not in summary  # per-seed rows stay in the .md
 
