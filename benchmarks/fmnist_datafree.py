@@ -151,7 +151,7 @@ def plot(rows, path: str, budget_s: float = BUDGET_S) -> bool:
         for t in grid:
             values = [held(c, t) for c in curves]
             mean.append(sum(values) / len(values) * 100 if all(v is not None for v in values) else float("nan"))
-        ax.plot([t / 60 for t in grid], mean, label=f"{r['method']} ({len(curves)} seeds)",
+        ax.plot([t / 60 for t in grid], mean, label=f"{r['method']} ({len(curves)} seed{'s' if len(curves) > 1 else ''})",
                 linewidth=2.2 if r["method"].startswith("DDAD") else 1.4)
     teacher = list(_teachers(rows).values())
     if teacher:
