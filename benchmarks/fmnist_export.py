@@ -61,7 +61,6 @@ def latency_ms(sess, image, repeats: int) -> float:
 def measure(run_dir: str, export_dir: str, data_dir, calibration_images: int, repeats: int,
             eval_examples: int = -1) -> dict:
     """Exports ``run_dir``'s student into ``export_dir`` and measures it (see the module docstring)."""
-    import jax  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
     import onnxruntime  # pylint: disable=import-outside-toplevel
     from ddad_jax import data, export  # pylint: disable=import-outside-toplevel
@@ -74,11 +73,9 @@ def measure(run_dir: str, export_dir: str, data_dir, calibration_images: int, re
     if eval_examples > 0:
         images, labels = images[:eval_examples], labels[:eval_examples]
     x = np.asarray(data.normalize(images, spec), np.float32)
-    model, variables, _ = export.load_student(export_dir)
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    jax_logits = np.concatenate([np.asarray(apply(variables, x[i:i + 1000])) for i in range(0, len(x), 1000)])
+    by_model = export.exported_logits(export_dir, card, x)
+    jax_logits, logits = by_model["jax"], {"fp32": by_model["onnx_fp32"], "int8": by_model["onnx_int8"]}
     paths = {k: result["files"][f] for k, f in (("fp32", export.FP32_ONNX), ("int8", export.INT8_ONNX))}
-    logits = {k: export.onnx_logits(export.session(p), x) for k, p in paths.items()}
     accuracy = lambda z: float(np.mean(z.argmax(-1) == labels))
     teacher = card.get("teacher") or {}
     return {

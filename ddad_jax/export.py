@@ -424,17 +424,16 @@ def _test_split(dataset: str, data_dir: str) -> Tuple[np.ndarray, np.ndarray, st
     return np.asarray(data.normalize(images, spec), np.float32), np.asarray(labels), data_dir or "tfds default"
 
 
-def _test_accuracies(staging: str, card: dict, exports: dict, test_set) -> Dict[str, Any]:
-    """Top-1 accuracy of the JAX student and of each ONNX file in ``staging`` on ``test_set``."""
-    x, labels, where = test_set
+def exported_logits(directory: str, card: dict, x: np.ndarray) -> Dict[str, np.ndarray]:
+    """Logits on ``x`` of the student in ``directory`` (``"jax"``) and of each ONNX file the
+    card's ``exports`` name there (``"onnx_fp32"``, ``"onnx_int8"``)."""
     model = models.get_classifier(card["architecture"], card["num_classes"], ops=backends.PLAIN)
-    variables = _load_variables(os.path.join(staging, STUDENT_SUBDIR), model, card["input"]["shape_hwc"])
+    variables = _load_variables(os.path.join(directory, STUDENT_SUBDIR), model, card["input"]["shape_hwc"])
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
     logits = {"jax": np.concatenate([np.asarray(apply(variables, x[i:i + 1000])) for i in range(0, len(x), 1000)])}
-    for key, entry in exports.items():
-        logits[key] = onnx_logits(session(os.path.join(staging, entry["file"])), x)
-    return {"examples": int(len(labels)), "data_dir": where,
-            **{key: float(np.mean(z.argmax(-1) == labels)) for key, z in logits.items()}}
+    for key, entry in card.get("exports", {}).items():
+        logits[key] = onnx_logits(session(os.path.join(directory, entry["file"])), x)
+    return logits
 
 
 def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_images, seed, check_images,
@@ -462,7 +461,9 @@ def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_i
         result["int8_top1_agreement_with_fp32"] = exports["onnx_int8"]["top1_agreement_with_fp32"]
     card = {**card, "exports": exports, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if test_set is not None:  # measured at export on the real test split: {jax, onnx_fp32, onnx_int8}
-        card["test_accuracy"] = result["test_accuracy"] = _test_accuracies(staging, card, exports, test_set)
+        x, labels, where = test_set
+        accuracy = {k: float(np.mean(z.argmax(-1) == labels)) for k, z in exported_logits(staging, card, x).items()}
+        card["test_accuracy"] = result["test_accuracy"] = {"examples": int(len(labels)), "data_dir": where, **accuracy}
     checkpoints.write_atomically(os.path.join(staging, STUDENT_CARD), json.dumps(card, indent=2) + "\n")
     result["card"] = card
     return result
