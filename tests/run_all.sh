@@ -19,4 +19,4 @@ if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
 fi
 export JAX_COMPILATION_CACHE_DIR
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
-python3 -m pytest -q -n 2 --durations=10 tests "$@"
+python3 -m pytest -q -n 2 --durations=20 tests "$@"

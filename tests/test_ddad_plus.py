@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import ddad_plus
 from ddad_jax import build, checkpoints, data, loop, synthesis
@@ -43,9 +44,11 @@ def test_pixel_pool_keeps_images_to_half_a_grey_level():
     np.testing.assert_array_equal(logits, 1.0)
 
 
+@pytest.mark.slow
 def test_every_part_is_on_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path, fmnist_data_dir,
                                                                        fmnist_smoke_teacher):
-    config = _config(fmnist_data_dir, fmnist_smoke_teacher, sample_grid=0)
+    # every part on, the BN momentum too (off by default: configs/ddad_plus.py)
+    config = _config(fmnist_data_dir, fmnist_smoke_teacher, sample_grid=0, bn_momentum=0.9)
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
     loop.train(build.build(config), whole)
     interrupted = build.build(config)

@@ -14,6 +14,7 @@ def _ok(result):
     return result
 
 
+@pytest.mark.slow
 def test_fashion_mnist_teacher_then_ddad_on_real_data(tmp_path, fmnist_data_dir):
     teacher_dir, ddad_dir = str(tmp_path / "teacher"), str(tmp_path / "ddad")
     out = _ok(run_entry("fashion_mnist", "--config=configs/teacher.py:fashion_mnist,smoke",
@@ -28,6 +29,7 @@ def test_fashion_mnist_teacher_then_ddad_on_real_data(tmp_path, fmnist_data_dir)
     assert summary["finetune_iterations"] == 2 and "[ddad] fine-tune epoch 3" in out
 
 
+@pytest.mark.slow
 def test_cifar_teacher_then_ddad_on_standin_data(tmp_path, cifar_data_dir):
     """CIFAR-10's teacher and DDAD through the entry point (CIFAR-100 runs in test_inversion's
     CIFAR protocols)."""
@@ -50,6 +52,7 @@ def test_cifar_ctkd_on_standin_data(tmp_path, cifar_data_dir, cifar_random_teach
     assert "(ctkd, 64 real images)" in out
 
 
+@pytest.mark.slow
 def test_cifar_hidfd_on_standin_data(tmp_path, cifar_data_dir, cifar_random_teachers):
     out = _ok(run_entry("cifar10", "--config=configs/hidfd.py:cifar10,smoke", f"--workdir={tmp_path / 'hidfd'}",
                         f"--config.data_dir={cifar_data_dir}", f"--config.teacher_dir={cifar_random_teachers['cifar10']}")).stdout

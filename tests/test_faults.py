@@ -294,7 +294,7 @@ def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, 
 
 # ---------------------------------------------------------------- SIGKILL and rerun
 
-KILLS = 3
+KILLS = 2
 DDAD_ARGS = ("--config=configs/ddad.py:fashion_mnist,smoke", "--config.num_epochs=6", "--config.checkpoint_every=1")
 
 
@@ -333,6 +333,7 @@ def _latest_checkpoint(workdir):
         return step, ckptr.restore(os.path.join(ckpt_dir, str(step), "default"))
 
 
+@pytest.mark.slow
 @pytest.mark.fault_injection
 def test_sigkill_at_random_moments_then_rerun_ends_exactly_like_an_uninterrupted_run(
         tmp_path, fmnist_smoke_teacher, fmnist_data_dir):

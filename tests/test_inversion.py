@@ -84,6 +84,7 @@ def test_pixel_synthesis_lowers_the_bn_loss_over_its_inner_steps(fmnist_smoke_te
     assert float(last) < 0.5 * float(first), (first, last)
 
 
+@pytest.mark.slow
 def test_resumed_inversion_run_equals_an_uninterrupted_one(tmp_path, fmnist_data_dir, fmnist_smoke_teacher):
     """Fast (pool, BN momentum, meta-generator and its optimiser all in the state): 4 rounds
     straight, against 2 rounds, a stop, and the same run resumed for the last 2."""
@@ -188,6 +189,7 @@ def test_instance_features_average_to_the_bn_batch_means(fmnist_smoke_teacher):
     np.testing.assert_allclose(feats.mean(0), jnp.concatenate(means), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cmi_round_one_device_equals_two(fmnist_data_dir, fmnist_smoke_teacher):
     """The contrastive term gathers the global batch: the same negatives whatever the split."""
     from configs import cmi

@@ -38,6 +38,7 @@ def _records(workdir, key):
         return [json.loads(line) for line in f if key in line]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
     config = _config(fmnist_smoke_teacher, fmnist_data_dir, pool_size=3)  # the pool wraps around
     straight = str(tmp_path / "straight")

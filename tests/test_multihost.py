@@ -70,6 +70,7 @@ def _saved_state(workdir):
         return step, manager.restore(step, args=ocp.args.StandardRestore(target))
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path, fmnist_data_dir, random_teacher):
     from configs import fmnist_lenet5
     from ddad_jax import loop

@@ -33,6 +33,7 @@ def _run_ddad(num_devices, iterations=3, every_term=False):
     return jax.device_get(state), history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every_term", [False, True])
 def test_ddad_one_device_equals_eight_devices(every_term):
     assert jax.device_count() == 8
