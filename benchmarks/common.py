@@ -53,24 +53,45 @@ def run_stage(args: Sequence[str], log_path: str) -> float:
 
 def run_once(args: Sequence[str], workdir: str) -> float:
     """``run_stage(args)`` into ``workdir`` (log ``workdir.log``) unless an earlier invocation
-    with the same ``--out`` finished it with the same arguments: then its recorded wall
-    seconds. ``workdir.run.json`` records both; a finished run with other arguments ends the
-    benchmark with an ``error:`` line instead of reusing a stale result (use another ``--out``)."""
+    with the same ``--out`` finished it with the same arguments and the same code: then its
+    recorded wall seconds. ``workdir.run.json`` records all three; a finished run with other
+    arguments, or from other code (a config's defaults changed under the same arguments), ends
+    the benchmark with an ``error:`` line instead of reusing a stale result."""
     record = workdir + ".run.json"
     if os.path.exists(record):
         done = json.load(open(record))
         if done["args"] != list(args):
             sys.exit(f"error: {workdir} was run with other arguments ({' '.join(done['args'])}); "
                      "pass another --out")
+        if "code" in done and done["code"] != code_version():
+            sys.exit(f"error: {workdir} was run with other code (ddad_jax/, configs/ or experiments/ "
+                     "changed since); pass another --out, or remove it and its .log/.run.json to rerun it")
         print(f"{os.path.basename(workdir)}: collected from {workdir}", flush=True)
         return float(done["wall_s"])
     if os.path.exists(workdir + ".wall_s"):  # recorded before the arguments were
         print(f"{os.path.basename(workdir)}: collected from {workdir} (arguments not recorded)", flush=True)
         return float(open(workdir + ".wall_s").read())
+    code = code_version()
     wall = run_stage(args, workdir + ".log")
     with open(record, "w") as f:
-        json.dump({"args": list(args), "wall_s": round(wall, 1)}, f)
+        json.dump({"args": list(args), "wall_s": round(wall, 1), "code": code}, f)
     return wall
+
+
+CODE = ("ddad_jax", "configs", "experiments")  # what a run executes (not the benchmark scripts or docs)
+
+
+def code_version() -> str:
+    """The git tree ids of the code a run executes at HEAD, ``+dirty`` when it has uncommitted
+    changes: equal for two commits that differ only in docs, results or benchmark scripts."""
+    try:
+        trees = [subprocess.run(["git", "rev-parse", f"HEAD:{d}"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()[:12] for d in CODE]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return "-".join(trees) + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def commit() -> str:
@@ -79,8 +100,8 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ddad_jax", "configs",
-                                "experiments"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

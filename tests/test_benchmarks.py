@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import common, fmnist_ddad, profile_ops
 
 HLO = """HloModule jit_iteration
@@ -111,6 +113,26 @@ def test_merge_adds_and_replaces_seeds_and_keeps_the_lists_sorted_by_seed():
     assert merged["machine"] == "elsewhere" and merged["command"] == old["command"]  # run-level: newest wins
     first = fmnist_ddad.merge(None, new)  # no results file yet
     assert first["seeds"] == [1, 2] and first["student_acc"] == [0.78, 0.70]
+
+
+def test_a_finished_run_is_reused_only_with_the_same_arguments_and_code(tmp_path, monkeypatch):
+    workdir, launched = str(tmp_path / "run"), []
+    monkeypatch.setattr(common, "run_stage", lambda args, log: launched.append(list(args)) or 12.5)
+    monkeypatch.setattr(common, "code_version", lambda: "tree-a")
+    assert common.run_once(["--x=1"], workdir) == 12.5 and launched == [["--x=1"]]
+    assert json.load(open(workdir + ".run.json")) == {"args": ["--x=1"], "wall_s": 12.5, "code": "tree-a"}
+    assert common.run_once(["--x=1"], workdir) == 12.5 and len(launched) == 1  # collected, not rerun
+    with pytest.raises(SystemExit, match="other arguments"):
+        common.run_once(["--x=2"], workdir)
+    monkeypatch.setattr(common, "code_version", lambda: "tree-b")  # a config's defaults changed
+    with pytest.raises(SystemExit, match="other code"):
+        common.run_once(["--x=1"], workdir)
+    assert len(launched) == 1
+
+
+def test_code_version_is_the_code_trees_not_the_commit():
+    version = common.code_version()
+    assert version == "unknown" or len(version.split("+")[0].split("-")) == len(common.CODE)
 
 
 def test_publish_writes_markdown_and_json(tmp_path):
