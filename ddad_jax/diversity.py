@@ -10,10 +10,12 @@ images. Two measures, each in [0, 1]-ish and cheap, logged with the losses:
   L2-normalised penultimate features of the batch's images: 0 for identical images, about
   ``sqrt(2)`` for unrelated ones.
 
-``collapse_warning`` turns them into a line for the log.
+``collapse_warning`` turns them into a line for the log. ``stuck_student_warning`` is the
+alarm on the other side: a student whose test accuracy no longer moves, far below the
+teacher's, predicts one class for everything (its accuracy is then that class's share).
 """
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,9 @@ from ddad_jax import parallel
 COLLAPSE_ENTROPY = 0.5
 # Below this mean feature distance (of about sqrt(2) for unrelated images) the images are near-copies.
 COLLAPSE_DISTANCE = 0.1
+# A student accuracy equal at this many evaluations in a row, and under a fifth of the teacher's,
+# is a dead student (a live one moves by at least one test image between evaluations).
+STUCK_EVALUATIONS = 3
 
 
 def class_entropy(teacher_logits: jnp.ndarray, axis_name=None) -> jnp.ndarray:
@@ -64,3 +69,16 @@ def collapse_warning(metrics: Mapping[str, float]) -> Optional[str]:
     if distance is not None and distance < COLLAPSE_DISTANCE:
         problems.append(f"its images are near-copies (feature distance {distance:.3f} < {COLLAPSE_DISTANCE})")
     return "generator collapse: " + "; ".join(problems) if problems else None
+
+
+def stuck_student_warning(accuracies: Sequence[float], teacher_accuracy: Optional[float]) -> Optional[str]:
+    """A one-line warning when the last ``STUCK_EVALUATIONS`` student test accuracies are all
+    equal and under a fifth of the teacher's; None otherwise (or with no teacher figure)."""
+    recent = list(accuracies)[-STUCK_EVALUATIONS:]
+    if teacher_accuracy is None or len(recent) < STUCK_EVALUATIONS:
+        return None
+    if max(recent) - min(recent) > 1e-9 or recent[-1] >= teacher_accuracy / 5:
+        return None
+    return (f"student stuck: its test accuracy has been {recent[-1]:.4f} for {STUCK_EVALUATIONS} evaluations "
+            f"(the teacher's {teacher_accuracy:.4f}), as a student predicting one class would; a learning rate "
+            "too high for its objective does this (docs/datafree.md, 'DDAD+ defaults')")

@@ -22,7 +22,7 @@ evaluation and checkpoint; process 0 alone writes the metrics, sample grids and 
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import jax
 import numpy as np
@@ -58,7 +58,8 @@ def train(run: build_lib.Run, workdir: str) -> dict:
     t0, before = time.time(), ([0.0] + [v for _, v in reporter.history("elapsed_s")])[-1]
     elapsed = lambda: before + time.time() - t0
     last_eval: Dict[str, float] = {}
-    last_warning: Dict[str, Optional[str]] = {}
+    last_warning: Dict[str, Any] = {}
+    student_history: List[float] = []  # this invocation's student test accuracies (the stuck alarm)
 
     def log(step, state, metrics):
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -80,6 +81,12 @@ def train(run: build_lib.Run, workdir: str) -> dict:
         if not last_eval:  # nothing to evaluate on (a teacher of a dataset without a test split)
             return
         reporter.write(step, {**last_eval, "elapsed_s": elapsed()})
+        if "test/student_accuracy" in last_eval:
+            student_history.append(last_eval["test/student_accuracy"])
+            stuck = diversity.stuck_student_warning(student_history, last_eval.get("test/teacher_accuracy"))
+            if stuck and not last_warning.get("stuck"):  # said once, when it starts
+                print(f"[{run.name}] warning at step {step}: {stuck}", flush=True)
+            last_warning["stuck"] = stuck is not None
         epoch, epochs = -(-step // run.steps_per_epoch), -(-run.total_steps // run.steps_per_epoch)
         shown = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_eval.items())
         print(f"[{run.name}] epoch {epoch}/{epochs}: {shown} ({elapsed():.0f}s)", flush=True)

@@ -67,3 +67,31 @@ def test_the_loop_says_once_when_the_generator_collapses(tmp_path, capsys):
     loop.train(run, str(tmp_path / "toy"))
     warnings = [l for l in capsys.readouterr().out.splitlines() if "warning" in l]
     assert len(warnings) == 1 and "step 3" in warnings[0] and "class entropy 0.20" in warnings[0], warnings
+
+
+def test_a_student_stuck_far_below_the_teacher_is_flagged():
+    stuck = diversity.stuck_student_warning
+    assert stuck([0.5, 0.1, 0.1, 0.1], 0.9).startswith("student stuck: its test accuracy has been 0.1000 for 3")
+    assert stuck([0.1, 0.1], 0.9) is None  # too few evaluations to say
+    assert stuck([0.1, 0.1001, 0.1], 0.9) is None  # it moves: alive
+    assert stuck([0.2, 0.2, 0.2], 0.9) is None  # a plateau above a fifth of the teacher's 0.9
+    assert stuck([0.1, 0.1, 0.1], None) is None  # no teacher figure to compare with
+
+
+def test_the_loop_says_once_when_the_student_is_stuck(tmp_path, capsys):
+    """A stand-in run whose student accuracy stops at 0.1 from the 2nd evaluation: one warning,
+    at the 4th (the third equal value)."""
+    import flax
+    from ddad_jax import build, loop
+
+    @flax.struct.dataclass
+    class Toy:
+        step: jnp.ndarray
+
+    accuracy = lambda s: {"test/student_accuracy": 0.6 if int(s.step) <= 1 else 0.1, "test/teacher_accuracy": 0.9}
+    run = build.Run(name="toy", state=Toy(jnp.asarray(0)), place=lambda s: s, step=lambda n, s: (Toy(jnp.asarray(n)), {}),
+                    total_steps=6, steps_per_epoch=1, identity={"toy": 1}, evaluate=accuracy,
+                    summarize=lambda s, e, w: {"wall_s": w}, log_every=1)
+    loop.train(run, str(tmp_path / "toy"))
+    warnings = [l for l in capsys.readouterr().out.splitlines() if "student stuck" in l]
+    assert len(warnings) == 1 and "warning at step 4" in warnings[0], warnings
