@@ -81,15 +81,19 @@ def run_once(args: Sequence[str], workdir: str) -> float:
 CODE = ("ddad_jax", "configs", "experiments")  # what a run executes (not the benchmark scripts or docs)
 
 
+def _code_dirty() -> bool:
+    """Whether the code a run executes has uncommitted changes (raises as ``git`` does)."""
+    return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip())
+
+
 def code_version() -> str:
     """The git tree ids of the code a run executes at HEAD, ``+dirty`` when it has uncommitted
     changes: equal for two commits that differ only in docs, results or benchmark scripts."""
     try:
         trees = [subprocess.run(["git", "rev-parse", f"HEAD:{d}"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()[:12] for d in CODE]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return "-".join(trees) + ("+dirty" if dirty else "")
+        return "-".join(trees) + ("+dirty" if _code_dirty() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -100,9 +104,7 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
+        return head + ("+dirty" if _code_dirty() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -21,7 +21,7 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
         datafree.fashion_mnist(c)
         # DFAD's MNIST: student SGD 0.01 (momentum 0.9, weight decay 1e-4), generator Adam 1e-3,
         # no schedule. Sized to the data-free benchmark's 12 minutes from its measured speed:
-        # DDAD's 60 epochs of 25 iterations took 6.0 minutes (5.8 s an epoch on 2 CPU cores), so 110
+        # its 60 epochs of 25 iterations took 6.0 minutes (5.8 s an epoch on 2 CPU cores), so 110
         c.student_lr, c.student_weight_decay, c.lr_schedule = 0.01, 1e-4, "constant"
         c.num_epochs, c.iters_per_epoch = 110, 25
     return c

@@ -11,6 +11,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FMNIST_SOURCE = "/usr/share/datasets/fashion-mnist"
 
 
 def pytest_collection_modifyitems(items):
@@ -18,7 +19,6 @@ def pytest_collection_modifyitems(items):
     end on short tests and finish close together, instead of one waiting on the other's
     last long test. The order of everything else is unchanged."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-FMNIST_SOURCE = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture(scope="session")
