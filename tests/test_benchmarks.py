@@ -203,6 +203,15 @@ def test_datafree_curve_time_to_80_table_and_plot(tmp_path):
                                                           "time_to_80_s": None, "curve": curve}, {"machine": "m"},
                              fmnist_datafree.KEYS)
     assert "90.50 ± 0.71 %" in fmnist_datafree.markdown(rows)
+    # DDAD+'s ablation rows are on the results page, not in the README's table
+    ablation = "DDAD+ without the pool"
+    assert ablation in fmnist_datafree.ABLATION
+    rows = common.merge_rows(rows, ablation, "no data", 0, {"student_acc": 0.7, "wall_s": 600, "teacher_acc": 0.9,
+                                                            "time_to_80_s": None, "curve": curve}, {"machine": "m"},
+                             fmnist_datafree.KEYS)
+    assert f"| {ablation} |" in fmnist_datafree.markdown(rows)
+    readme = fmnist_datafree.readme_summary(rows)
+    assert f"| {ablation} |" not in readme and "| DDAD |" in readme and "DDAD+'s ablation" in readme
     png = tmp_path / "plot.png"
     assert fmnist_datafree.plot(rows, str(png))
     assert png.stat().st_size > 10_000
