@@ -44,7 +44,9 @@ NAME, TITLE = "fmnist_datafree", "The data-free family on Fashion-MNIST, equal w
 BUDGET_S = 720.0
 TARGET = 0.80  # time_to_80_s: the first evaluation at or above this accuracy
 DATA = "no data"
-KEYS = (*PER_SEED_ROW, "time_to_80_s", "synthetic_images_per_seed", "curve")
+KEYS = (*PER_SEED_ROW, "time_to_80_s", "synthetic_images_per_seed", "curve", "per_class_acc",
+        "teacher_per_class_acc")
+CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 
 
 def _method(name, *extra):
@@ -94,6 +96,41 @@ def time_to(curve, target: float = TARGET):
     return next((t for t, acc in curve if acc >= target), None)
 
 
+def per_class_accuracy(workdir: str, teacher_dir: str):
+    """(student, teacher) test accuracy of each Fashion-MNIST class: the run's final student
+    (``workdir/student``) and its teacher, on the 10 000 test images -- where a data-free
+    student loses to its teacher."""
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from ddad_jax import data, export, teacher  # pylint: disable=import-outside-toplevel
+    spec = data.get_spec("fashion_mnist")
+    images, labels = data.load_split(spec, "test")
+    x = data.normalize(jnp.asarray(images), spec)
+    model, variables, _ = export.load_student(workdir)
+    t_model, t_variables, _ = teacher.load_teacher(teacher_dir, "lenet5_bn", "fashion_mnist")
+    out = []
+    for logits in (model.apply(variables, x), t_model.apply(t_variables, x)):
+        pred = np.asarray(logits).argmax(-1)
+        out.append([round(float((pred[labels == c] == c).mean()), 4) for c in range(len(CLASSES))])
+    return tuple(out)
+
+
+def per_class_table(rows) -> str:
+    """Per-class accuracy (%), each row's mean over the seeds that have it, the teachers first."""
+    def mean(vectors):
+        vectors = [v for v in vectors if v]
+        return [sum(col) / len(col) * 100 for col in zip(*vectors)] if vectors else None
+
+    teachers = {s: v for r in rows for s, v in zip(r["seeds"], r.get("teacher_per_class_acc", [])) if v}
+    lines = ["| | " + " | ".join(CLASSES) + " |", "|---|" + "---:|" * len(CLASSES)]
+    seeds = lambda n: f"{n} seed{'s' if n > 1 else ''}"
+    table = [(f"*teacher* ({seeds(len(teachers))})", mean(teachers.values()))]
+    table += [(f"{r['method']} ({seeds(sum(1 for v in r.get('per_class_acc', []) if v))})",
+               mean(r.get("per_class_acc", []))) for r in rows]
+    lines += [f"| {name} | " + " | ".join(f"{a:.1f}" for a in acc) + " |" for name, acc in table if acc]
+    return "\n".join(lines) if len(lines) > 3 else ""
+
+
 def _reference_student():
     rows = load_rows(os.path.join(RESULTS, "fmnist_supervised.json"))
     return next((r for r in rows if r["method"] == "scratch"), None)
@@ -129,7 +166,13 @@ def markdown(rows, budget_s: float = BUDGET_S) -> str:
     lines += ["", "Mean ± sample std over seeds; time to 80 %: the median over the seeds that reached it; "
               "synthetic images: the generator's (or pixel optimiser's) output in the run, median over seeds; "
               f"wall-clock: the whole command, median. {provenance(rows)}.", "",
-              f"![accuracy against minutes]({NAME}.png)", "", "Regenerate: `python benchmarks/fmnist_datafree.py`"]
+              f"![accuracy against minutes]({NAME}.png)", ""]
+    classes = per_class_table(rows)
+    if classes:
+        lines += ["Where the students lose: test accuracy of each class (%), the mean over the seeds that "
+                  "recorded it (a run's final student; `--per_class` fills it in for finished runs).", "",
+                  classes, ""]
+    lines += ["Regenerate: `python benchmarks/fmnist_datafree.py`"]
     return "\n".join(lines)
 
 
@@ -189,6 +232,33 @@ def _publish(rows, budget_s):
     plot(rows, os.path.join(RESULTS, f"{NAME}.png"), budget_s)
 
 
+def collect_per_class(rows, out: str, keys, seeds):
+    """``rows`` with the per-class accuracies of the finished runs under ``out`` added: only a
+    run whose final student is the one the row records (same accuracy), so a later run in
+    the same place is never attributed to an earlier result."""
+    rows = [dict(r) for r in rows]
+    for key in keys:
+        label = ROWS[key][0]
+        row = next((r for r in rows if r["method"] == label), None)
+        for seed in seeds:
+            workdir = os.path.join(out, f"{key}_seed{seed}")
+            if row is None or seed not in row["seeds"] or not os.path.exists(os.path.join(workdir, "summary.json")):
+                continue
+            i = row["seeds"].index(seed)
+            teacher_dir = os.path.join(out, f"teacher_seed{seed}")
+            same_teacher = json.load(open(os.path.join(teacher_dir, "summary.json")))["test_acc"] == row["teacher_acc"][i]
+            if json.load(open(os.path.join(workdir, "summary.json")))["student_acc"] != row["student_acc"][i] \
+                    or not same_teacher:
+                print(f"{key} seed {seed}: {workdir} holds another run than the recorded one; skipped", flush=True)
+                continue
+            student, teacher = per_class_accuracy(workdir, teacher_dir)
+            for k, v in (("per_class_acc", student), ("teacher_per_class_acc", teacher)):
+                row[k] = (list(row.get(k) or []) + [None] * len(row["seeds"]))[:len(row["seeds"])]
+                row[k][i] = v
+            print(f"{key} seed {seed}: per-class accuracy added", flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
@@ -196,6 +266,8 @@ def main():
     parser.add_argument("--budget_s", type=float, default=BUDGET_S, help="wall-clock seconds per run")
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", "datafree-" + time.strftime("%Y%m%d-%H%M%S")))
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown, README table and plot")
+    parser.add_argument("--per_class", action="store_true",
+                        help="only add the per-class accuracy of the finished runs in --out that the JSON records")
     args = parser.parse_args()
     if args.budget_s <= 0:
         sys.exit("error: --budget_s must be > 0")
@@ -204,6 +276,10 @@ def main():
     if args.render:
         _publish(rows, args.budget_s)
         print(markdown(rows, args.budget_s))
+        return
+    if args.per_class:
+        rows = collect_per_class(rows, args.out, args.rows, args.seeds)
+        _publish(rows, args.budget_s)
         return
     os.makedirs(args.out, exist_ok=True)
     run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
@@ -219,7 +295,8 @@ def main():
                              f"--config.time_budget_s={args.budget_s}"], workdir)
             summary = json.load(open(os.path.join(workdir, "summary.json")))
             curve = read_curve(workdir)
-            values = {"student_acc": summary["student_acc"], "wall_s": wall, "teacher_acc": teacher_acc,
+            student_classes, teacher_classes = per_class_accuracy(workdir, teacher_dir)
+            values = {"per_class_acc": student_classes, "teacher_per_class_acc": teacher_classes,"student_acc": summary["student_acc"], "wall_s": wall, "teacher_acc": teacher_acc,
                       "commit": commit_id, "time_to_80_s": time_to(curve), "curve": curve,
                       "synthetic_images_per_seed": summary.get("synthetic_images")}
             print(f"{key} seed {seed}: student {summary['student_acc']:.4f} (teacher {teacher_acc:.4f}) in "

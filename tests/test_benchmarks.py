@@ -215,3 +215,23 @@ def test_datafree_curve_time_to_80_table_and_plot(tmp_path):
     png = tmp_path / "plot.png"
     assert fmnist_datafree.plot(rows, str(png))
     assert png.stat().st_size > 10_000
+
+
+def test_datafree_per_class_collected_only_from_the_recorded_run(tmp_path, monkeypatch):
+    from benchmarks import fmnist_datafree  # pylint: disable=import-outside-toplevel
+    for name, acc in (("teacher_seed0", {"test_acc": 0.9}), ("cmi_seed0", {"student_acc": 0.7}),
+                      ("teacher_seed1", {"test_acc": 0.91}), ("cmi_seed1", {"student_acc": 0.55})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(acc))
+    monkeypatch.setattr(fmnist_datafree, "per_class_accuracy",
+                        lambda workdir, teacher_dir: ([0.5] * 10, [0.9] * 9 + [0.7]))
+    rows = []
+    for seed, acc in ((0, 0.7), (1, 0.6)):  # seed 1's workdir holds another run (0.55)
+        rows = common.merge_rows(rows, "CMI", "no data", seed, {"student_acc": acc, "teacher_acc": 0.9 + seed / 100},
+                                 {}, fmnist_datafree.KEYS)
+    rows = fmnist_datafree.collect_per_class(rows, str(tmp_path), ["cmi"], [0, 1])
+    assert rows[0]["per_class_acc"] == [[0.5] * 10, None]
+    table = fmnist_datafree.per_class_table(rows)
+    assert "| *teacher* (1 seed) | 90.0 | " in table and "| 70.0 |" in table
+    assert "| CMI (1 seed) | 50.0 |" in table
+    assert fmnist_datafree.per_class_table(rows[:0]) == ""
