@@ -46,7 +46,12 @@ TARGET = 0.80  # time_to_80_s: the first evaluation at or above this accuracy
 DATA = "no data"
 KEYS = (*PER_SEED_ROW, "time_to_80_s", "synthetic_images_per_seed", "curve", "per_class_acc",
         "teacher_per_class_acc")
-CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+
+
+def _classes():
+    """Fashion-MNIST's class names, from the library's one table of them."""
+    from ddad_jax import export  # pylint: disable=import-outside-toplevel
+    return export.class_names("fashion_mnist")
 
 
 def _method(name, *extra):
@@ -111,7 +116,7 @@ def per_class_accuracy(workdir: str, teacher_dir: str):
     out = []
     for logits in (model.apply(variables, x), t_model.apply(t_variables, x)):
         pred = np.asarray(logits).argmax(-1)
-        out.append([round(float((pred[labels == c] == c).mean()), 4) for c in range(len(CLASSES))])
+        out.append([round(float((pred[labels == c] == c).mean()), 4) for c in range(len(_classes()))])
     return tuple(out)
 
 
@@ -122,7 +127,8 @@ def per_class_table(rows) -> str:
         return [sum(col) / len(col) * 100 for col in zip(*vectors)] if vectors else None
 
     teachers = {s: v for r in rows for s, v in zip(r["seeds"], r.get("teacher_per_class_acc", [])) if v}
-    lines = ["| | " + " | ".join(CLASSES) + " |", "|---|" + "---:|" * len(CLASSES)]
+    classes = _classes()
+    lines = ["| | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
     seeds = lambda n: f"{n} seed{'s' if n > 1 else ''}"
     table = [(f"*teacher* ({seeds(len(teachers))})", mean(teachers.values()))]
     table += [(f"{r['method']} ({seeds(sum(1 for v in r.get('per_class_acc', []) if v))})",
@@ -296,9 +302,10 @@ def main():
             summary = json.load(open(os.path.join(workdir, "summary.json")))
             curve = read_curve(workdir)
             student_classes, teacher_classes = per_class_accuracy(workdir, teacher_dir)
-            values = {"per_class_acc": student_classes, "teacher_per_class_acc": teacher_classes,"student_acc": summary["student_acc"], "wall_s": wall, "teacher_acc": teacher_acc,
+            values = {"student_acc": summary["student_acc"], "wall_s": wall, "teacher_acc": teacher_acc,
                       "commit": commit_id, "time_to_80_s": time_to(curve), "curve": curve,
-                      "synthetic_images_per_seed": summary.get("synthetic_images")}
+                      "synthetic_images_per_seed": summary.get("synthetic_images"),
+                      "per_class_acc": student_classes, "teacher_per_class_acc": teacher_classes}
             print(f"{key} seed {seed}: student {summary['student_acc']:.4f} (teacher {teacher_acc:.4f}) in "
                   f"{wall / 60:.1f} min", flush=True)
             rows = merge_rows(rows, label, DATA, seed, values, {"machine": machine, "budget_s": args.budget_s}, KEYS)
