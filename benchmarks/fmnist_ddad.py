@@ -127,7 +127,7 @@ def readme_markdown(result) -> str:
         *rows,
         "",
         "Mean ± sample std. The defaults were chosen on seeds 0–2's test accuracy; seeds 3–5 were not "
-        f"looked at. Per seed: [fmnist_ddad.md](benchmarks/results/fmnist_ddad.md). Regenerate: `{result['command']}`",
+        f"looked at. Code: commit {', '.join(sorted(set(result.get('commit', ['?']))))}. Per seed: [fmnist_ddad.md](benchmarks/results/fmnist_ddad.md). Regenerate: `{result['command']}`",
     ])
 
 
