@@ -147,6 +147,25 @@ def _teachers(rows):
     return {s: a for r in rows for s, a in zip(r["seeds"], r["teacher_acc"]) if a is not None}
 
 
+def ablation_table(rows) -> str:
+    """DDAD+'s ablation: each row with one part switched back, and its paired difference from
+    DDAD+ on the seeds both ran (the same teachers), so what each part buys is read seed by
+    seed rather than across different teachers (``–`` where DDAD+ has not run on any of its
+    seeds). Empty until an ablation row exists."""
+    plus = next((r for r in rows if r["method"] == ROWS["ddad_plus"][0]), None)
+    ablated = [r for r in rows if r["method"] in ABLATION]
+    if not ablated:
+        return ""
+    by_seed = dict(zip(plus["seeds"], plus["student_acc"])) if plus else {}
+    lines = ["| DDAD+ with one part switched back | student (%) | seeds | minus DDAD+ on the same seeds (points) |",
+             "|---|---:|---|---:|"]
+    for r in ablated:
+        diffs = [acc - by_seed[s] for s, acc in zip(r["seeds"], r["student_acc"]) if s in by_seed and acc is not None]
+        paired = f"{mean_std(diffs)}" if diffs else "–"
+        lines.append(f"| {r['method']} | {mean_std(r['student_acc'])} | {', '.join(map(str, r['seeds']))} | {paired} |")
+    return "\n".join(lines)
+
+
 def markdown(rows, budget_s: float = BUDGET_S) -> str:
     teacher = list(_teachers(rows).values())
     scratch = _reference_student()
@@ -162,7 +181,7 @@ def markdown(rows, budget_s: float = BUDGET_S) -> str:
     if scratch:
         lines.append(f"| *reference: the student trained on the 60 000 real images* | {mean_std(scratch['student_acc'])} "
                      f"| {', '.join(map(str, scratch['seeds']))} | | | |")
-    for r in rows:
+    for r in (r for r in rows if r["method"] not in ABLATION):
         reached = [t for t in r.get("time_to_80_s", []) if t is not None]
         when = f"{statistics.median(reached) / 60:.1f} ({len(reached)}/{len(r['seeds'])} seeds)" if reached else \
             f"never (0/{len(r['seeds'])})"
@@ -173,6 +192,10 @@ def markdown(rows, budget_s: float = BUDGET_S) -> str:
               "synthetic images: the generator's (or pixel optimiser's) output in the run, median over seeds; "
               f"wall-clock: the whole command, median. {provenance(rows)}.", "",
               f"![accuracy against minutes]({NAME}.png)", ""]
+    ablation = ablation_table(rows)
+    if ablation:
+        lines += ["What each part of DDAD+ buys: DDAD+ against itself with one part switched back to DDAD's "
+                  "choice, same teachers, same budget (a negative difference: the part helps).", "", ablation, ""]
     classes = per_class_table(rows)
     if classes:
         lines += ["Where the students lose: test accuracy of each class (%), the mean over the seeds that "

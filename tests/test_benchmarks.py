@@ -212,6 +212,7 @@ def test_datafree_curve_time_to_80_table_and_plot(tmp_path):
     assert f"| {ablation} |" in fmnist_datafree.markdown(rows)
     readme = fmnist_datafree.readme_summary(rows)
     assert f"| {ablation} |" not in readme and "| DDAD |" in readme and "DDAD+'s ablation" in readme
+    assert fmnist_datafree.ablation_table(rows).endswith("| 0 | – |")  # no DDAD+ row to pair it with yet
     png = tmp_path / "plot.png"
     assert fmnist_datafree.plot(rows, str(png))
     assert png.stat().st_size > 10_000
@@ -235,3 +236,18 @@ def test_datafree_per_class_collected_only_from_the_recorded_run(tmp_path, monke
     assert "| *teacher* (1 seed) | 90.0 | " in table and "| 70.0 |" in table
     assert "| CMI (1 seed) | 50.0 |" in table
     assert fmnist_datafree.per_class_table(rows[:0]) == ""
+
+
+def test_datafree_ablation_is_paired_with_ddad_plus_on_the_same_seeds():
+    from benchmarks import fmnist_datafree  # pylint: disable=import-outside-toplevel
+    row = lambda method, seeds, accs: {"method": method, "seeds": seeds, "student_acc": accs,
+                                       "wall_s": [600.0] * len(seeds), "teacher_acc": [0.9] * len(seeds)}
+    rows = [row("DDAD+", [0, 1], [0.80, 0.76]),
+            # seed 2 has no DDAD+ run: it counts in the row's mean, not in the paired difference
+            row("DDAD+ without the pool", [0, 1, 2], [0.75, 0.74, 0.70])]
+    table = fmnist_datafree.ablation_table(rows)
+    # differences -5 and -2 points: mean -3.50, sample std sqrt(4.5) = 2.12
+    assert "| DDAD+ without the pool | 73.00 ± 2.65 | 0, 1, 2 | -3.50 ± 2.12 |" in table
+    page = fmnist_datafree.markdown(rows)
+    assert "| DDAD+ without the pool |" not in page.split("What each part")[0]  # not in the methods table
+    assert table in page
