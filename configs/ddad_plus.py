@@ -14,8 +14,8 @@ the ablation in ``benchmarks/fmnist_datafree.py``:
 * the adversarial term as the KL counted only where teacher and student agree
   (``adversarial_agree``, CMI and Fast) instead of DDAD's L1: off with
   ``--config.generator_terms.adversarial_agree=0 --config.generator_terms.adversarial=1``;
-* the student by KL instead of L1, the fine-tuning tail too: off with
-  ``--config.student_objective=l1``;
+* the student by KL instead of L1 in the adversarial phase (DDAD's fine-tuning tail is KL
+  already): off with ``--config.student_objective=l1``;
 * a pool keeping every synthesised batch (8-bit pixels, as the reference code bases' PNG
   pools), one pooled batch beside each fresh one: off with ``--config.pool_size=0``;
 * BN statistics with a momentum across batches (Fast): available, off by default
