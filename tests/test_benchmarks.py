@@ -248,6 +248,12 @@ def test_datafree_ablation_is_paired_with_ddad_plus_on_the_same_seeds():
     table = fmnist_datafree.ablation_table(rows)
     # differences -5 and -2 points: mean -3.50, sample std sqrt(4.5) = 2.12
     assert "| DDAD+ without the pool | 73.00 ± 2.65 | 0, 1, 2 | -3.50 ± 2.12 |" in table
+    # a run the time budget stopped is short of the other's epochs: not paired
+    rows[1]["stopped_at_step"] = [1500, None, None]
+    assert "| 0, 1, 2 | -2.00 (1 seed) |" in fmnist_datafree.ablation_table(rows)
+    rows[1]["stopped_at_step"] = [None, None, None]
+    assert fmnist_datafree.run_budget("ddad_plus-no_pool", 720.0) == 0.0  # the ablation runs uncapped
+    assert fmnist_datafree.run_budget("dfq", 720.0) == 720.0
     page = fmnist_datafree.markdown(rows)
     assert "| DDAD+ without the pool |" not in page.split("What each part")[0]  # not in the methods table
     assert table in page
