@@ -282,7 +282,8 @@ def _publish(rows, budget_s):
 
 
 def collect_per_class(rows, out: str, keys, seeds):
-    """``rows`` with the per-class accuracies of the finished runs under ``out`` added: only a
+    """``rows`` with the per-class accuracies of the finished runs under ``out`` added, and the
+    step the time budget stopped each at (``stopped_at_step``, None if it finished): only a
     run whose final student is the one the row records (same accuracy), so a later run in
     the same place is never attributed to an earlier result."""
     rows = [dict(r) for r in rows]
@@ -296,12 +297,13 @@ def collect_per_class(rows, out: str, keys, seeds):
             i = row["seeds"].index(seed)
             teacher_dir = os.path.join(out, f"teacher_seed{seed}")
             same_teacher = json.load(open(os.path.join(teacher_dir, "summary.json")))["test_acc"] == row["teacher_acc"][i]
-            if json.load(open(os.path.join(workdir, "summary.json")))["student_acc"] != row["student_acc"][i] \
-                    or not same_teacher:
+            summary = json.load(open(os.path.join(workdir, "summary.json")))
+            if summary["student_acc"] != row["student_acc"][i] or not same_teacher:
                 print(f"{key} seed {seed}: {workdir} holds another run than the recorded one; skipped", flush=True)
                 continue
             student, teacher = per_class_accuracy(workdir, teacher_dir)
-            for k, v in (("per_class_acc", student), ("teacher_per_class_acc", teacher)):
+            for k, v in (("per_class_acc", student), ("teacher_per_class_acc", teacher),
+                         ("stopped_at_step", summary.get("stopped_at_step"))):
                 row[k] = (list(row.get(k) or []) + [None] * len(row["seeds"]))[:len(row["seeds"])]
                 row[k][i] = v
             print(f"{key} seed {seed}: per-class accuracy added", flush=True)
@@ -316,7 +318,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", "datafree-" + time.strftime("%Y%m%d-%H%M%S")))
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown, README table and plot")
     parser.add_argument("--per_class", action="store_true",
-                        help="only add the per-class accuracy of the finished runs in --out that the JSON records")
+                        help="only add the per-class accuracy (and where the budget stopped them) of the finished "
+                             "runs in --out that the JSON records")
     args = parser.parse_args()
     if args.budget_s <= 0:
         sys.exit("error: --budget_s must be > 0")

@@ -220,7 +220,7 @@ def test_datafree_curve_time_to_80_table_and_plot(tmp_path):
 
 def test_datafree_per_class_collected_only_from_the_recorded_run(tmp_path, monkeypatch):
     from benchmarks import fmnist_datafree  # pylint: disable=import-outside-toplevel
-    for name, acc in (("teacher_seed0", {"test_acc": 0.9}), ("cmi_seed0", {"student_acc": 0.7}),
+    for name, acc in (("teacher_seed0", {"test_acc": 0.9}), ("cmi_seed0", {"student_acc": 0.7, "stopped_at_step": 55}),
                       ("teacher_seed1", {"test_acc": 0.91}), ("cmi_seed1", {"student_acc": 0.55})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(acc))
@@ -232,6 +232,7 @@ def test_datafree_per_class_collected_only_from_the_recorded_run(tmp_path, monke
                                  {}, fmnist_datafree.KEYS)
     rows = fmnist_datafree.collect_per_class(rows, str(tmp_path), ["cmi"], [0, 1])
     assert rows[0]["per_class_acc"] == [[0.5] * 10, None]
+    assert rows[0]["stopped_at_step"] == [55, None]  # where the budget stopped seed 0's run
     table = fmnist_datafree.per_class_table(rows)
     assert "| *teacher* (1 seed) | 90.0 | " in table and "| 70.0 |" in table
     assert "| CMI (1 seed) | 50.0 |" in table
