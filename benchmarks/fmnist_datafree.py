@@ -157,6 +157,11 @@ def _teachers(rows):
     return {s: a for r in rows for s, a in zip(r["seeds"], r["teacher_acc"]) if a is not None}
 
 
+def _epochs_run(row) -> str:
+    """The evaluations (one per epoch or round) each seed's run reached, from its curve."""
+    return ", ".join(str(len(c)) if c else "?" for c in row.get("curve") or [])
+
+
 def _finished(row):
     """The seeds of ``row`` whose run finished its schedule (the time budget did not stop it)."""
     stops = row.get("stopped_at_step") or [None] * len(row["seeds"])
@@ -193,22 +198,25 @@ def markdown(rows, budget_s: float = BUDGET_S) -> str:
         "(synthesis and student together) and the final student is reported, on the 10 000 test images. "
         "Nothing tuned on this benchmark.",
         "",
-        "| method | student (%) | seeds | reached 80 % (min) | synthetic images | wall-clock (min) |",
-        "|---|---:|---|---:|---:|---:|",
+        "| method | student (%) | seeds | reached 80 % (min) | synthetic images | wall-clock (min) | epochs run |",
+        "|---|---:|---|---:|---:|---:|---|",
     ]
     if scratch:
         lines.append(f"| *reference: the student trained on the 60 000 real images* | {mean_std(scratch['student_acc'])} "
-                     f"| {', '.join(map(str, scratch['seeds']))} | | | |")
+                     f"| {', '.join(map(str, scratch['seeds']))} | | | | |")
     for r in (r for r in rows if r["method"] not in ABLATION):
         reached = [t for t in r.get("time_to_80_s", []) if t is not None]
         when = f"{statistics.median(reached) / 60:.1f} ({len(reached)}/{len(r['seeds'])} seeds)" if reached else \
             f"never (0/{len(r['seeds'])})"
         walls = [w for w in r["wall_s"] if w is not None]
         lines.append(f"| {r['method']} | {mean_std(r['student_acc'])} | {', '.join(map(str, r['seeds']))} | {when} "
-                     f"| {r.get('synthetic_images', 0):,} | {statistics.median(walls) / 60:.1f} |")
+                     f"| {r.get('synthetic_images', 0):,} | {statistics.median(walls) / 60:.1f} | {_epochs_run(r)} |")
     lines += ["", "Mean ± sample std over seeds; time to 80 %: the median over the seeds that reached it; "
               "synthetic images: the generator's (or pixel optimiser's) output in the run, median over seeds; "
-              f"wall-clock: the whole command, median. {provenance(rows)}.", "",
+              "wall-clock: the whole command, median; epochs run: the evaluations each seed's run reached (an epoch, "
+              "or a synthesis round for DeepInversion, CMI and Fast), fewer than the row's schedule where the budget "
+              "stopped it -- this CPU's speed varied by ~40 % between the sessions that ran the seeds, so a "
+              f"budget-bound row's seeds did not all get the same work. {provenance(rows)}.", "",
               f"![accuracy against minutes]({NAME}.png)", ""]
     ablation = ablation_table(rows)
     if ablation:

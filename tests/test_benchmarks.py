@@ -196,7 +196,7 @@ def test_datafree_curve_time_to_80_table_and_plot(tmp_path):
                              fmnist_datafree.KEYS)
     rows[0]["synthetic_images"] = 7680
     table = fmnist_datafree.markdown(rows)
-    assert "| CMI | 77.00 ± 2.83 | 0, 1 | 2.0 (1/2 seeds) | 7,680 | 12.0 |" in table
+    assert "| CMI | 77.00 ± 2.83 | 0, 1 | 2.0 (1/2 seeds) | 7,680 | 12.0 | 3, 3 |" in table
     assert "90.50 ± 0.71 %" in table and "12 minutes" in table
     # a second method on the same seeded teachers: each teacher counted once
     rows = common.merge_rows(rows, "DDAD", "no data", 0, {"student_acc": 0.8, "wall_s": 600, "teacher_acc": 0.9,
