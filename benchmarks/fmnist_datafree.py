@@ -184,7 +184,8 @@ def ablation_table(rows) -> str:
     for r in ablated:
         diffs = [acc - by_seed[s] for s, acc in zip(r["seeds"], r["student_acc"])
                  if s in by_seed and s in _finished(r) and acc is not None]
-        paired = f"{mean_std(diffs)}" if diffs else "–"
+        paired = f"{mean_std(diffs)}" if diffs else \
+            "– (the budget stopped its run)" if by_seed and not _finished(r) else "–"
         lines.append(f"| {r['method']} | {mean_std(r['student_acc'])} | {', '.join(map(str, r['seeds']))} | {paired} |")
     return "\n".join(lines)
 

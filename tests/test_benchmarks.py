@@ -252,6 +252,8 @@ def test_datafree_ablation_is_paired_with_ddad_plus_on_the_same_seeds():
     # a run the time budget stopped is short of the other's epochs: not paired
     rows[1]["stopped_at_step"] = [1500, None, None]
     assert "| 0, 1, 2 | -2.00 (1 seed) |" in fmnist_datafree.ablation_table(rows)
+    rows[1]["stopped_at_step"] = [1500, 1600, 1700]
+    assert "| 0, 1, 2 | – (the budget stopped its run) |" in fmnist_datafree.ablation_table(rows)
     rows[1]["stopped_at_step"] = [None, None, None]
     assert fmnist_datafree.run_budget("ddad_plus-no_pool", 720.0) == 0.0  # the ablation runs uncapped
     assert fmnist_datafree.run_budget("dfq", 720.0) == 720.0
