@@ -18,10 +18,10 @@ final one. Rows (``--rows``):
 * ``ddad_plus`` (``configs/ddad_plus.py``) and its ablation, one part switched back to DDAD's
   each: ``ddad_plus-no_ce``, ``-no_agree``, ``-no_kl``, ``-no_pool``; and ``-bn_momentum``,
   Fast's BN momentum, which DDAD+ leaves off. The ablation rows run DDAD+'s whole schedule
-  without the time cap: each is read against DDAD+ on the same seed, whose runs finish that
-  schedule inside the budget, so a difference is the part's and not the machine's speed (this
-  CPU's speed varied by ~40 % between sessions, and a capped variant run on a slower day lost
-  its fine-tuning epochs).
+  without the time cap and is read against DDAD+ on the same seed, pairing only runs that
+  finished that schedule (DDAD+'s did, inside the budget, on the machine that ran them), so a
+  difference is the part's and not the machine's speed: this CPU's speed varied by ~40 %
+  between sessions, and capped variants run on a slower day lost their fine-tuning epochs.
 
 The teacher's accuracy and the student trained on the real training data
 (``fmnist_supervised.json``'s ``scratch`` row, when it has run) are the references. Nothing
@@ -222,9 +222,9 @@ def markdown(rows, budget_s: float = BUDGET_S) -> str:
     ablation = ablation_table(rows)
     if ablation:
         lines += ["What each part of DDAD+ buys: DDAD+ against itself with one part switched back to DDAD's "
-                  "choice, same teachers, DDAD+'s whole schedule without the time cap (DDAD+'s own runs finish it inside "
-                  "the budget), so the difference is the part's, not the machine's speed; a negative difference: the "
-                  "part helps.", "", ablation, ""]
+                  "choice, same teachers, DDAD+'s whole schedule without the time cap; only runs that finished the "
+                  "schedule are paired, so the difference is the part's, not the machine's speed; a negative "
+                  "difference: the part helps.", "", ablation, ""]
     classes = per_class_table(rows)
     if classes:
         lines += ["Where the students lose: test accuracy of each class (%), the mean over the seeds that "
