@@ -18,7 +18,7 @@ final one. Rows (``--rows``):
 * ``ddad_plus`` (``configs/ddad_plus.py``) and its ablation, one part switched back to DDAD's
   each: ``ddad_plus-no_ce``, ``-no_agree``, ``-no_kl``, ``-no_pool``; and ``-bn_momentum``,
   Fast's BN momentum, which DDAD+ leaves off. The ablation rows run DDAD+'s whole schedule
-  without the time cap and is read against DDAD+ on the same seed, pairing only runs that
+  without the time cap and are read against DDAD+ on the same seed, pairing only runs that
   finished that schedule (DDAD+'s did, inside the budget, on the machine that ran them), so a
   difference is the part's and not the machine's speed: this CPU's speed varied by ~40 %
   between sessions, and capped variants run on a slower day lost their fine-tuning epochs.
@@ -182,10 +182,10 @@ def ablation_table(rows) -> str:
     lines = ["| DDAD+ with one part switched back | student (%) | seeds | minus DDAD+ on the same seeds (points) |",
              "|---|---:|---|---:|"]
     for r in ablated:
+        finished = _finished(r)
         diffs = [acc - by_seed[s] for s, acc in zip(r["seeds"], r["student_acc"])
-                 if s in by_seed and s in _finished(r) and acc is not None]
-        paired = f"{mean_std(diffs)}" if diffs else \
-            "– (the budget stopped its run)" if by_seed and not _finished(r) else "–"
+                 if s in by_seed and s in finished and acc is not None]
+        paired = f"{mean_std(diffs)}" if diffs else "– (the budget stopped its run)" if by_seed and not finished else "–"
         lines.append(f"| {r['method']} | {mean_std(r['student_acc'])} | {', '.join(map(str, r['seeds']))} | {paired} |")
     return "\n".join(lines)
 
