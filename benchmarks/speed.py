@@ -61,14 +61,14 @@ class JaxWorkload:
     def __init__(self, config):
         import jax  # pylint: disable=import-outside-toplevel
         import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-        from ddad_jax import build, data, models, parallel, state as state_lib  # pylint: disable=import-outside-toplevel
+        from ddad_jax import trainers, data, models, parallel, state as state_lib  # pylint: disable=import-outside-toplevel
         from ddad_jax.methods import ddad  # pylint: disable=import-outside-toplevel
 
         self.jax = jax
         spec = data.get_spec(config.dataset)
         self.mesh = mesh = parallel.make_mesh()
         axis = parallel.BATCH_AXIS
-        dtype = build.compute_dtype(config)
+        dtype = trainers.compute_dtype(config)
         teacher = models.get_classifier(config.teacher, spec.num_classes, bn_axis_name=axis, dtype=dtype)
         image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
         tvars = state_lib.init_variables(teacher.clone(bn_axis_name=None), jax.random.PRNGKey(0), image)
@@ -76,8 +76,8 @@ class JaxWorkload:
         generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
                                          bn_axis_name=axis, dtype=dtype)
         student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=axis, dtype=dtype)
-        hp = build.hyper(config, spec)
-        self.state = parallel.replicate(build.create_ddad_state(config, hp, spec, generator, student,
+        hp = trainers.hyper(config, spec)
+        self.state = parallel.replicate(trainers.create_ddad_state(config, hp, spec, generator, student,
                                                                 jax.random.PRNGKey(1)), mesh)
         self.iteration = ddad.make_iteration(teacher, hp, mesh)
         self.rng = jax.random.PRNGKey(2)

@@ -237,12 +237,12 @@ def generator_images(run_dir: str, num_images: int, seed: int = 0) -> Tuple[np.n
     (with classes for a conditional generator), BatchNorm on batches of the run's batch size.
     Reads no dataset. Returns (images, where they came from)."""
     import ml_collections  # pylint: disable=import-outside-toplevel
-    from ddad_jax import build as build_lib, synthesis  # pylint: disable=import-outside-toplevel
+    from ddad_jax import trainers, synthesis  # pylint: disable=import-outside-toplevel
     identity, _ = read_run(run_dir)
     _check_calibration_source(identity)
     config = ml_collections.ConfigDict(identity)
     spec = data.get_spec(config.dataset)
-    hp = build_lib.hyper(config, spec)
+    hp = trainers.hyper(config, spec)
     step, state = final_state(run_dir)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels)
     gen_vars = _variables(state["generator"])

@@ -1,6 +1,6 @@
 """The one training loop: teacher training and distillation alike.
 
-``train_and_evaluate(config, workdir)`` builds the run (``build.build``: everything
+``train_and_evaluate(config, workdir)`` builds the run (``trainers.build``: everything
 validated before anything is written), resumes from the workdir's latest intact checkpoint,
 then steps to the end with periodic actions -- log, evaluate, sample grid, checkpoint --
 in the spirit of clu's periodic actions, and writes ``summary.json`` (and a teacher's
@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List
 import jax
 import numpy as np
 
-from ddad_jax import build as build_lib
+from ddad_jax import trainers
 from ddad_jax import checkpoints, diversity, parallel, reporting, state as state_lib
 from ddad_jax.errors import UserError
 
@@ -43,7 +43,7 @@ class Every:
             self.fn(step, state, metrics)
 
 
-def train(run: build_lib.Run, workdir: str) -> dict:
+def train(run: trainers.Run, workdir: str) -> dict:
     """Steps ``run`` to its end in ``workdir`` (resuming there); returns the summary."""
     checkpoints.guard_workdir(workdir, run.identity)
     ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -142,4 +142,4 @@ def train(run: build_lib.Run, workdir: str) -> dict:
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Builds the run ``config`` describes (teacher training or distillation) and trains it."""
-    return train(build_lib.build(config), workdir)
+    return train(trainers.build(config), workdir)

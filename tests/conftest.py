@@ -78,7 +78,7 @@ def tiny_ddad(config, num_devices=1, rng=0):
     a fresh DDAD state on the host) from ``config``."""
     import jax
     import jax.numpy as jnp
-    from ddad_jax import build, data, models, parallel
+    from ddad_jax import trainers, data, models, parallel
     from ddad_jax.state import init_variables
 
     mesh = parallel.make_mesh(num_devices)
@@ -88,8 +88,8 @@ def tiny_ddad(config, num_devices=1, rng=0):
     t_vars = {**t_vars, "batch_stats": jax.tree.map(lambda x: x + 0.5, t_vars["batch_stats"])}
     gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=parallel.BATCH_AXIS)
-    hp = build.hyper(config, spec)
-    state = build.create_ddad_state(config, hp, spec, gen, student, jax.random.key(rng))
+    hp = trainers.hyper(config, spec)
+    state = trainers.create_ddad_state(config, hp, spec, gen, student, jax.random.key(rng))
     return mesh, hp, t_model, t_vars, gen, student, state
 
 

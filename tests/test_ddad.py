@@ -9,7 +9,7 @@ import pytest
 
 from configs import ddad as ddad_config
 from conftest import tiny_ddad
-from ddad_jax import build, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import trainers, objectives, parallel, state as state_lib, synthesis
 from ddad_jax.methods import ddad
 from ddad_jax.models.bn_stats import apply_with_bn_stats
 
@@ -42,7 +42,7 @@ def test_one_generator_update_raises_the_discrepancy_and_lowers_the_bn_loss():
         lambda st, tv, z: ddad.generator_step(hp, ddad.Teacher(t_model, tv), st, z, None)[:2], mesh,
         in_specs=(ddad.state_spec(hp), parallel.REPLICATED, parallel.SHARDED),
         out_specs=(ddad.state_spec(hp), parallel.REPLICATED))
-    after, metrics = jax.jit(teacher_step)(build.place_ddad_state(state, hp, mesh), t_vars, z)
+    after, metrics = jax.jit(teacher_step)(trainers.place_ddad_state(state, hp, mesh), t_vars, z)
     s_vars, measure = state_lib.variables_of(state.student), _measurer(gen, t_model, t_vars, student)
     bn0, gap0 = measure(state_lib.variables_of(state.generator), s_vars, z)
     bn1, gap1 = measure(jax.device_get(state_lib.variables_of(after.generator)), s_vars, z)
@@ -60,7 +60,7 @@ def _one_iteration(adversarial=True, **overrides):
     before = jax.device_get(state)
     rng = jax.random.key(3)
     step = ddad.make_iteration(t_model, hp, mesh, adversarial=adversarial)
-    after, metrics = step(build.place_ddad_state(state, hp, mesh), parallel.replicate(t_vars, mesh), rng)
+    after, metrics = step(trainers.place_ddad_state(state, hp, mesh), parallel.replicate(t_vars, mesh), rng)
     after = jax.device_get(after)
     # the student step's batch: the latents the iteration draws, through the generator as the
     # student step sees it (after the generator step, if there was one)
@@ -99,7 +99,7 @@ def test_ce_term_conditions_the_generator_on_drawn_classes():
     assert state.generator.params["Dense_0"]["kernel"].shape[0] == hp.latent_dim + 10
     rng, g_vars = jax.random.key(4), jax.device_get(state_lib.variables_of(state.generator))
     step = ddad.make_iteration(t_model, hp, mesh)
-    _, metrics = step(build.place_ddad_state(state, hp, mesh), parallel.replicate(t_vars, mesh), rng)
+    _, metrics = step(trainers.place_ddad_state(state, hp, mesh), parallel.replicate(t_vars, mesh), rng)
     k_gen, _ = jax.random.split(jax.random.fold_in(rng, 0))
     z, targets = synthesis.draw_latents(k_gen, hp.latent_dim, 10, (hp.batch_size,))
     np.testing.assert_array_equal(z[:, hp.latent_dim:], jax.nn.one_hot(targets, 10))
@@ -117,5 +117,5 @@ def test_a_bn_only_generator_skips_the_student_forward():
     mesh, hp, t_model, t_vars, _, _, state = tiny_ddad(config)
     assert hp.generator_terms == (("bn", 1.0),)
     lowered = ddad.make_iteration(t_model, hp, mesh).lower(
-        build.place_ddad_state(state, hp, mesh), parallel.replicate(t_vars, mesh), jax.random.key(0))
+        trainers.place_ddad_state(state, hp, mesh), parallel.replicate(t_vars, mesh), jax.random.key(0))
     assert "generator_step/student" not in lowered.as_text(debug_info=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import ddad_plus
-from ddad_jax import build, checkpoints, data, loop, synthesis
+from ddad_jax import trainers, checkpoints, data, loop, synthesis
 
 
 def _config(fmnist_data_dir, teacher_dir, **overrides):
@@ -50,12 +50,12 @@ def test_every_part_is_on_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path
     # every part on, the BN momentum too (off by default: configs/ddad_plus.py)
     config = _config(fmnist_data_dir, fmnist_smoke_teacher, sample_grid=0, bn_momentum=0.9)
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
-    loop.train(build.build(config), whole)
-    interrupted = build.build(config)
+    loop.train(trainers.build(config), whole)
+    interrupted = trainers.build(config)
     interrupted.total_steps = 2  # killed after the first epoch's checkpoint
     loop.train(interrupted, part)
-    loop.train(build.build(config), part)
-    restore = lambda d: checkpoints.Checkpointer(os.path.join(d, "checkpoints")).restore(build.build(config).state)
+    loop.train(trainers.build(config), part)
+    restore = lambda d: checkpoints.Checkpointer(os.path.join(d, "checkpoints")).restore(trainers.build(config).state)
     a, b = restore(whole), restore(part)
     assert int(a.step) == int(b.step) == 6
     # the parts are on: a BN blend, the pool of 8-bit pixels with every adversarial batch, the terms

@@ -51,7 +51,7 @@ def test_a_collapsed_generator_is_flagged_and_a_healthy_one_is_not():
 def test_the_loop_says_once_when_the_generator_collapses(tmp_path, capsys):
     """A stand-in run whose diversity drops at step 3: one warning line, at step 3."""
     import flax
-    from ddad_jax import build, loop
+    from ddad_jax import trainers, loop
 
     @flax.struct.dataclass
     class Toy:
@@ -61,7 +61,7 @@ def test_the_loop_says_once_when_the_generator_collapses(tmp_path, capsys):
         entropy = 0.9 if n < 3 else 0.2
         return Toy(jnp.asarray(n)), {"diversity/class_entropy": jnp.asarray(entropy)}
 
-    run = build.Run(name="toy", state=Toy(jnp.asarray(0)), place=lambda s: s, step=step, total_steps=6,
+    run = trainers.Run(name="toy", state=Toy(jnp.asarray(0)), place=lambda s: s, step=step, total_steps=6,
                     steps_per_epoch=3, identity={"toy": 1}, evaluate=lambda s: {"test/accuracy": 0.5},
                     summarize=lambda s, e, w: {"wall_s": w}, log_every=1)
     loop.train(run, str(tmp_path / "toy"))
@@ -82,14 +82,14 @@ def test_the_loop_says_once_when_the_student_is_stuck(tmp_path, capsys):
     """A stand-in run whose student accuracy stops at 0.1 from the 2nd evaluation: one warning,
     at the 4th (the third equal value)."""
     import flax
-    from ddad_jax import build, loop
+    from ddad_jax import trainers, loop
 
     @flax.struct.dataclass
     class Toy:
         step: jnp.ndarray
 
     accuracy = lambda s: {"test/student_accuracy": 0.6 if int(s.step) <= 1 else 0.1, "test/teacher_accuracy": 0.9}
-    run = build.Run(name="toy", state=Toy(jnp.asarray(0)), place=lambda s: s, step=lambda n, s: (Toy(jnp.asarray(n)), {}),
+    run = trainers.Run(name="toy", state=Toy(jnp.asarray(0)), place=lambda s: s, step=lambda n, s: (Toy(jnp.asarray(n)), {}),
                     total_steps=6, steps_per_epoch=1, identity={"toy": 1}, evaluate=accuracy,
                     summarize=lambda s, e, w: {"wall_s": w}, log_every=1)
     loop.train(run, str(tmp_path / "toy"))

@@ -84,7 +84,7 @@ def _smoke_config(fmnist_data_dir, teacher_dir, **overrides):
 
 def test_hidfd_trains_every_part_and_never_reads_more_real_images_than_configured(
         fmnist_data_dir, fmnist_smoke_teacher, monkeypatch):
-    from ddad_jax import build, parallel
+    from ddad_jax import trainers, parallel
     seen = {}  # image digest -> label, over every batch handed to a step
     real_shard = parallel.shard_batch
 
@@ -102,7 +102,7 @@ def test_hidfd_trains_every_part_and_never_reads_more_real_images_than_configure
     monkeypatch.setattr(parallel, "shard_batch", recording)
     config = _smoke_config(fmnist_data_dir, fmnist_smoke_teacher, train_examples=20, gan_iterations=6,
                            student_iterations=6, batch_size=8)
-    run = build.build(config)
+    run = trainers.build(config)
     state = run.place(run.state)
     before = jax.device_get(state)
     metrics = {}
@@ -124,8 +124,8 @@ def test_hidfd_trains_every_part_and_never_reads_more_real_images_than_configure
 
 
 def test_hidfd_bad_input_is_one_line(fmnist_data_dir, fmnist_smoke_teacher):
-    from ddad_jax import build
+    from ddad_jax import trainers
     with pytest.raises(UserError, match="class-balanced"):
-        build.build(_smoke_config(fmnist_data_dir, fmnist_smoke_teacher, train_examples=70000))
+        trainers.build(_smoke_config(fmnist_data_dir, fmnist_smoke_teacher, train_examples=70000))
     with pytest.raises(UserError, match="count_momentum"):
-        build.build(_smoke_config(fmnist_data_dir, fmnist_smoke_teacher, count_momentum=1.5))
+        trainers.build(_smoke_config(fmnist_data_dir, fmnist_smoke_teacher, count_momentum=1.5))

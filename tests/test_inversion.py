@@ -41,10 +41,10 @@ def test_adversarial_js_hand_computed():
 
 def test_deepinversion_runs_and_its_synthesis_moves_what_it_should(fmnist_data_dir, fmnist_smoke_teacher):
     from configs import deepinversion
-    from ddad_jax import build
+    from ddad_jax import trainers
     config = _config(deepinversion, fmnist_data_dir, fmnist_smoke_teacher, synthesis_steps=4, num_epochs=1,
                      iters_per_epoch=3)
-    run = build.build(config)
+    run = trainers.build(config)
     state = run.place(run.state)
     before = jax.device_get(state)
     history = []
@@ -90,19 +90,19 @@ def test_resumed_inversion_run_equals_an_uninterrupted_one(tmp_path, fmnist_data
     straight, against 2 rounds, a stop, and the same run resumed for the last 2."""
     import os
     from configs import fast
-    from ddad_jax import build, checkpoints, loop
+    from ddad_jax import trainers, checkpoints, loop
     config = _config(fast, fmnist_data_dir, fmnist_smoke_teacher, num_epochs=2, iters_per_epoch=2, sample_grid=0)
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
-    loop.train(build.build(config), whole)
-    interrupted = build.build(config)
+    loop.train(trainers.build(config), whole)
+    interrupted = trainers.build(config)
     interrupted.total_steps = 2  # as if killed after the first epoch's checkpoint
     loop.train(interrupted, part)
-    loop.train(build.build(config), part)  # resumes at round 2
-    restore = lambda d: checkpoints.Checkpointer(os.path.join(d, "checkpoints")).restore(build.build(config).state)
+    loop.train(trainers.build(config), part)  # resumes at round 2
+    restore = lambda d: checkpoints.Checkpointer(os.path.join(d, "checkpoints")).restore(trainers.build(config).state)
     a, b = restore(whole), restore(part)
     assert int(a.step) == int(b.step) == 4
     # the meta-learned initialisation took its outer steps and the BN blend runs
-    fresh = build.build(config).state
+    fresh = trainers.build(config).state
     assert not np.allclose(fresh.generator.params["Dense_0"]["kernel"], a.generator.params["Dense_0"]["kernel"])
     assert np.any(jax.tree.leaves(a.bn_running)[0] != 0)
     chex.assert_trees_all_close(a.student.params, b.student.params, rtol=1e-5, atol=1e-6)
@@ -114,9 +114,9 @@ def test_resumed_inversion_run_equals_an_uninterrupted_one(tmp_path, fmnist_data
 @pytest.mark.parametrize("method", ["dafl", "dfad", "dfq"])
 def test_generator_methods_are_ddad_shaped_configs(method, fmnist_data_dir, fmnist_smoke_teacher):
     import importlib
-    from ddad_jax import build
+    from ddad_jax import trainers
     config = _config(importlib.import_module(f"configs.{method}"), fmnist_data_dir, fmnist_smoke_teacher)
-    run = build.build(config)
+    run = trainers.build(config)
     state = run.place(run.state)
     state, metrics = run.step(1, state)
     metrics = jax.device_get(metrics)
@@ -193,10 +193,10 @@ def test_instance_features_average_to_the_bn_batch_means(fmnist_smoke_teacher):
 def test_cmi_round_one_device_equals_two(fmnist_data_dir, fmnist_smoke_teacher):
     """The contrastive term gathers the global batch: the same negatives whatever the split."""
     from configs import cmi
-    from ddad_jax import build
+    from ddad_jax import trainers
 
     def rounds(devices):
-        run = build.build(_config(cmi, fmnist_data_dir, fmnist_smoke_teacher, num_devices=devices,
+        run = trainers.build(_config(cmi, fmnist_data_dir, fmnist_smoke_teacher, num_devices=devices,
                                   synthesis_steps=3, num_epochs=1, iters_per_epoch=2))
         state, history = run.place(run.state), []
         for n in (1, 2):
@@ -220,11 +220,11 @@ def test_cmi_round_one_device_equals_two(fmnist_data_dir, fmnist_smoke_teacher):
 def test_every_published_pair_config_is_valid(method, dataset):
     import importlib
     from configs import datafree
-    from ddad_jax import build
+    from ddad_jax import trainers
     module = importlib.import_module(f"configs.{method}")
     for pair in datafree.PAIRS:  # fields and ranges checked, nothing run
         config = module.get_config(f"{dataset},{pair}")
-        build.validate(config)
+        trainers.validate(config)
         assert (config.teacher, config.student) == tuple(pair.split("-")) and config.dataset == dataset
 
 
@@ -236,12 +236,12 @@ def test_cifar_protocols_run_on_standin_data(method, dataset, cifar_data_dir, ci
     share DDAD's step, which tests/test_entry_points.py runs on CIFAR; their terms run on
     Fashion-MNIST here and in tests/test_ddad_plus.py."""
     import importlib
-    from ddad_jax import build
+    from ddad_jax import trainers
     config = importlib.import_module(f"configs.{method}").get_config(f"{dataset},smoke")
     config.data_dir, config.teacher_dir, config.num_devices = cifar_data_dir, cifar_random_teachers[dataset], 1
     if "synthesis_steps" in config:
         config.synthesis_steps = 1
-    run = build.build(config)
+    run = trainers.build(config)
     state, metrics = run.step(1, run.place(run.state))
     metrics = jax.device_get(metrics)
     assert metrics and all(np.isfinite(v) for v in metrics.values()), metrics

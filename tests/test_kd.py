@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddad_jax import build, data, parallel
+from ddad_jax import trainers, data, parallel
 from ddad_jax.errors import UserError
 from ddad_jax.methods import kd as kd_method
 from ddad_jax.objectives import student as st
@@ -266,7 +266,7 @@ def test_ctkd_scratch_teacher_learns(fmnist_data_dir, fmnist_smoke_teacher, cach
     config = _config(fmnist_data_dir, fmnist_smoke_teacher, student_objective="ctkd", batch_size=64, num_epochs=1,
                      steps_per_epoch=40, optimizer="adam", learning_rate=1e-3, schedule="cosine",
                      eval_examples=512, eval_batch_size=256)
-    run = build.build(config)
+    run = trainers.build(config)
     assert run.total_steps == 40
     before = _host(run.state.scratch.params)  # copied before the step donates the placed state
     state, metrics = _steps(run, 40)
@@ -295,7 +295,7 @@ def test_few_real_images_are_exactly_the_balanced_subset(fmnist_data_dir, cached
     monkeypatch.setattr(kd_method, "make_step", recording_make_step)
     config = _config(fmnist_data_dir, "", student_objective="scratch", train_examples=120, num_epochs=3,
                      steps_per_epoch=-1)
-    run = build.build(config)
+    run = trainers.build(config)
     assert run.steps_per_epoch == 8 and run.total_steps == 24  # ceil(120 / 16) steps per epoch
     _steps(run, run.total_steps)  # 384 images: 3.2 passes
     images = np.concatenate([x for x, _ in given])
@@ -318,7 +318,7 @@ def test_few_real_images_are_exactly_the_balanced_subset(fmnist_data_dir, cached
 ])
 def test_train_examples_errors_are_one_line(fmnist_data_dir, cached_splits, train_examples, match):
     with pytest.raises(UserError) as err:
-        build.build(_config(fmnist_data_dir, "", student_objective="scratch", train_examples=train_examples))
+        trainers.build(_config(fmnist_data_dir, "", student_objective="scratch", train_examples=train_examples))
     assert str(err.value) == match
 
 
@@ -327,16 +327,16 @@ def test_train_subset_too_small_class():
     labels = np.concatenate([np.full(3 if c == 3 else 5, c) for c in range(10)])  # class 3 has 3 examples
     config = ml_collections.ConfigDict({"train_examples": 40, "seed": 0})
     with pytest.raises(UserError) as err:
-        build.train_subset(config, data.get_spec("fashion_mnist"), labels)
+        trainers.train_subset(config, data.get_spec("fashion_mnist"), labels)
     assert str(err.value) == "cannot draw 40 class-balanced examples: class 3 has only 3 (needs 4)"
     config.train_examples = -1
-    np.testing.assert_array_equal(build.train_subset(config, data.get_spec("fashion_mnist"), labels),
+    np.testing.assert_array_equal(trainers.train_subset(config, data.get_spec("fashion_mnist"), labels),
                                   np.arange(len(labels)))
 
 
 @pytest.fixture(scope="module")
 def kd_setup(fmnist_data_dir, fmnist_smoke_teacher, cached_splits):
-    """One smoke CTKD run built by ``build.build`` and stepped twice (so it has a scratch
+    """One smoke CTKD run built by ``trainers.build`` and stepped twice (so it has a scratch
     teacher, and the teacher's features): what its ``kd.make_step`` was given -- the hyper-
     parameters, teacher, batches, rng -- and its fresh state on the host, for the tests
     that step other objectives or meshes on the same inputs without rebuilding."""
@@ -355,7 +355,7 @@ def kd_setup(fmnist_data_dir, fmnist_smoke_teacher, cached_splits):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(kd_method, "make_step", recording_make_step)
-        run = build.build(_config(fmnist_data_dir, fmnist_smoke_teacher, student_objective="ctkd"))
+        run = trainers.build(_config(fmnist_data_dir, fmnist_smoke_teacher, student_objective="ctkd"))
         fresh = _host(run.state)  # before the first step donates the placed state
         _, metrics = _steps(run, 2)
     return types.SimpleNamespace(state=fresh, metrics=metrics, **calls)

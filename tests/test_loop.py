@@ -15,7 +15,7 @@ import pytest
 
 from configs import ddad as ddad_config
 from configs import teacher as teacher_config
-from ddad_jax import build, data, loop, models
+from ddad_jax import trainers, data, loop, models
 from ddad_jax.errors import UserError
 
 
@@ -46,7 +46,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, fmnist_smo
     assert summary["iterations"] == 4 and summary["finetune_iterations"] == 2
 
     interrupted = str(tmp_path / "interrupted")
-    run = build.build(config)
+    run = trainers.build(config)
     step = run.step
 
     def crash_at_5(n, state):
@@ -217,7 +217,7 @@ def test_every_field_is_validated_up_front(field, value, match):
     with config.unlocked():
         config[field] = value
     with pytest.raises(UserError, match=match):
-        build.validate(config)
+        trainers.validate(config)
 
 
 @pytest.mark.parametrize("terms, match", [({"bn": 1.0, "entropy": 1.0}, "unknown generator term 'entropy'"),
@@ -228,14 +228,14 @@ def test_generator_terms_are_validated(terms, match):
     with config.unlocked():
         config.generator_terms = terms
     with pytest.raises(UserError, match=match):
-        build.validate(config)
+        trainers.validate(config)
 
 
 def test_student_schedule_anneals_again_from_the_finetune_lr():
     config = ddad_config.get_config("fashion_mnist")  # cosine over the adversarial epochs
     adversarial_updates = config.num_epochs * config.iters_per_epoch * config.student_steps_per_generator_step
     config.finetune_epochs, config.finetune_lr = 2, 0.005
-    schedule = build.student_schedule(config)
+    schedule = trainers.student_schedule(config)
     np.testing.assert_allclose(schedule(0), config.student_lr, rtol=1e-6)
     assert float(schedule(adversarial_updates - 1)) < 1e-6  # the cosine has run out
     finetune_updates = 2 * config.iters_per_epoch * config.student_steps_per_generator_step
@@ -248,7 +248,7 @@ def test_student_schedule_anneals_again_from_the_finetune_lr():
 def test_generator_can_keep_its_own_learning_rate_schedule(generator_schedule, decays):
     config = ddad_config.get_config("fashion_mnist,smoke")  # cosine over 4 iterations
     config.generator_lr_schedule = generator_schedule
-    schedule = build.generator_schedule(config)
+    schedule = trainers.generator_schedule(config)
     total = config.num_epochs * config.iters_per_epoch
     np.testing.assert_allclose(schedule(0), config.generator_lr, rtol=1e-6)
     np.testing.assert_allclose(schedule(total), 0.0 if decays else config.generator_lr, atol=1e-9)
@@ -285,7 +285,7 @@ def test_the_loop_keeps_at_most_two_steps_queued(tmp_path, monkeypatch):
         return tree
 
     monkeypatch.setattr(loop.jax, "block_until_ready", block)
-    run = build.Run(name="fake", state=State(jnp.zeros((), jnp.int32), jnp.ones(3)), place=lambda s: s,
+    run = trainers.Run(name="fake", state=State(jnp.zeros((), jnp.int32), jnp.ones(3)), place=lambda s: s,
                     step=step, total_steps=6, steps_per_epoch=3, identity={"fake": 1},
                     evaluate=lambda s: {"test/x": 0.0}, summarize=lambda s, e, w: {"student_acc": 0.0})
     loop.train(run, str(tmp_path / "w"))

@@ -144,7 +144,7 @@ def test_own_teacher_trains_and_its_card_carries_the_spec(tmp_path, shapes):
     dataset's spec, which is all a distillation run with the teacher alone (no data) needs."""
     from configs import ddad
     from ddad_jax import data
-    from ddad_jax.build.common import dataset_spec
+    from ddad_jax.trainers.common import dataset_spec
     _, data_dir = shapes
     teacher_dir = str(tmp_path / "teacher")
     result = run_entry("custom", "--config=configs/teacher.py:shapes,smoke", f"--workdir={teacher_dir}",
@@ -194,7 +194,7 @@ def test_generator_agreement_counts_every_batch_by_hand():
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    from ddad_jax.build.common import generator_agreement
+    from ddad_jax.trainers.common import generator_agreement
 
     class Gen(nn.Module):  # latents -> 'images' (the first 4 latent dims); no parameters
         bn_axis_name: object = None

@@ -11,7 +11,7 @@ import pytest
 
 from configs import ddad as ddad_config
 from conftest import tiny_ddad
-from ddad_jax import build, data, models, objectives, parallel, state as state_lib, teacher
+from ddad_jax import trainers, data, models, objectives, parallel, state as state_lib, teacher
 from ddad_jax.errors import UserError
 from ddad_jax.methods import ddad
 
@@ -24,7 +24,7 @@ def _run_ddad(num_devices, iterations=3, every_term=False):
         config.generator_terms.update({k: 0.5 for k in objectives.GENERATOR_TERMS if k not in objectives.NEEDS_CONTRAST})
         config.pool_size, config.student_objective, config.temperature = 2, "stkd", 4.0
     mesh, hp, t_model, t_vars, _, _, state = tiny_ddad(config, num_devices)
-    state = build.place_ddad_state(state, hp, mesh)
+    state = trainers.place_ddad_state(state, hp, mesh)
     step = ddad.make_iteration(t_model, hp, mesh)
     history = []
     for _ in range(iterations):

@@ -14,7 +14,7 @@ import ml_collections
 import pytest
 from jax import lax
 
-from ddad_jax import build, checkpoints, data, models, parallel, state as state_lib
+from ddad_jax import trainers, checkpoints, data, models, parallel, state as state_lib
 from ddad_jax.backends import cpu
 from ddad_jax.methods import ddad
 from conftest import tiny_ddad
@@ -226,7 +226,7 @@ def test_iteration_compiles_once_across_a_checkpoint_round_trip(tmp_path):
     mesh, hp, t_model, t_vars, _, _, fresh = tiny_ddad(config, num_devices=4)
     t_vars, rng = parallel.replicate(t_vars, mesh), jax.random.key(0)
     step = ddad.make_iteration(t_model, hp, mesh, max_traces=1)
-    state = build.place_ddad_state(fresh, hp, mesh)
+    state = trainers.place_ddad_state(fresh, hp, mesh)
     for _ in range(2):
         state, _ = step(state, t_vars, rng)
     ckpt = checkpoints.Checkpointer(str(tmp_path / "ckpt"))
@@ -234,7 +234,7 @@ def test_iteration_compiles_once_across_a_checkpoint_round_trip(tmp_path):
     ckpt.close()
     restored = checkpoints.Checkpointer(str(tmp_path / "ckpt")).restore(fresh)
     chex.assert_trees_all_equal(restored.pool, jax.device_get(state.pool))
-    state = build.place_ddad_state(restored, hp, mesh)
+    state = trainers.place_ddad_state(restored, hp, mesh)
     for _ in range(2):  # a retrace here (e.g. a weak type lost in the round trip) fails
         state, _ = step(state, t_vars, rng)
     assert int(state.step) == 4
@@ -250,8 +250,8 @@ def _ddad_history(dtype, iterations=2):
     gen = models.get_generator(config.generator_channels, 32, 1, bn_axis_name=axis, dtype=dtype)
     student = models.get_classifier("lenet5_half", 10, bn_axis_name=axis, dtype=dtype)
     rng = jax.random.key(0)
-    hp = build.hyper(config, spec)
-    state = build.place_ddad_state(build.create_ddad_state(config, hp, spec, gen, student, rng), hp, mesh)
+    hp = trainers.hyper(config, spec)
+    state = trainers.place_ddad_state(trainers.create_ddad_state(config, hp, spec, gen, student, rng), hp, mesh)
     step = ddad.make_iteration(t_model.clone(dtype=dtype), hp, mesh)
     history = []
     for _ in range(iterations):

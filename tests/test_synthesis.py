@@ -7,7 +7,7 @@ import numpy as np
 
 from configs import ddad as ddad_config
 from conftest import tiny_ddad
-from ddad_jax import build, parallel, synthesis
+from ddad_jax import trainers, parallel, synthesis
 from ddad_jax.methods import ddad
 
 
@@ -52,7 +52,7 @@ def test_iteration_pools_synthesised_batches_with_the_teachers_inference_logits(
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.pool_size = 3
     mesh, hp, t_model, t_vars, _, _, state = tiny_ddad(config, num_devices=2)
-    state = build.place_ddad_state(state, hp, mesh)
+    state = trainers.place_ddad_state(state, hp, mesh)
     step = ddad.make_iteration(t_model, hp, mesh)
     state, _ = step(state, parallel.replicate(t_vars, mesh), jax.random.key(1))
     pool = jax.device_get(state.pool)

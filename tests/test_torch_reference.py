@@ -8,7 +8,7 @@ import torch
 
 from configs import ddad as ddad_config
 from conftest import tiny_ddad
-from ddad_jax import build, parallel, state as state_lib
+from ddad_jax import trainers, parallel, state as state_lib
 from ddad_jax.methods import ddad
 from benchmarks.torch_ddad import DDADIteration
 
@@ -70,7 +70,7 @@ def test_torch_reference_computes_the_same_losses_and_updates():
         lambda st, tv, z: fn(st, ddad.Teacher(t_model, tv), z), mesh,
         in_specs=(spec, parallel.REPLICATED, parallel.SHARDED), out_specs=(spec, parallel.REPLICATED)))
     gen_step = run(lambda st, teacher, z: ddad.generator_step(hp, teacher, st, z, None)[:2])
-    state, g_metrics = gen_step(build.place_ddad_state(state, hp, mesh), t_vars, z)
+    state, g_metrics = gen_step(trainers.place_ddad_state(state, hp, mesh), t_vars, z)
     bn_loss, adv = ref.generator_losses(_t(z))
     np.testing.assert_allclose(g_metrics["gen/bn"], float(bn_loss.detach()), rtol=1e-4)
     np.testing.assert_allclose(-g_metrics["gen/adversarial"], float(adv.detach()), rtol=1e-4)

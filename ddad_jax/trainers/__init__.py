@@ -8,14 +8,14 @@ One module per kind of run (``teacher``, ``ddad``, ``kd``, ``hidfd``, ``inversio
 ``build_<kind>(config) -> Run``; ``common`` holds what they share.
 """
 
-from ddad_jax.build.common import (NOT_TRAJECTORY, Run, compute_dtype, identity, kd_params, train_subset,
+from ddad_jax.trainers.common import (NOT_TRAJECTORY, Run, compute_dtype, identity, kd_params, train_subset,
                                    validate)
-from ddad_jax.build.ddad import (build_ddad, create_ddad_state, generator_schedule, hyper, place_ddad_state,
+from ddad_jax.trainers.ddad import (build_ddad, create_ddad_state, generator_schedule, hyper, place_ddad_state,
                                  student_schedule)
-from ddad_jax.build.hidfd import build_hidfd, real_per_batch
-from ddad_jax.build.inversion import build_inversion
-from ddad_jax.build.kd import build_kd
-from ddad_jax.build.teacher import build_teacher
+from ddad_jax.trainers.hidfd import build_hidfd, real_per_batch
+from ddad_jax.trainers.inversion import build_inversion
+from ddad_jax.trainers.kd import build_kd
+from ddad_jax.trainers.teacher import build_teacher
 from ddad_jax.errors import UserError
 
 BUILDERS = {"teacher": build_teacher, "ddad": build_ddad, "kd": build_kd, "hidfd": build_hidfd,

@@ -6,7 +6,7 @@ import optax
 
 from ddad_jax import checkpoints, data, models, parallel, state as state_lib, synthesis
 from ddad_jax import teacher as teacher_lib
-from ddad_jax.build.common import Run, eval_set as make_eval_set, grid_sampler, identity, train_subset
+from ddad_jax.trainers.common import Run, eval_set as make_eval_set, grid_sampler, identity, train_subset
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import hidfd

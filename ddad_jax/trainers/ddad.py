@@ -9,7 +9,7 @@ import optax
 
 from ddad_jax import checkpoints, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import export as export_lib, teacher as teacher_lib
-from ddad_jax.build.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
+from ddad_jax.trainers.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
                                    eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler, identity, kd_params,
                                    student_result, teacher_line, teacher_result)
 from ddad_jax.errors import UserError

@@ -10,8 +10,8 @@ import numpy as np
 
 from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import export as export_lib, teacher as teacher_lib
-from ddad_jax.build.ddad import bn_statistics_zeros
-from ddad_jax.build.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
+from ddad_jax.trainers.ddad import bn_statistics_zeros
+from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
                                    kd_params, student_result, teacher_line, teacher_result)
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate

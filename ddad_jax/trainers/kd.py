@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from ddad_jax import augment, checkpoints, data, models, parallel, state as state_lib
 from ddad_jax import export as export_lib, teacher as teacher_lib
-from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
+from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import kd
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from ddad_jax import data, models, parallel, state as state_lib
 from ddad_jax import teacher as teacher_lib
-from ddad_jax.build.common import Run, eval_set as make_eval_set, identity, no_eval_reason
+from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, no_eval_reason
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 
