@@ -26,9 +26,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ddad_jax import data, teacher as teacher_lib
+from ddad_jax import data, objectives, teacher as teacher_lib
 from ddad_jax.errors import UserError
 from ddad_jax.models.adapter import FlaxTeacher, wrap_variables
+from ddad_jax.trainers.common import require_batchnorm
 
 INPUT_NAME = "flax_input"  # the registered input spec's name when no dataset is named
 
@@ -89,13 +90,13 @@ def distill(teacher: nn.Module, variables: Any, *, workdir: str, input_shape: Se
     model = FlaxTeacher(teacher, tuple(sorted(dict(call_kwargs if call_kwargs is not None else {"train": False}).items())))
     wrapped = wrap_variables(variables)
     check_teacher(model, wrapped, spec)
-    terms = dict(config.generator_terms)
+    model_name = f"flax:{type(teacher).__name__}"
+    terms = config.generator_terms.to_dict()
     if adversarial_only:
         terms = {k: (1.0 if k == "adversarial" else 0.0) for k in set(terms) | {"adversarial"}}
-    elif not wrapped.get("batch_stats") and terms.get("bn"):
-        raise UserError("the teacher has no BatchNorm statistics ('batch_stats'), which DDAD's BN term matches; "
-                        "pass adversarial_only=True to distil it by the adversarial game alone (DFAD)")
-    model_name = f"flax:{type(teacher).__name__}"
+    else:
+        require_batchnorm(wrapped, objectives.parse_terms(terms), model_name,
+                          remedy="pass adversarial_only=True to distil it by the adversarial game alone (DFAD)")
     teacher_dir = teacher_lib.provide(name, model, wrapped, {"model": model_name, "dataset": spec.name,
                                                              "test_acc": None, "source": "flax"})
     with config.unlocked():

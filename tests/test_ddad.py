@@ -107,7 +107,7 @@ def test_ce_term_conditions_the_generator_on_drawn_classes():
     t = t_model.clone(bn_axis_name=None).apply(t_vars, x, train=False)
     expected = float(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(t, targets)))
     np.testing.assert_allclose(metrics["gen/ce"], expected, rtol=1e-4)
-    loss = sum(w * metrics[f"gen/{k}"] for k, w in hp.generator_terms)
+    loss = sum(t.weight * metrics[f"gen/{t.name}"] for t in hp.generator_terms)
     np.testing.assert_allclose(metrics["gen/loss"], loss, rtol=1e-5)
 
 
@@ -115,7 +115,7 @@ def test_a_bn_only_generator_skips_the_student_forward():
     config = _config()
     config.generator_terms.adversarial = 0.0
     mesh, hp, t_model, t_vars, _, _, state = tiny_ddad(config)
-    assert hp.generator_terms == (("bn", 1.0),)
+    assert hp.generator_terms == (objectives.Term("bn", 1.0),)
     lowered = ddad.make_iteration(t_model, hp, mesh).lower(
         trainers.place_ddad_state(state, hp, mesh), parallel.replicate(t_vars, mesh), jax.random.key(0))
     assert "generator_step/student" not in lowered.as_text(debug_info=True)

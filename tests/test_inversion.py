@@ -67,7 +67,7 @@ def test_pixel_synthesis_lowers_the_bn_loss_over_its_inner_steps(fmnist_smoke_te
                                                   bn_axis_name=parallel.BATCH_AXIS)
     mesh = parallel.make_mesh(1)
     hp = inversion.InversionHyper(synthesizer="pixels", synthesis_steps=30, synthesis_lr=0.1,
-                                  generator_terms=(("bn", 1.0),), batch_size=32, augment_views=False)
+                                  generator_terms=(objectives.Term("bn", 1.0),), batch_size=32, augment_views=False)
 
     def synth(noise):
         teacher = Teacher(t_model, t_vars)

@@ -77,7 +77,7 @@ def test_generator_loss_weights_the_named_terms():
     stored = {"l": {"mean": jnp.array([1.0, 0.0]), "var": jnp.array([2.0, 1.0])}}
     s = _synthesis(teacher_logits=jnp.zeros((2, 2)), student_logits=jnp.array([[1.0, 2.0], [3.0, 4.0]]),
                    bn_observed=observed, bn_stored=stored)
-    loss, values = objectives.generator_loss((("bn", 2.0), ("adversarial", 1.0)), s)
+    loss, values = objectives.generator_loss((objectives.Term("bn", 2.0), objectives.Term("adversarial", 1.0)), s)
     np.testing.assert_allclose(loss, 2.0 * 3.0 - 2.5)
     assert set(values) == {"bn", "adversarial"}
 
@@ -116,3 +116,40 @@ def test_activation_and_image_priors_hand_computed():
     # L2 prior: norms 5 ([3, 4]) and 0, mean 2.5
     imgs = jnp.array([[3.0, 4.0], [0.0, 0.0]])[:, :, None, None]
     np.testing.assert_allclose(terms.l2_prior(_synthesis(images=imgs)), 2.5)
+
+
+def test_adversarial_js_takes_its_temperature():
+    # teacher (2 ln3, 0) at T = 2 is (3/4, 1/4), student (0, 0) is (1/2, 1/2), nothing clipped; M = (5/8, 3/8):
+    # KL(M || P_s) = 5/8 ln(5/4) + 3/8 ln(3/4) = 0.031584, KL(M || P_t) = 5/8 ln(5/6) + 3/8 ln(3/2) = 0.038098,
+    # JS = (0.031584 + 0.038098) / 2 = 0.034841
+    s = objectives.Synthesis(teacher_logits=jnp.array([[2 * LN3, 0.0]]), student_logits=jnp.zeros((1, 2)))
+    np.testing.assert_allclose(terms.adversarial_js(s, temperature=2.0), -0.034841, atol=1e-6)
+    # through the weighted sum, the parameter as a config gives it
+    parsed = objectives.parse_terms({"adversarial_js": {"weight": 2.0, "temperature": 2.0}})
+    assert parsed == (objectives.Term("adversarial_js", 2.0, (("temperature", 2.0),)),)
+    loss, values = objectives.generator_loss(parsed, s)
+    np.testing.assert_allclose(values["adversarial_js"], -0.034841, atol=1e-6)
+    np.testing.assert_allclose(loss, -0.069682, atol=2e-6)
+    # the default (T = 3) is a different value: the parameter reached the function
+    assert abs(float(objectives.generator_loss(objectives.parse_terms({"adversarial_js": 2.0}), s)[0]) + 0.069682) > 1e-3
+
+
+def test_parse_terms_reads_weights_and_parameters():
+    parsed = objectives.parse_terms({"bn": 1, "ce": 0.0, "adversarial_js": {"temperature": 5.0}})
+    # sorted by name, zero weights dropped, a term given as a mapping weighs 1 unless it says otherwise
+    assert parsed == (objectives.Term("adversarial_js", 1.0, (("temperature", 5.0),)), objectives.Term("bn", 1.0))
+    assert objectives.terms_summary(parsed) == {"adversarial_js": {"weight": 1.0, "temperature": 5.0}, "bn": 1.0}
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"entropy": 1.0}, r"unknown generator term 'entropy' \(known: bn, adversarial"),
+    ({"bn": -1.0}, "generator_terms.bn must be a finite weight >= 0, got -1.0"),
+    ({"bn": float("nan")}, "generator_terms.bn must be a finite weight"),
+    ({"adversarial_js": {"weight": 1.0, "temp": 3.0}}, r"'adversarial_js' has no parameter 'temp' \(it has: weight, temperature\)"),
+    ({"bn": {"weight": 1.0, "temperature": 3.0}}, r"'bn' has no parameter 'temperature' \(it has: weight\)"),
+    ({"adversarial_js": {"temperature": 0.0}}, r"generator_terms.adversarial_js.temperature must be > 0.0, got 0.0"),
+])
+def test_parse_terms_refuses_what_does_not_exist(spec, match):
+    from ddad_jax.errors import UserError
+    with pytest.raises(UserError, match=match):
+        objectives.parse_terms(spec)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import augment, backends, diversity, objectives, parallel, synthesis
+from ddad_jax.config_fields import field
 from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
 from ddad_jax.models.layers import FEATURES
 from ddad_jax.state import TrainState, forward
@@ -41,17 +42,19 @@ class DDADState:
 
 @dataclasses.dataclass(frozen=True)
 class DDADHyper:
-    generator_terms: Tuple[Tuple[str, float], ...] = (("bn", 1.0), ("adversarial", 1.0))
-    student_objective: str = "l1"  # objectives.STUDENT_OBJECTIVES: any that needs no labels
+    """DDAD's hyperparameters; each field read from a config is declared here once, with its
+    range (``config_fields``); the others the trainer derives (``trainers.ddad.hyper``)."""
+    generator_terms: Tuple[objectives.Term, ...] = (objectives.Term("bn", 1.0), objectives.Term("adversarial", 1.0))
+    student_objective: str = field("l1", choices=tuple(objectives.STUDENT_OBJECTIVES))  # any that needs no labels
     kd: objectives.KDParams = objectives.KDParams(temperature=1.0)  # the objective's hyperparameters
-    student_steps: int = 5  # per generator step
-    batch_size: int = 256  # global
-    latent_dim: int = 256
+    student_steps: int = field(5, kind=int, low=1, config="student_steps_per_generator_step")  # per generator step
+    batch_size: int = field(256, kind=int, low=1)  # global
+    latent_dim: int = field(256, kind=int, low=1)
     num_classes: int = 0  # > 0: classes drawn per image and fed to the generator (a `ce` term)
-    pool_size: int = 0  # past synthesised batches the student also samples from; 0 = none
+    pool_size: int = field(0, kind=int, low=0)  # past synthesised batches the student also samples from; 0 = none
     # DDAD+ (each 0/False/None = DDAD's own behaviour):
-    bn_momentum: float = 0.0  # > 0: the bn term compares a momentum blend over batches (Fast)
-    balanced_targets: bool = False  # the classes drawn for a `ce` term: each equally often per batch
+    bn_momentum: float = field(0.0, low=0.0, high=0.999)  # > 0: the bn term compares a momentum blend over batches (Fast)
+    balanced_targets: bool = field(False, choices=(True, False))  # the classes drawn for a `ce` term: each equally often per batch
     pool_normalization: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None  # (mean, std): 8-bit pool
 
 
@@ -59,7 +62,7 @@ class DDADHyper:
 def generator_step(hp: DDADHyper, teacher, state: DDADState, z, targets):
     """Returns (state, metrics, (images, teacher logits)) -- the last two local and constant."""
     g, s = state.generator, state.student
-    names = {name for name, _ in hp.generator_terms}
+    names = objectives.term_names(hp.generator_terms)
 
     momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)  # the first batch has no past to blend
 

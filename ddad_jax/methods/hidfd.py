@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import data, parallel, synthesis
+from ddad_jax.config_fields import field
 from ddad_jax.models.features import apply_with_features
 from ddad_jax.objectives import gan as gan_objectives
 from ddad_jax.state import TrainState, forward
@@ -44,15 +45,17 @@ class HiDFDState:
 
 @dataclasses.dataclass(frozen=True)
 class HiDFDHyper:
-    batch_size: int = 64  # global, GAN and student stages
+    """HiDFD's hyperparameters; each field read from a config is declared here once, with its
+    range (``config_fields``); the others the trainer derives."""
+    batch_size: int = field(64, kind=int, low=1)  # global, GAN and student stages
     real_per_batch: int = 32  # student stage: real images in each batch (data inflation), the rest generated
-    latent_dim: int = 100
+    latent_dim: int = field(100, kind=int, low=1)
     num_classes: int = 10
-    adc_weight: float = 1.0
-    feature_weight: float = 0.1  # feature integration (reference code: 0.1)
-    balance_weight: float = 0.1  # the teacher's weighted class balance (reference code: 0.1)
-    count_momentum: float = 0.5  # category-frequency smoothing of the class counts
-    effective_beta: float = 0.99  # class-balanced weights' beta
+    adc_weight: float = field(1.0, low=0.0)
+    feature_weight: float = field(0.1, low=0.0)  # feature integration (reference code: 0.1)
+    balance_weight: float = field(0.1, low=0.0)  # the teacher's weighted class balance (reference code: 0.1)
+    count_momentum: float = field(0.5, low=0.0, high=1.0)  # category-frequency smoothing of the class counts
+    effective_beta: float = field(0.99, low=0.0, high=0.999999)  # class-balanced weights' beta
 
 
 def _teacher(model, variables, x):

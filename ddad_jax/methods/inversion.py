@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from ddad_jax import augment, diversity, objectives, parallel, synthesis
+from ddad_jax.config_fields import field
 from ddad_jax.methods.ddad import Teacher
 from ddad_jax.models.gan import ContrastHead
 from ddad_jax.objectives import contrastive
@@ -56,29 +57,31 @@ class InversionState:
 
 @dataclasses.dataclass(frozen=True)
 class InversionHyper:
-    synthesizer: str = "pixels"
-    synthesis_steps: int = 20  # inner steps per round (DeepInversion 2000, CMI 200, Fast 2-10)
-    synthesis_lr: float = 0.1  # pixels, or the generator's parameters
-    latent_lr: float = 0.01  # the latents (generator synthesizers)
-    generator_terms: Tuple[Tuple[str, float], ...] = (("bn", 10.0), ("ce", 1.0))
-    student_objective: str = "kl"
+    """The inversion methods' hyperparameters; each field read from a config is declared here
+    once, with its range (``config_fields``); the others the trainer derives."""
+    synthesizer: str = field("pixels", choices=SYNTHESIZERS)
+    synthesis_steps: int = field(20, kind=int, low=1)  # inner steps per round (DeepInversion 2000, CMI 200, Fast 2-10)
+    synthesis_lr: float = field(0.1, low=0.0, open_low=True)  # pixels, or the generator's parameters
+    latent_lr: float = field(0.01, low=0.0, open_low=True)  # the latents (generator synthesizers)
+    generator_terms: Tuple[objectives.Term, ...] = (objectives.Term("bn", 10.0), objectives.Term("ce", 1.0))
+    student_objective: str = field("kl", choices=tuple(objectives.STUDENT_OBJECTIVES))
     kd: objectives.KDParams = objectives.KDParams(temperature=20.0)
-    student_steps: int = 10  # per round
-    batch_size: int = 128  # global, synthesis and student
-    latent_dim: int = 100
+    student_steps: int = field(10, kind=int, low=1, config="student_steps_per_round")  # per round
+    batch_size: int = field(128, kind=int, low=1)  # global, synthesis and student
+    latent_dim: int = field(100, kind=int, low=1)
     num_classes: int = 10
-    pool_size: int = 100  # rounds kept
-    bn_momentum: float = 0.0
-    augment_views: bool = True
+    pool_size: int = field(100, kind=int, low=0)  # rounds kept
+    bn_momentum: float = field(0.0, low=0.0, high=0.999)
+    augment_views: bool = field(True, choices=(True, False))
     pixel_bounds: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None  # pixels: per-channel (low, high)
-    contrast_temperature: float = 0.2  # CMI's cr_T
-    contrast_head_dim: int = 256
-    contrast_negatives: int = 4096  # bank entries drawn per round as extra negatives
-    local_crop_area: float = 0.25  # the local view: a resized crop of 25-100 % of the image
+    contrast_temperature: float = field(0.2, low=0.0, open_low=True)  # CMI's cr_T
+    contrast_head_dim: int = field(256, kind=int, low=1)
+    contrast_negatives: int = field(4096, kind=int, low=0)  # bank entries drawn per round as extra negatives
+    local_crop_area: float = field(0.25, low=0.0, high=1.0, open_low=True)  # the local view: a resized crop of 25-100 % of the image
 
     @property
     def contrasting(self) -> bool:
-        return any(n in objectives.NEEDS_CONTRAST for n, _ in self.generator_terms)
+        return bool(objectives.term_names(self.generator_terms) & objectives.NEEDS_CONTRAST)
 
 
 def local_view(hp: InversionHyper) -> augment.Augment:
@@ -93,7 +96,7 @@ def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make
     Returns (final images, the teacher's logits on them, metrics, the last observed BN
     statistics, the sum of the inner steps' gradients, and -- contrasting -- the head's
     state after the round and the final batch's (local, global) instance features)."""
-    names = {n for n, _ in hp.generator_terms}
+    names = objectives.term_names(hp.generator_terms)
     lr = hp.synthesis_lr if hp.synthesizer == "pixels" else {"generator": hp.synthesis_lr, "latents": hp.latent_lr}
     if isinstance(lr, dict):
         tx = optax.multi_transform({k: optax.adam(v, b1=0.5, b2=0.999) for k, v in lr.items()},
@@ -226,8 +229,6 @@ def state_spec(hp: InversionHyper) -> InversionState:
 def make_round(teacher_model, generator, hp: InversionHyper, image_shape, mesh, distil: bool = True):
     """Jitted ``(state, teacher_vars, rng) -> (state, metrics)``: one round, data-parallel over
     ``mesh``; noise, targets, views and pool slots are drawn for the global batch."""
-    if hp.synthesizer not in SYNTHESIZERS:
-        raise ValueError(f"unknown synthesizer '{hp.synthesizer}' (known: {', '.join(SYNTHESIZERS)})")
     parallel.check_batch_size(hp.batch_size, mesh)
     spec, sharded_steps = state_spec(hp), jax.sharding.PartitionSpec(None, AXIS)
     per_replica = lambda st, tv, noise, targets, views, local_views, slots, init_rng: round_step(

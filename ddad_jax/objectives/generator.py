@@ -1,6 +1,6 @@
 """The generator's objective: a weighted sum of named terms, each to be minimised.
 
-Every term is ``fn(s: Synthesis, axis_name) -> scalar``: a value of the *global* batch when
+Every term is ``fn(s: Synthesis, axis_name, **params) -> scalar``: a value of the *global* batch when
 ``axis_name`` names the data-parallel axis (``None``: the batch at hand). DDAD's two
 discriminators are ``bn`` (the teacher's BatchNorm statistics) and ``adversarial`` (the
 student: minus its L1 discrepancy with the teacher, so the generator seeks disagreement).
@@ -10,13 +10,16 @@ Fast's ``adversarial_agree`` and CMI's ``contrastive`` are there for the methods
 the reference code; ``docs/reference/datafree_methods.md``).
 """
 
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from ddad_jax.config_fields import Rule
+from ddad_jax.errors import UserError
 from ddad_jax.objectives import contrastive as contrastive_lib
 from ddad_jax.objectives import student as student_objectives
 
@@ -108,12 +111,12 @@ def adversarial_agree(s: Synthesis, axis_name=None) -> jnp.ndarray:
     return -_mean(agree * per_image, axis_name)
 
 
-def adversarial_js(s: Synthesis, axis_name=None) -> jnp.ndarray:
-    """Minus the Jensen-Shannon divergence of student and teacher at temperature 3, each
+def adversarial_js(s: Synthesis, axis_name=None, *, temperature: float = 3.0) -> jnp.ndarray:
+    """Minus the Jensen-Shannon divergence of student and teacher at ``temperature``, each
     distribution and their mean clipped to [0.01, 0.99] (DeepInversion's competition term as
-    its reference code computes it): ``0.5 KL(M || P_s) + 0.5 KL(M || P_t)``."""
-    p = jnp.clip(jax.nn.softmax(s.student_logits.astype(jnp.float32) / 3.0), 0.01, 0.99)
-    q = jnp.clip(jax.nn.softmax(s.teacher_logits.astype(jnp.float32) / 3.0), 0.01, 0.99)
+    its reference code computes it, at its T = 3): ``0.5 KL(M || P_s) + 0.5 KL(M || P_t)``."""
+    p = jnp.clip(jax.nn.softmax(s.student_logits.astype(jnp.float32) / temperature), 0.01, 0.99)
+    q = jnp.clip(jax.nn.softmax(s.teacher_logits.astype(jnp.float32) / temperature), 0.01, 0.99)
     m = jnp.clip(0.5 * (p + q), 0.01, 0.99)
     kl = lambda a: jnp.sum(m * (jnp.log(m) - jnp.log(a)), axis=-1)
     return -_mean(0.5 * kl(p) + 0.5 * kl(q), axis_name)
@@ -153,13 +156,61 @@ GENERATOR_TERMS: Dict[str, Callable[..., jnp.ndarray]] = {
     "adversarial_agree": adversarial_agree, "adversarial_js": adversarial_js, "onehot": onehot, "balance": balance, "ce": ce,
     "activation": activation, "tv": total_variation, "l2": l2_prior, "contrastive": contrastive,
 }
+# A term's parameters: each is a keyword-only argument of its function (the default is there)
+# with its range here; a config sets one as {"weight": w, "temperature": 5.0}.
+TERM_PARAMETERS: Dict[str, Dict[str, Rule]] = {
+    "adversarial_js": {"temperature": Rule(float, 0.0, open_low=True)},
+}
 NEEDS_STUDENT = frozenset({"adversarial", "adversarial_kl", "adversarial_agree", "adversarial_js"})  # the student's forward runs only for these
 NEEDS_TARGETS = frozenset({"ce"})  # classes are drawn (and fed to the generator) only for these
 NEEDS_CONTRAST = frozenset({"contrastive"})  # two views, a head and a memory bank: methods/inversion.py only
 
 
-def generator_loss(terms: Tuple[Tuple[str, float], ...], s: Synthesis,
+class Term(NamedTuple):
+    """One weighted generator term and the parameters its config gives it (hashable: the
+    methods' hyperparameters are static under ``jax.jit``)."""
+    name: str
+    weight: float
+    params: Tuple[Tuple[str, float], ...] = ()
+
+
+def parse_terms(spec: Mapping[str, Any]) -> Tuple[Term, ...]:
+    """A config's ``generator_terms`` -> the terms with a non-zero weight, sorted by name.
+    Each entry is a weight, or ``{"weight": w, <parameter>: value, ...}``; ``UserError``
+    (naming what exists) for an unknown term or parameter, a negative weight or a parameter
+    out of its range."""
+    terms = []
+    for name in sorted(spec):
+        entry = spec[name]
+        if name not in GENERATOR_TERMS:
+            raise UserError(f"unknown generator term '{name}' (known: {', '.join(GENERATOR_TERMS)})")
+        given = dict(entry) if hasattr(entry, "keys") else {"weight": entry}
+        weight = given.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise UserError(f"generator_terms.{name} must be a finite weight >= 0, got {weight!r}")
+        known = TERM_PARAMETERS.get(name, {})
+        for param, value in given.items():
+            if param not in known:
+                have = ", ".join(["weight", *known])
+                raise UserError(f"generator term '{name}' has no parameter '{param}' (it has: {have})")
+            known[param].check(f"generator_terms.{name}.{param}", value)
+        if weight:
+            terms.append(Term(name, float(weight), tuple(sorted((k, float(v)) for k, v in given.items()))))
+    return tuple(terms)
+
+
+def terms_summary(terms: Tuple[Term, ...]) -> Dict[str, Any]:
+    """``{name: weight}``, or ``{name: {"weight": w, **params}}`` for a term given parameters
+    (what a run's summary.json records)."""
+    return {t.name: {"weight": t.weight, **dict(t.params)} if t.params else t.weight for t in terms}
+
+
+def term_names(terms: Tuple[Term, ...]) -> FrozenSet[str]:
+    return frozenset(t.name for t in terms)
+
+
+def generator_loss(terms: Tuple[Term, ...], s: Synthesis,
                    axis_name=None) -> Tuple[jnp.ndarray, Mapping[str, jnp.ndarray]]:
-    """``sum_i w_i * term_i`` over ``terms`` ((name, weight) pairs) and each term's value."""
-    values = {name: GENERATOR_TERMS[name](s, axis_name) for name, _ in terms}
-    return sum(w * values[name] for name, w in terms), values
+    """``sum_i w_i * term_i`` over ``terms`` and each term's value."""
+    values = {t.name: GENERATOR_TERMS[t.name](s, axis_name, **dict(t.params)) for t in terms}
+    return sum(t.weight * values[t.name] for t in terms), values

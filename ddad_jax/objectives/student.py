@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ddad_jax.config_fields import field
 from ddad_jax.objectives.supervised import cross_entropy
 
 
@@ -109,16 +110,17 @@ class Distill(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class KDParams:
-    """The objectives' hyperparameters (each objective reads the ones it needs)."""
+    """The objectives' hyperparameters (each objective reads the ones it needs); each declared
+    once, with its range and config name (``config_fields``)."""
 
-    temperature: float = 4.0  # soft targets' temperature (DTD's base temperature tau_0)
-    alpha: float = 0.9  # weight of the teacher's term; 1 - alpha on the labels (when there are labels)
-    dtd_beta: float = 1.0  # DTD: how far the temperature moves with the confusion
-    dtd_gamma: float = 2.0  # DTD: the confusion's exponent (FLSW)
-    dtd_min_temperature: float = 1.0
-    attention_weight: float = 1000.0  # CTKD: the expert's attention term (beta of attention transfer)
-    scratch_weight: float = 0.03  # CTKD: the scratch teacher's logit hint (gamma of rocket launching)
-    mixup_alpha: float = 1.0  # STKD: each pair's weight lam ~ Beta(mixup_alpha, mixup_alpha)
+    temperature: float = field(4.0, low=0.0, open_low=True)  # soft targets' temperature (DTD's base tau_0)
+    alpha: float = field(0.9, low=0.0, high=1.0, config="kd_alpha")  # the teacher's term; 1 - alpha on the labels
+    dtd_beta: float = field(1.0, low=0.0)  # DTD: how far the temperature moves with the confusion
+    dtd_gamma: float = field(2.0, low=0.0)  # DTD: the confusion's exponent (FLSW)
+    dtd_min_temperature: float = field(1.0, low=0.0, open_low=True)
+    attention_weight: float = field(1000.0, low=0.0)  # CTKD: the expert's attention term (beta of attention transfer)
+    scratch_weight: float = field(0.03, low=0.0)  # CTKD: the scratch teacher's logit hint (gamma of rocket launching)
+    mixup_alpha: float = field(1.0, low=0.0, open_low=True)  # STKD: each pair's weight lam ~ Beta(mixup_alpha, mixup_alpha)
 
 
 def _hard(d: Distill) -> jnp.ndarray:

@@ -8,7 +8,7 @@ One module per kind of run (``teacher``, ``ddad``, ``kd``, ``hidfd``, ``inversio
 ``build_<kind>(config) -> Run``; ``common`` holds what they share.
 """
 
-from ddad_jax.trainers.common import (NOT_TRAJECTORY, Run, compute_dtype, identity, kd_params, train_subset,
+from ddad_jax.trainers.common import (FIELD_RULES, NOT_TRAJECTORY, RUN_FIELDS, Run, compute_dtype, identity, kd_params, train_subset,
                                    validate)
 from ddad_jax.trainers.ddad import (build_ddad, create_ddad_state, generator_schedule, hyper, place_ddad_state,
                                  student_schedule)
@@ -32,6 +32,6 @@ def build(config) -> Run:
     return run
 
 
-__all__ = ["BUILDERS", "NOT_TRAJECTORY", "Run", "build", "build_ddad", "build_hidfd", "build_inversion", "build_kd", "build_teacher",
+__all__ = ["BUILDERS", "FIELD_RULES", "NOT_TRAJECTORY", "RUN_FIELDS", "Run", "build", "build_ddad", "build_hidfd", "build_inversion", "build_kd", "build_teacher",
            "compute_dtype", "create_ddad_state", "generator_schedule", "hyper", "identity", "kd_params",
            "place_ddad_state", "real_per_batch", "student_schedule", "train_subset", "validate"]

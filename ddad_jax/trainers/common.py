@@ -3,16 +3,17 @@ every config field before anything is written, the workdir identity, and small c
 
 import dataclasses
 import json
-import math
 from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddad_jax import data, objectives, state as state_lib
+from ddad_jax import config_fields, data, objectives, state as state_lib
 from ddad_jax import teacher as teacher_lib
+from ddad_jax.config_fields import Rule
 from ddad_jax.errors import UserError
+from ddad_jax.methods import ddad, hidfd, inversion
 from ddad_jax.evaluation import EvalSet
 
 # Fields that do not change a run's trajectory: they may differ when a run is resumed.
@@ -44,79 +45,61 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # validation
 
-_INT, _FLOAT = "int", "float"
-# field: (type, smallest allowed, largest allowed); None = unbounded
-_RANGES = {
-    "seed": (_INT, 0, None), "num_devices": (_INT, 0, None), "cpu_devices": (_INT, 1, None),
-    "batch_size": (_INT, 1, None), "num_epochs": (_INT, 1, None), "iters_per_epoch": (_INT, 1, None),
-    "steps_per_epoch": (_INT, -1, None), "student_steps_per_generator_step": (_INT, 1, None),
-    "latent_dim": (_INT, 1, None), "generator_channels": (_INT, 1, None), "pool_size": (_INT, 0, None),
-    "finetune_epochs": (_INT, 0, None), "log_every": (_INT, 1, None), "checkpoint_every": (_INT, 0, None),
-    "eval_batch_size": (_INT, 1, None), "eval_examples": (_INT, -1, None), "sample_grid": (_INT, 0, 1024),
-    "learning_rate": (_FLOAT, 0.0, None), "student_lr": (_FLOAT, 0.0, None), "generator_lr": (_FLOAT, 0.0, None),
-    "finetune_lr": (_FLOAT, 0.0, None), "momentum": (_FLOAT, 0.0, 1.0), "student_momentum": (_FLOAT, 0.0, 1.0),
-    "weight_decay": (_FLOAT, 0.0, None), "student_weight_decay": (_FLOAT, 0.0, None),
-    "lr_gamma": (_FLOAT, 0.0, None), "temperature": (_FLOAT, 0.0, None), "train_examples": (_INT, -1, None),
-    "kd_alpha": (_FLOAT, 0.0, 1.0), "dtd_beta": (_FLOAT, 0.0, None), "dtd_gamma": (_FLOAT, 0.0, None),
-    "dtd_min_temperature": (_FLOAT, 0.0, None), "attention_weight": (_FLOAT, 0.0, None),
-    "scratch_weight": (_FLOAT, 0.0, None), "mixup_alpha": (_FLOAT, 0.0, None),
-    "gan_iterations": (_INT, 1, None), "student_iterations": (_INT, 1, None), "inflation": (_INT, 0, None),
-    "synthetic_images": (_INT, 0, None), "discriminator_width": (_INT, 1, None), "adc_weight": (_FLOAT, 0.0, None),
-    "feature_weight": (_FLOAT, 0.0, None), "balance_weight": (_FLOAT, 0.0, None),
-    "count_momentum": (_FLOAT, 0.0, 1.0), "effective_beta": (_FLOAT, 0.0, 0.999999), "gan_lr": (_FLOAT, 0.0, None),
-    "synthesis_steps": (_INT, 1, None), "synthesis_lr": (_FLOAT, 0.0, None), "latent_lr": (_FLOAT, 0.0, None),
-    "student_steps_per_round": (_INT, 1, None), "bn_momentum": (_FLOAT, 0.0, 0.999), "warmup_rounds": (_INT, 0, None),
-    "time_budget_s": (_FLOAT, 0.0, None), "contrast_temperature": (_FLOAT, 0.0, None),
-    "contrast_head_dim": (_INT, 1, None), "contrast_bank_size": (_INT, 1, None), "contrast_negatives": (_INT, 0, None),
-    "local_crop_area": (_FLOAT, 0.0, 1.0),
+_I = lambda low, high=None: Rule(int, low, high)  # noqa: E731
+_F = lambda low, high=None, open_low=False: Rule(float, low, high, open_low)  # noqa: E731
+_POS = _F(0.0, open_low=True)
+_BOOL = Rule(choices=(True, False))
+# The fields that no method's hyperparameter dataclass holds: what the trainers read themselves
+# (schedules, epochs, reporting, networks). The others are declared, once, beside the
+# hyperparameter they set (methods.ddad.DDADHyper, methods.inversion.InversionHyper,
+# methods.hidfd.HiDFDHyper, objectives.KDParams).
+RUN_FIELDS: Dict[str, Rule] = {
+    "seed": _I(0), "num_devices": _I(0), "cpu_devices": _I(1), "num_epochs": _I(1), "iters_per_epoch": _I(1),
+    "steps_per_epoch": _I(-1), "generator_channels": _I(1), "finetune_epochs": _I(0), "log_every": _I(1),
+    "checkpoint_every": _I(0), "eval_batch_size": _I(1), "eval_examples": _I(-1), "sample_grid": _I(0, 1024),
+    "train_examples": _I(-1), "gan_iterations": _I(1), "student_iterations": _I(1), "inflation": _I(0),
+    "synthetic_images": _I(0), "discriminator_width": _I(1), "warmup_rounds": _I(0), "contrast_bank_size": _I(1),
+    "learning_rate": _POS, "student_lr": _POS, "generator_lr": _POS, "finetune_lr": _POS, "gan_lr": _POS,
+    "momentum": _F(0.0, 1.0), "student_momentum": _F(0.0, 1.0), "weight_decay": _F(0.0),
+    "student_weight_decay": _F(0.0), "lr_gamma": _F(0.0), "time_budget_s": _F(0.0),
+    "pool_pixels": _BOOL, "optimizer": Rule(choices=("sgd", "adam")), "student_optimizer": Rule(choices=("sgd", "adam")),
+    "schedule": Rule(choices=state_lib.SCHEDULES), "lr_schedule": Rule(choices=state_lib.SCHEDULES),
+    "generator_lr_schedule": Rule(choices=("", *state_lib.SCHEDULES)),
+    "compute_dtype": Rule(choices=("float32", "bfloat16")),
+    "finetune_objective": Rule(choices=tuple(objectives.STUDENT_OBJECTIVES)),
 }
-_POSITIVE = frozenset({"learning_rate", "student_lr", "generator_lr", "finetune_lr", "temperature", "gan_lr",
-                       "synthesis_lr", "latent_lr", "contrast_temperature", "local_crop_area",
-                       "dtd_min_temperature", "mixup_alpha"})  # > 0, not >= 0
-_CHOICES = {
-    "balanced_targets": (True, False), "pool_pixels": (True, False),
-    "optimizer": ("sgd", "adam"), "student_optimizer": ("sgd", "adam"), "schedule": state_lib.SCHEDULES,
-    "lr_schedule": state_lib.SCHEDULES, "generator_lr_schedule": ("", *state_lib.SCHEDULES),
-    "compute_dtype": ("float32", "bfloat16"), "student_objective": tuple(objectives.STUDENT_OBJECTIVES),
-    "finetune_objective": tuple(objectives.STUDENT_OBJECTIVES),
-    "synthesizer": ("pixels", "reinit_generator", "meta_generator"),
-}
+FIELD_RULES = config_fields.rules((ddad.DDADHyper, inversion.InversionHyper, hidfd.HiDFDHyper, objectives.KDParams),
+                                  RUN_FIELDS)
 
 
 def validate(config) -> None:
-    """Every known field of ``config`` within its range or among its choices."""
-    for name, (kind, lo, hi) in _RANGES.items():
-        if name not in config:
-            continue
-        value = config[name]
-        ok_type = isinstance(value, int) if kind == _INT else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok_type or (kind == _FLOAT and not math.isfinite(value)):
-            raise UserError(f"{name} must be a{'n integer' if kind == _INT else ' finite number'}, got {value!r}")
-        low_ok = value > lo if name in _POSITIVE else value >= lo
-        if not low_ok or (hi is not None and value > hi):
-            bound = f"> {lo}" if name in _POSITIVE else f">= {lo}"
-            raise UserError(f"{name} must be {bound}{'' if hi is None else f' and <= {hi}'}, got {value!r}")
-    for name, choices in _CHOICES.items():
-        if name in config and config[name] not in choices:
-            raise UserError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {config[name]!r}")
+    """Every known field of ``config`` within its range or among its choices, and the
+    generator terms known, with known parameters in range."""
+    for name, rule in FIELD_RULES.items():
+        if name in config:
+            rule.check(name, config[name])
     if config.get("kind") in ("ddad", "inversion"):
         used = {config.student_objective, config.get("finetune_objective", config.student_objective)}
         for name in sorted(used & objectives.NEEDS_LABELS):
             raise UserError(f"student objective '{name}' needs labels, and a data-free run has none; use one of "
                             f"{', '.join(sorted(set(objectives.STUDENT_OBJECTIVES) - objectives.NEEDS_LABELS))}")
     if "generator_terms" in config:
-        terms = dict(config.generator_terms)
-        unknown = sorted(set(terms) - set(objectives.GENERATOR_TERMS))
-        if unknown:
-            raise UserError(f"unknown generator term '{unknown[0]}' (known: {', '.join(objectives.GENERATOR_TERMS)})")
-        if not any(terms.values()):
+        names = objectives.term_names(objectives.parse_terms(config.generator_terms))
+        if not names:
             raise UserError("generator_terms has no term with a non-zero weight")
-        if terms.get("contrastive") and config.get("kind") != "inversion":
+        if names & objectives.NEEDS_CONTRAST and config.get("kind") != "inversion":
             raise UserError("generator term 'contrastive' (CMI) needs a synthesis round with a memory bank: "
                             "use configs/cmi.py (kind 'inversion')")
-        for name, weight in terms.items():
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
-                raise UserError(f"generator_terms.{name} must be a finite weight >= 0, got {weight!r}")
+
+
+def require_batchnorm(teacher_vars, terms, teacher: str,
+                      remedy: str = "use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
+                                    "(the adversarial game alone, as DFAD)") -> None:
+    """The ``bn`` term matches the teacher's BatchNorm statistics: a teacher without them is
+    refused when ``terms`` (``objectives.Term``s) use it."""
+    if "bn" in objectives.term_names(terms) and not teacher_vars.get("batch_stats"):
+        raise UserError(f"teacher '{teacher}' has no BatchNorm layers, so the 'bn' generator term has nothing to "
+                        f"match; {remedy}")
 
 
 def identity(config, **extra) -> Dict[str, Any]:
@@ -207,10 +190,7 @@ AGREEMENT = "generated/student_agreement"
 def kd_params(config) -> objectives.KDParams:
     """The student objective's hyperparameters, from the config's fields of the same meaning
     (a field a config does not have keeps ``KDParams``' default)."""
-    fields = {"temperature": "temperature", "alpha": "kd_alpha", "dtd_beta": "dtd_beta", "dtd_gamma": "dtd_gamma",
-              "dtd_min_temperature": "dtd_min_temperature", "attention_weight": "attention_weight",
-              "scratch_weight": "scratch_weight", "mixup_alpha": "mixup_alpha"}
-    return objectives.KDParams(**{k: float(config[f]) for k, f in fields.items() if f in config})
+    return config_fields.from_config(objectives.KDParams, config)
 
 
 def train_subset(config, spec, train_y) -> np.ndarray:

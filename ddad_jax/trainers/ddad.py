@@ -7,25 +7,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import checkpoints, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import checkpoints, config_fields, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.trainers.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
-                                   eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler, identity, kd_params,
-                                   student_result, teacher_line, teacher_result)
-from ddad_jax.errors import UserError
+                                      eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler,
+                                      identity, kd_params, require_batchnorm, student_result, teacher_line,
+                                      teacher_result)
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import ddad
 
 
 def hyper(config, spec) -> ddad.DDADHyper:
-    num_classes = spec.num_classes
-    terms = tuple((k, float(w)) for k, w in sorted(dict(config.generator_terms).items()) if w)
-    return ddad.DDADHyper(
-        generator_terms=terms, student_objective=config.student_objective, kd=kd_params(config),
-        student_steps=config.student_steps_per_generator_step, batch_size=config.batch_size,
-        latent_dim=config.latent_dim, pool_size=config.pool_size,
-        num_classes=num_classes if any(k in objectives.NEEDS_TARGETS for k, _ in terms) else 0,
-        bn_momentum=config.get("bn_momentum", 0.0), balanced_targets=config.get("balanced_targets", False),
+    """DDAD's hyperparameters: the declared fields read from ``config``, the rest derived."""
+    terms = objectives.parse_terms(config.generator_terms)
+    return config_fields.from_config(
+        ddad.DDADHyper, config, generator_terms=terms, kd=kd_params(config),
+        num_classes=spec.num_classes if objectives.term_names(terms) & objectives.NEEDS_TARGETS else 0,
         pool_normalization=(tuple(spec.mean), tuple(spec.std)) if config.get("pool_pixels", False) else None)
 
 
@@ -89,10 +86,7 @@ def build_ddad(config) -> Run:
     teacher_model, teacher_vars, teacher_meta = teacher_lib.load_teacher(
         config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS, spec=spec)
     hp = hyper(config, spec)
-    if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
-        raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers, so the 'bn' generator term has "
-                        "nothing to match; use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
-                        "(adversarial only)")
+    require_batchnorm(teacher_vars, hp.generator_terms, config.teacher)
     eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split, agreement instead
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
     method = config.get("method", "ddad")  # DAFL, DFAD and DFQ are DDAD-shaped: a generator step, then the student
@@ -133,7 +127,7 @@ def build_ddad(config) -> Run:
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                 "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
                 **eval_summary(last_eval), "iterations": adversarial_total,
-                "finetune_iterations": total - adversarial_total, "generator_terms": dict(hp.generator_terms),
+                "finetune_iterations": total - adversarial_total, "generator_terms": objectives.terms_summary(hp.generator_terms),
                 "student_objective": hp.student_objective, "pool_size": hp.pool_size, "wall_s": wall_s,
                 "devices": mesh.size}
 

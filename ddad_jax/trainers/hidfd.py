@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import checkpoints, data, models, parallel, state as state_lib, synthesis
+from ddad_jax import checkpoints, config_fields, data, models, parallel, state as state_lib, synthesis
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, grid_sampler, identity, train_subset
 from ddad_jax.errors import UserError
@@ -40,11 +40,7 @@ def build_hidfd(config) -> Run:
     example = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
     feature_dim = jax.eval_shape(lambda x: teacher_model.clone(penultimate=True).apply(teacher_vars, x), example).shape[-1]
     real_count = real_per_batch(config, len(train_x), mesh.size)
-    hp = hidfd.HiDFDHyper(
-        batch_size=config.batch_size, real_per_batch=real_count, latent_dim=config.latent_dim,
-        num_classes=spec.num_classes, adc_weight=config.adc_weight, feature_weight=config.feature_weight,
-        balance_weight=config.balance_weight, count_momentum=config.count_momentum,
-        effective_beta=config.effective_beta)
+    hp = config_fields.from_config(hidfd.HiDFDHyper, config, real_per_batch=real_count, num_classes=spec.num_classes)
     rng = jax.random.key(config.seed)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
                                      bn_axis_name=parallel.BATCH_AXIS)

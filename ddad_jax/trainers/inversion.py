@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import checkpoints, config_fields, data, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.trainers.ddad import bn_statistics_zeros
 from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
-                                   kd_params, student_result, teacher_line, teacher_result)
+                                   kd_params, require_batchnorm, student_result, teacher_line, teacher_result)
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import inversion
@@ -22,18 +22,13 @@ from ddad_jax.objectives import contrastive
 
 
 def inversion_hyper(config, spec) -> inversion.InversionHyper:
-    terms = tuple((k, float(w)) for k, w in sorted(dict(config.generator_terms).items()) if w)
+    """The declared fields read from ``config``, the rest derived."""
     low = tuple((0.0 - m) / s for m, s in zip(spec.mean, spec.std))
     high = tuple((1.0 - m) / s for m, s in zip(spec.mean, spec.std))
-    return inversion.InversionHyper(
-        synthesizer=config.synthesizer, synthesis_steps=config.synthesis_steps, synthesis_lr=config.synthesis_lr,
-        latent_lr=config.latent_lr, generator_terms=terms, student_objective=config.student_objective,
-        kd=kd_params(config), student_steps=config.student_steps_per_round, batch_size=config.batch_size,
-        latent_dim=config.latent_dim, num_classes=spec.num_classes, pool_size=config.pool_size,
-        bn_momentum=config.bn_momentum, augment_views=config.augment_views,
-        pixel_bounds=(low, high) if config.synthesizer == "pixels" else None,
-        contrast_temperature=config.contrast_temperature, contrast_head_dim=config.contrast_head_dim,
-        contrast_negatives=config.contrast_negatives, local_crop_area=config.local_crop_area)
+    return config_fields.from_config(
+        inversion.InversionHyper, config, generator_terms=objectives.parse_terms(config.generator_terms),
+        kd=kd_params(config), num_classes=spec.num_classes,
+        pixel_bounds=(low, high) if config.synthesizer == "pixels" else None)
 
 
 def place(state, hp, mesh):
@@ -44,14 +39,10 @@ def build_inversion(config) -> Run:
     spec = dataset_spec(config)
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
-    if config.synthesizer not in inversion.SYNTHESIZERS:
-        raise UserError(f"synthesizer must be one of {', '.join(inversion.SYNTHESIZERS)}, got {config.synthesizer!r}")
     teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset,
                                                               bn_axis_name=parallel.BATCH_AXIS, spec=spec)
     hp = inversion_hyper(config, spec)
-    if not teacher_vars.get("batch_stats") and any(k == "bn" for k, _ in hp.generator_terms):
-        raise UserError(f"teacher '{config.teacher}' has no BatchNorm layers for the 'bn' term; set "
-                        "--config.generator_terms.bn=0")
+    require_batchnorm(teacher_vars, hp.generator_terms, config.teacher)
     eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split, agreement instead
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
     print(f"[{config.method}] {teacher_line(config, spec, teacher_acc)}", flush=True)
@@ -88,7 +79,7 @@ def build_inversion(config) -> Run:
         head = state_lib.create_state(ContrastHead(config.contrast_head_dim), h_tx, jax.random.fold_in(rng, 3),
                                       jnp.zeros((1, dim)))
         state = state.replace(head=head, bank=contrastive.init_bank(config.contrast_bank_size, dim))
-    warm_terms = tuple((k, w) for k, w in hp.generator_terms if k not in objectives.NEEDS_STUDENT)
+    warm_terms = tuple(t for t in hp.generator_terms if t.name not in objectives.NEEDS_STUDENT)
     warm_hp = dataclasses.replace(hp, generator_terms=warm_terms or hp.generator_terms)
     round_fn = inversion.make_round(teacher_model, generator, hp, image_shape, mesh)
     warmup_fn = inversion.make_round(teacher_model, generator, warm_hp, image_shape, mesh, distil=False) \
@@ -101,7 +92,7 @@ def build_inversion(config) -> Run:
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                 "student": config.student, **eval_summary(last_eval), "rounds": rounds,
                 "synthetic_images": int(state.step) * config.batch_size, "pool_images": filled * config.batch_size,
-                "synthesizer": config.synthesizer, "generator_terms": dict(hp.generator_terms), "wall_s": wall_s,
+                "synthesizer": config.synthesizer, "generator_terms": objectives.terms_summary(hp.generator_terms), "wall_s": wall_s,
                 "devices": mesh.size}
 
     agree = jax.jit(lambda s_vars, x, t_logits: jnp.mean(
