@@ -11,6 +11,7 @@ from configs import ddad as ddad_config
 from conftest import tiny_ddad
 from ddad_jax import trainers, objectives, parallel, state as state_lib, synthesis
 from ddad_jax.methods import ddad
+from ddad_jax.methods.frozen_teacher import Teacher
 from ddad_jax.models.bn_stats import apply_with_bn_stats
 
 
@@ -39,7 +40,7 @@ def test_one_generator_update_raises_the_discrepancy_and_lowers_the_bn_loss():
     mesh, hp, t_model, t_vars, gen, student, state = tiny_ddad(config)
     z, _ = synthesis.draw_latents(jax.random.key(5), hp.latent_dim, 0, (hp.batch_size,))
     teacher_step = parallel.data_parallel(
-        lambda st, tv, z: ddad.generator_step(hp, ddad.Teacher(t_model, tv), st, z, None)[:2], mesh,
+        lambda st, tv, z: ddad.generator_step(hp, Teacher(t_model, tv), st, z, None)[:2], mesh,
         in_specs=(ddad.state_spec(hp), parallel.REPLICATED, parallel.SHARDED),
         out_specs=(ddad.state_spec(hp), parallel.REPLICATED))
     after, metrics = jax.jit(teacher_step)(trainers.place_ddad_state(state, hp, mesh), t_vars, z)

@@ -62,7 +62,7 @@ def test_deepinversion_runs_and_its_synthesis_moves_what_it_should(fmnist_data_d
 
 def test_pixel_synthesis_lowers_the_bn_loss_over_its_inner_steps(fmnist_smoke_teacher):
     from ddad_jax import parallel, teacher as teacher_lib
-    from ddad_jax.methods.ddad import Teacher
+    from ddad_jax.methods.frozen_teacher import Teacher
     t_model, t_vars, _ = teacher_lib.load_teacher(fmnist_smoke_teacher, "lenet5_bn", "fashion_mnist",
                                                   bn_axis_name=parallel.BATCH_AXIS)
     mesh = parallel.make_mesh(1)
@@ -72,7 +72,9 @@ def test_pixel_synthesis_lowers_the_bn_loss_over_its_inner_steps(fmnist_smoke_te
     def synth(noise):
         teacher = Teacher(t_model, t_vars)
         state = inversion.InversionState(step=jnp.zeros((), jnp.int32), student=None, pool=None)
-        x, _, metrics, _, _, _ = inversion.synthesize(hp, teacher, state, lambda p: (p, None), noise, None, None)
+        draws = inversion.RoundDraws(noise=noise, targets=None, views=None, local_views=None, slots=None,
+                                     init_rng=jax.random.key(0))
+        x = inversion.synthesize(hp, teacher, state, lambda p: p, noise, draws).images
         first = objectives.GENERATOR_TERMS["bn"](objectives.Synthesis(
             teacher(noise)[0], teacher(noise)[1], t_vars["batch_stats"]))
         last = objectives.GENERATOR_TERMS["bn"](objectives.Synthesis(teacher(x)[0], teacher(x)[1], t_vars["batch_stats"]))

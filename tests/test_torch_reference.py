@@ -10,6 +10,7 @@ from configs import ddad as ddad_config
 from conftest import tiny_ddad
 from ddad_jax import trainers, parallel, state as state_lib
 from ddad_jax.methods import ddad
+from ddad_jax.methods.frozen_teacher import Teacher
 from benchmarks.torch_ddad import DDADIteration
 
 
@@ -67,7 +68,7 @@ def test_torch_reference_computes_the_same_losses_and_updates():
 
     spec = ddad.state_spec(hp)
     run = lambda fn: jax.jit(parallel.data_parallel(
-        lambda st, tv, z: fn(st, ddad.Teacher(t_model, tv), z), mesh,
+        lambda st, tv, z: fn(st, Teacher(t_model, tv), z), mesh,
         in_specs=(spec, parallel.REPLICATED, parallel.SHARDED), out_specs=(spec, parallel.REPLICATED)))
     gen_step = run(lambda st, teacher, z: ddad.generator_step(hp, teacher, st, z, None)[:2])
     state, g_metrics = gen_step(trainers.place_ddad_state(state, hp, mesh), t_vars, z)

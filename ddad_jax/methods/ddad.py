@@ -24,8 +24,7 @@ import jax.numpy as jnp
 
 from ddad_jax import augment, backends, diversity, objectives, parallel, synthesis
 from ddad_jax.config_fields import field
-from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
-from ddad_jax.models.layers import FEATURES
+from ddad_jax.methods.frozen_teacher import Teacher
 from ddad_jax.state import TrainState, forward
 
 AXIS = parallel.BATCH_AXIS
@@ -64,22 +63,21 @@ def generator_step(hp: DDADHyper, teacher, state: DDADState, z, targets):
     g, s = state.generator, state.student
     names = objectives.term_names(hp.generator_terms)
 
-    momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)  # the first batch has no past to blend
-
     def loss_fn(params):
         x, g_stats = forward(g, params, z, name="generator")
-        t_logits, observed, t_feats = teacher(x)
-        s_logits = forward(s, s.params, x, name="student")[0] if names & objectives.NEEDS_STUDENT else None
-        blended = objectives.blend_statistics(observed, state.bn_running, momentum)
-        synth = objectives.Synthesis(t_logits, blended, teacher.bn_stored, s_logits, targets, x, t_feats)
+        t_logits, observed, t_feats = teacher(x)  # discriminator 1: the teacher's BN statistics
+        observed = blended_statistics(hp, state, observed)  # DDAD+ only: a momentum across batches
+        s_logits = forward(s, s.params, x, name="student")[0] if names & objectives.NEEDS_STUDENT else None  # 2
+        synth = objectives.Synthesis(teacher_logits=t_logits, bn_observed=observed, bn_stored=teacher.bn_stored,
+                                     student_logits=s_logits, targets=targets, images=x, teacher_features=t_feats)
         loss, values = objectives.generator_loss(hp.generator_terms, synth, AXIS)
         return loss, (g_stats, {"gen/loss": loss, **{f"gen/{k}": v for k, v in values.items()}},
-                      (x, t_logits, t_feats["penultimate"], blended))
+                      (x, t_logits, t_feats["penultimate"], observed))
 
-    grads, (g_stats, metrics, (x, t_logits, t_penultimate, blended)) = jax.grad(loss_fn, has_aux=True)(g.params)
+    grads, (g_stats, metrics, (x, t_logits, t_penultimate, observed)) = jax.grad(loss_fn, has_aux=True)(g.params)
     g = g.apply_gradients(grads=grads, batch_stats=g_stats)
     if hp.bn_momentum:  # the running blend moves once per batch: m * running + (1 - m) * observed
-        state = state.replace(bn_running=jax.lax.stop_gradient(blended))
+        state = state.replace(bn_running=jax.lax.stop_gradient(observed))
     metrics["diversity/class_entropy"] = diversity.class_entropy(t_logits, AXIS)
     metrics["diversity/feature_distance"] = diversity.feature_distance(jax.lax.stop_gradient(t_penultimate), AXIS)
     return state.replace(generator=g), metrics, jax.lax.stop_gradient((x, t_logits))
@@ -92,12 +90,11 @@ def student_step(hp: DDADHyper, teacher, state: DDADState, z, slots=None, mix=No
     batch before the teacher sees it."""
     g, s = state.generator, state.student
     x = jax.lax.stop_gradient(forward(g, g.params, z, name="generator")[0])  # generator BN not updated
-    if mix is not None:
+    if mix is not None:  # STKD's mixup objective
         x = augment.apply(mixup(hp), x, mix, gather=lambda v: jax.lax.all_gather(v, AXIS, tiled=True))
     t_logits = jax.lax.stop_gradient(teacher(x)[0])
-    if slots is not None:
-        x_old, t_old = synthesis.sample(state.pool, slots, hp.pool_normalization)
-        x, t_logits = jnp.concatenate([x, x_old.astype(x.dtype)]), jnp.concatenate([t_logits, t_old])
+    if slots is not None:  # DDAD+: a batch from the pool beside the fresh one
+        x, t_logits = with_pooled(hp, state.pool, slots, x, t_logits)
     objective = objectives.student_objective(hp.student_objective)
 
     def loss_fn(params):
@@ -108,35 +105,21 @@ def student_step(hp: DDADHyper, teacher, state: DDADState, z, slots=None, mix=No
     return state.replace(student=s.apply_gradients(grads=grads, batch_stats=s_stats)), {"student/loss": loss}
 
 
+def blended_statistics(hp: DDADHyper, state: DDADState, observed):
+    """DDAD+'s BN momentum (Fast): the observed statistics blended with the running blend of
+    past batches; ``observed`` itself in DDAD (no running blend) and on the first batch."""
+    momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)  # the first batch has no past to blend
+    return objectives.blend_statistics(observed, state.bn_running, momentum)
+
+
+def with_pooled(hp: DDADHyper, pool: synthesis.Pool, slots, x, t_logits):
+    """DDAD+'s pool: the fresh images and teacher logits, followed by a batch from the pool."""
+    x_old, t_old = synthesis.sample(pool, slots, hp.pool_normalization)
+    return jnp.concatenate([x, x_old.astype(x.dtype)]), jnp.concatenate([t_logits, t_old])
+
+
 def mixup(hp: DDADHyper) -> augment.Augment:
     return augment.Augment(mixup_alpha=hp.kd.mixup_alpha)
-
-
-@dataclasses.dataclass(frozen=True)
-class Teacher:
-    """The frozen teacher inside a replica: ``teacher(x) -> (logits, BN-input statistics of
-    the global batch, intermediate features)``; ``bn_stored`` are its running statistics."""
-    model: flax.linen.Module
-    variables: dict
-
-    def __call__(self, x):
-        """``(logits, BN-input statistics, sown features)`` of the teacher on ``x``."""
-        with jax.named_scope("teacher"):
-            logits, stats, extra = apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS,
-                                                       extra_collections=(FEATURES,))
-            return logits, stats, dict(extra[FEATURES])
-
-    def with_instances(self, x):
-        """``(logits, BN-input statistics, sown features, instance features)``: the last are
-        CMI's (batch, D) per-image means of every BatchNorm input (``models.bn_stats``)."""
-        with jax.named_scope("teacher"):
-            logits, stats, extra = apply_with_bn_stats(self.model, self.variables, x, axis_name=AXIS,
-                                                       extra_collections=(FEATURES, INSTANCE))
-            return logits, stats, dict(extra[FEATURES]), instance_features(extra[INSTANCE])
-
-    @property
-    def bn_stored(self):
-        return self.variables.get("batch_stats", {})
 
 
 def state_spec(hp: DDADHyper) -> DDADState:

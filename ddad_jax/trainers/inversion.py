@@ -63,7 +63,7 @@ def build_inversion(config) -> Run:
     s = state_lib.create_state(student.clone(bn_axis_name=None), s_tx, jax.random.fold_in(rng, 2),
                                jnp.zeros((1, *image_shape)))
     g = None
-    if config.synthesizer == "meta_generator":  # the outer Adam (Fast: lr_g * g_steps, betas (0.5, 0.999))
+    if inversion.SYNTHESIZERS[config.synthesizer].persistent_generator:  # the outer Adam (Fast: lr_g * g_steps, betas (0.5, 0.999))
         g_tx = state_lib.make_optimizer("adam", state_lib.make_schedule("constant", config.generator_lr, 1), b1=0.5)
         g = state_lib.create_state(generator.clone(bn_axis_name=None), g_tx, jax.random.fold_in(rng, 1),
                                    jnp.zeros((2, config.latent_dim)))

@@ -1,12 +1,6 @@
-"""How synthetic images are made and kept: the generator's inputs, and the pool of past
-syntheses the student samples from.
+"""The pool of past syntheses the student samples from.
 
-**Latents.** Gaussian noise for the global batch (drawn once, so results do not depend on
-the device count). With target classes (a ``ce`` generator term), a class is drawn for every
-image and its one-hot code is appended to the noise: the generator is class-conditional.
-
-**The pool.** An adversarial generator keeps moving to where the student is currently
-wrong, so the student forgets what it learnt earlier. The pool keeps the last ``slots``
+An adversarial generator keeps moving to where the student is currently wrong, so the student forgets what it learnt earlier. The pool keeps the last ``slots``
 synthesised batches with the frozen teacher's logits on them; with it, every student update
 adds a batch sampled from the pool (the teacher is not run again on pooled images).
 Layout: ``images`` ``(slots, global_batch, H, W, C)`` and ``logits`` ``(slots,
@@ -15,8 +9,7 @@ it synthesised; example ``i`` of a sampled batch is ``pool[s_i, i]`` with ``s_i`
 the global batch.
 """
 
-import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import flax
 import jax
@@ -24,33 +17,6 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from ddad_jax import parallel
-
-
-def draw_latents(rng, latent_dim: int, num_classes: int, shape,
-                 balanced: bool = False) -> Tuple[jnp.ndarray, Optional[jnp.ndarray]]:
-    """Generator inputs ``(*shape, latent_dim [+ num_classes])`` and the drawn classes
-    (None when ``num_classes`` is 0: no targets, an unconditional generator). ``balanced``:
-    every batch (the last axis of ``shape``) holds each class equally often (up to the
-    remainder), in random order, instead of independent uniform draws."""
-    z = jax.random.normal(rng, (*shape, latent_dim))
-    if not num_classes:
-        return z, None
-    k = jax.random.fold_in(rng, 1)
-    if balanced:
-        rows, batch = math.prod(shape[:-1]), shape[-1]
-
-        def one(key):  # the classes in turn from a random first one (the remainder falls anywhere), shuffled
-            first = jax.random.randint(jax.random.fold_in(key, 1), (), 0, num_classes)
-            return jax.random.permutation(key, (jnp.arange(batch) + first) % num_classes)
-        targets = jax.vmap(one)(jax.random.split(k, rows)).reshape(shape)
-    else:
-        targets = jax.random.randint(k, shape, 0, num_classes)
-    return with_classes(z, targets, num_classes), targets
-
-
-def with_classes(z: jnp.ndarray, targets: jnp.ndarray, num_classes: int) -> jnp.ndarray:
-    """A class-conditional generator's input: the noise ``z`` followed by one-hot ``targets``."""
-    return jnp.concatenate([z, jax.nn.one_hot(targets, num_classes, dtype=z.dtype)], axis=-1)
 
 
 @flax.struct.dataclass
