@@ -9,12 +9,11 @@ and CTKD first author's CIFAR code (github HaoranZhao1988/kd), and a common pair
 
 import ml_collections
 
-from configs import kd
+from configs import common, kd
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    del arg
     c = kd.base()
     c.dataset = "cifar100"
     c.teacher, c.student = "resnet110", "resnet20"
-    return c
+    return common.protocol(c, arg, "configs/cifar100_resnet110_resnet20_kd.py")

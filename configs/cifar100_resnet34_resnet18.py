@@ -7,11 +7,11 @@
 
 import ml_collections
 
-from configs import ddad
+from configs import common, ddad
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = ddad.base()
     c.dataset = "cifar100"
     c.teacher, c.student = "resnet34", "resnet18"  # DFAD and DDAD's CIFAR pair
-    return ddad.smoke(c) if "smoke" in ddad.parse_options(arg) else c
+    return common.protocol(c, arg, "configs/cifar100_resnet34_resnet18.py")

@@ -9,12 +9,11 @@ expert WRN-40-k guiding a WRN-16-k) and of CRD's benchmark of KD objectives.
 
 import ml_collections
 
-from configs import kd
+from configs import common, kd
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    del arg
     c = kd.base()
     c.dataset = "cifar100"
     c.teacher, c.student = "wrn40_2", "wrn16_2"
-    return c
+    return common.protocol(c, arg, "configs/cifar100_wrn40_2_wrn16_2_kd.py")

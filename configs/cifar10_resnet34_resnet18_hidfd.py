@@ -7,9 +7,8 @@
 
 import ml_collections
 
-from configs import hidfd
+from configs import common, hidfd
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    del arg
-    return hidfd.base()
+    return common.protocol(hidfd.base(), arg, "configs/cifar10_resnet34_resnet18_hidfd.py")

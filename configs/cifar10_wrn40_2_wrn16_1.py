@@ -7,7 +7,7 @@
 
 import ml_collections
 
-from configs import ddad
+from configs import common, ddad
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -15,4 +15,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.dataset = "cifar10"
     c.teacher, c.student = "wrn40_2", "wrn16_1"
     # The WRN pair of the data-free literature's CIFAR tables (DAFL, DFAD, CMI, Fast).
-    return ddad.smoke(c) if "smoke" in ddad.parse_options(arg) else c
+    return common.protocol(c, arg, "configs/cifar10_wrn40_2_wrn16_1.py")

@@ -20,7 +20,7 @@ from configs import datafree
 
 
 def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
-    c = datafree.inversion(datafree.common(ml_collections.ConfigDict(), dataset, pair))
+    c = datafree.inversion(datafree.common_fields(ml_collections.ConfigDict(), "inversion", dataset, pair))
     c.method = "cmi"
     c.synthesizer = "reinit_generator"
     c.synthesis_steps = 200
@@ -36,4 +36,4 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return datafree.get(config, arg)
+    return datafree.get(config, "cmi", arg)

@@ -17,7 +17,7 @@ from configs import datafree, ddad
 
 
 def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
-    c = datafree.common(ddad.base(), dataset, pair)
+    c = datafree.common_fields(ddad.base(), "ddad", dataset, pair)
     c.method = "dafl"
     # one-hot 1, class balance 20 (natural log), activation 0.001; no BN term, no adversary
     c.generator_terms = ml_collections.ConfigDict({"onehot": 1.0, "balance": 20.0, "activation": 0.001})
@@ -38,11 +38,10 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
                                                        "activation": 0.1})
         c.latent_dim = 100
         c.student_optimizer, c.student_lr, c.student_weight_decay = "adam", 2e-3, 0.0
-        # sized to the data-free benchmark's 12 minutes from its measured speed: 60 epochs of 25
-        # iterations took 4.6 minutes (4.5 s an epoch on 2 CPU cores), so 150
+        # sized to the data-free benchmark's 12 minutes on 2 CPU cores (docs/datafree.md, "Sizing")
         c.num_epochs, c.iters_per_epoch = 150, 25
     return c
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return datafree.get(config, arg)
+    return datafree.get(config, "dafl", arg)

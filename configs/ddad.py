@@ -7,15 +7,13 @@
 This file holds the method's defaults (``base()``); each protocol has its own file that
 imports it and changes a few fields (``configs/fmnist_lenet5.py``,
 ``configs/cifar10_resnet34_resnet18.py``, ...). The argument ``DATASET[,smoke]`` picks the
-dataset's default protocol; ``smoke`` shrinks any of them to seconds. Any field can be
+dataset's default protocol; ``smoke`` shrinks any of them to seconds (``configs/common.py``). Any field can be
 overridden: ``--config.generator_terms.bn=10 --config.student_objective=kl``.
 """
 
 import ml_collections
 
-from configs.protocol import parse_options  # noqa: F401  (the protocol files use ddad.parse_options)
-
-from configs import kd, protocol
+from configs import common, kd
 
 # The protocol file each dataset name stands for.
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5", "cifar10": "cifar10_resnet34_resnet18",
@@ -24,18 +22,8 @@ PROTOCOLS = {"fashion_mnist": "fmnist_lenet5", "cifar10": "cifar10_resnet34_resn
 
 def base() -> ml_collections.ConfigDict:
     """DDAD on CIFAR-10 with DFAD's protocol (the setting the DDAD paper builds on)."""
-    c = ml_collections.ConfigDict()
-    c.kind = "ddad"
-    c.dataset = "cifar10"
-    c.data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets (only the test split is read, if there)
-    c.seed = 0
-    c.num_devices = 0  # 0 = all visible devices
-    c.cpu_devices = 4  # CPU-only hosts: split into gcd(this, batch_size) XLA devices (faster); 1 = off
-
-    # Networks. The teacher comes from a configs/teacher.py run's workdir.
-    c.teacher_dir = ""
-    c.teacher = "resnet34"
-    c.student = "resnet18"
+    c = common.run_fields(ml_collections.ConfigDict(), "ddad", "cifar10")  # only the test split is read, if there
+    common.distillation_fields(c, "resnet34", "resnet18")
     c.generator_channels = 64  # DFAD's generator
     c.latent_dim = 256
 
@@ -50,7 +38,7 @@ def base() -> ml_collections.ConfigDict:
     # temperature 1: on synthetic images there are no labels to balance a softer target with.
     kd.objective_fields(c)
     c.temperature = 1.0
-    c.pool_size = 0  # > 0: the student also samples from the last N synthesised batches
+    c.pool_size = 0  # > 0: the student also samples from the last N synthesised batches; -1: from every one
     c.pool_pixels = False  # keep the pool as 8-bit pixels (a quarter of the memory; configs/ddad_plus.py)
     # DDAD+'s generator parts (configs/ddad_plus.py), off in DDAD: BN statistics blended over
     # batches with this momentum, and the classes of a `ce` term drawn balanced per batch.
@@ -80,32 +68,12 @@ def base() -> ml_collections.ConfigDict:
     c.finetune_lr = 0.01
     c.finetune_objective = "kl"
 
-    # Reporting.
-    c.log_every = 10  # iterations
-    c.checkpoint_every = 0  # iterations; 0 = at the end of every epoch
-    c.eval_batch_size = 1000
-    # -1 = the whole test split. 0 = none: a data-free run needs no data, and a user with only
-    # a teacher may have none; it then reports the student's top-1 agreement with the teacher
-    # on generated images (student_agreement) instead of test accuracy -- as it does anyway
-    # when the dataset's test split is not prepared (docs/data.md).
-    c.eval_examples = -1
+    # Reporting (and common.run_fields): eval_examples = 0 reports agreement with the teacher
+    # on generated images instead of test accuracy (docs/data.md).
     c.sample_grid = 64  # generated images in each epoch's PNG grid; 0 = none
     c.time_budget_s = 0.0  # > 0: stop there with the student as it is (benchmarks/fmnist_datafree.py)
     return c
 
 
-def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrinks a protocol to seconds (tests, a first try)."""
-    c.batch_size, c.num_epochs, c.iters_per_epoch = 16, 2, 2
-    c.student_steps_per_generator_step = 2
-    c.generator_channels, c.latent_dim = 8, 16
-    c.log_every, c.eval_examples, c.eval_batch_size, c.sample_grid = 1, 64, 32, 16
-    c.lr_milestones = (1,)
-    c.finetune_epochs = min(c.finetune_epochs, 1)
-    if c.dataset != "fashion_mnist":
-        c.teacher, c.student = "wrn16_1", "wrn16_1"
-    return c
-
-
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return protocol.from_argument("ddad", PROTOCOLS, arg, "cifar10", smoke)
+    return common.from_protocols("ddad", PROTOCOLS, arg, "cifar10")

@@ -47,19 +47,11 @@ def plus(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.balanced_targets = True
     c.student_objective = c.finetune_objective = "kl"
     c.temperature = 1.0  # CMI's and Fast's 20 killed the student at DDAD's learning rate (docstring)
-    c.pool_size = c.num_epochs * c.iters_per_epoch  # every adversarial iteration's batch
+    c.pool_size = -1  # every adversarial iteration's batch (resolved when the run is built)
     c.pool_pixels = True
     return c
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    c = ddad.get_config(arg)
-    smoke = "smoke" in (arg or "").split(",")
-    plus(c)
-    # Fashion-MNIST keeps DDAD's schedule (configs/fmnist_lenet5.py: 60 epochs of 25 iterations,
-    # 16 fine-tuning epochs), so the two differ only in the parts above: with the pooled batch
-    # beside each fresh one it takes ~10.5 minutes on 2 CPU cores (8.1 s an epoch, ~2 minutes
-    # of fine-tuning), inside the data-free benchmark's 12
-    if smoke:
-        c.pool_size = min(c.pool_size, 4)
-    return c
+    # DDAD's protocol and schedule for the dataset, so the two differ only in the parts above
+    return plus(ddad.get_config(arg))

@@ -17,7 +17,7 @@ from configs import datafree
 
 
 def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
-    c = datafree.inversion(datafree.common(ml_collections.ConfigDict(), dataset, pair))
+    c = datafree.inversion(datafree.common_fields(ml_collections.ConfigDict(), "inversion", dataset, pair))
     c.method = "deepinversion"
     c.synthesizer = "pixels"
     c.synthesis_steps, c.synthesis_lr = 1000, 0.1
@@ -25,16 +25,12 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
     c.generator_terms = ml_collections.ConfigDict({"bn": 10.0, "ce": 1.0, "tv": 0.001,
                                                    "adversarial_js": {"weight": 1.0, "temperature": 3.0}})
     if dataset == "fashion_mnist":
-        # the CIFAR learning rate with half its steps. Chosen on the synthesis loss after a round
-        # (a training signal; docs/datafree.md): 10 steps at lr 1 (the code base's "fast"
-        # setting) left it at 224 with the images saturated, 50 / 200 / 500 steps at 0.1 brought
-        # it to 126 / 86 / 58, and 200 at 0.25 to 112. A round takes ~16 s on 2 CPU cores with
-        # its evaluation (a 50-round run was cut at round 45), so 40 rounds fill the benchmark's
-        # 12 minutes with the student's schedule finished.
+        # the CIFAR learning rate with half its steps, chosen on the synthesis loss after a round
+        # (a training signal, not test accuracy); sized to the data-free benchmark's 12 minutes on 2 CPU cores (docs/datafree.md, "Sizing")
         datafree.inversion_fashion_mnist(c, rounds=40, student_steps=25)
         c.synthesis_steps, c.synthesis_lr = 500, 0.1
     return c
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return datafree.get(config, arg)
+    return datafree.get(config, "deepinversion", arg)

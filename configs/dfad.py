@@ -14,18 +14,18 @@ from configs import datafree, ddad
 
 
 def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
-    c = datafree.common(ddad.base(), dataset, pair)
+    c = datafree.common_fields(ddad.base(), "ddad", dataset, pair)
     c.method = "dfad"
     c.generator_terms = ml_collections.ConfigDict({"adversarial": 1.0})
     if dataset == "fashion_mnist":
         datafree.fashion_mnist(c)
         # DFAD's MNIST: student SGD 0.01 (momentum 0.9, weight decay 1e-4), generator Adam 1e-3,
-        # no schedule. Sized to the data-free benchmark's 12 minutes from its measured speed:
-        # its 60 epochs of 25 iterations took 6.0 minutes (5.8 s an epoch on 2 CPU cores), so 110
+        # no schedule.
+        # sized to the data-free benchmark's 12 minutes on 2 CPU cores (docs/datafree.md, "Sizing")
         c.student_lr, c.student_weight_decay, c.lr_schedule = 0.01, 1e-4, "constant"
         c.num_epochs, c.iters_per_epoch = 110, 25
     return c
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return datafree.get(config, arg)
+    return datafree.get(config, "dfad", arg)

@@ -15,7 +15,7 @@ from configs import datafree, ddad
 
 
 def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
-    c = datafree.common(ddad.base(), dataset, pair)
+    c = datafree.common_fields(ddad.base(), "ddad", dataset, pair)
     c.method = "dfq"
     c.generator_terms = ml_collections.ConfigDict({"bn": 1.0, "onehot": 1.0, "adversarial_kl": 1.0,
                                                    "balance": 20.0})
@@ -30,11 +30,10 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
         datafree.fashion_mnist(c)
         c.student_steps_per_generator_step = 5
         c.student_lr = 0.05  # DDAD's Fashion-MNIST student rate (configs/fmnist_lenet5.py)
-        # sized to the data-free benchmark's 12 minutes from its measured speed: 60 epochs of 25
-        # iterations took 5.1 minutes (4.9 s an epoch on 2 CPU cores), so 140
+        # sized to the data-free benchmark's 12 minutes on 2 CPU cores (docs/datafree.md, "Sizing")
         c.num_epochs, c.iters_per_epoch = 140, 25
     return c
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return datafree.get(config, arg)
+    return datafree.get(config, "dfq", arg)

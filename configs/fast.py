@@ -19,7 +19,7 @@ from configs import datafree
 
 
 def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
-    c = datafree.inversion(datafree.common(ml_collections.ConfigDict(), dataset, pair))
+    c = datafree.inversion(datafree.common_fields(ml_collections.ConfigDict(), "inversion", dataset, pair))
     c.method = "fast"
     c.synthesizer = "meta_generator"
     c.synthesis_steps, c.synthesis_lr, c.latent_lr = 5, 3e-3, 0.01
@@ -29,12 +29,10 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
     c.generator_terms = ml_collections.ConfigDict({"bn": 10.0, "ce": 0.4 if wrn else 0.5,
                                                    "adversarial_agree": 1.1 if wrn else 1.33})
     c.warmup_rounds = 20
-    c.num_epochs = 220
-    c.pool_size = 220
+    c.num_epochs = 220  # rounds; the pool keeps every one (pool_size -1)
     c.student_lr = 0.2
     if dataset == "fashion_mnist":
-        # sized to the benchmark's 12-minute budget: 0.26 rounds/s measured on the 2-core CPU
-        # (evaluation included), so 160 rounds end in about 10-11 minutes
+        # sized to the data-free benchmark's 12 minutes on 2 CPU cores (docs/datafree.md, "Sizing")
         datafree.inversion_fashion_mnist(c, rounds=160, student_steps=25)
         c.generator_terms = ml_collections.ConfigDict({"bn": 10.0, "ce": 0.5, "adversarial_agree": 1.33})
         c.warmup_rounds = 5
@@ -42,4 +40,4 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return datafree.get(config, arg)
+    return datafree.get(config, "fast", arg)

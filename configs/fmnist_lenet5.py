@@ -10,7 +10,7 @@ freshly trained teacher. ``docs/ablations.md`` records what was tried.
 
 import ml_collections
 
-from configs import ddad
+from configs import common, ddad
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -36,4 +36,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.finetune_epochs = 16
     c.finetune_lr = 0.01
     c.finetune_objective = "kl"
-    return ddad.smoke(c) if "smoke" in ddad.parse_options(arg) else c
+    return common.protocol(c, arg, "configs/fmnist_lenet5.py")

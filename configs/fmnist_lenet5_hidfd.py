@@ -7,11 +7,10 @@ training set; ``--config.train_examples=120`` for 0.2 %), sized for a 2-core CPU
 
 import ml_collections
 
-from configs import hidfd
+from configs import common, hidfd
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    del arg
     c = hidfd.base()
     c.dataset = "fashion_mnist"
     c.teacher_dir = "runs/fmnist_teacher"
@@ -30,4 +29,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.iters_per_epoch = 250
     c.log_every = 50
     c.sample_grid = 100
-    return c
+    return common.protocol(c, arg, "configs/fmnist_lenet5_hidfd.py")

@@ -10,11 +10,10 @@ the two tables compare; ``benchmarks/fmnist_supervised.py`` runs every objective
 
 import ml_collections
 
-from configs import kd
+from configs import common, kd
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    del arg
     c = kd.base()
     c.dataset = "fashion_mnist"
     c.teacher_dir = "runs/fmnist_teacher"  # where configs/teacher.py:fashion_mnist's run is exported
@@ -24,4 +23,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.batch_size, c.num_epochs = 128, 10
     c.optimizer, c.learning_rate, c.schedule, c.weight_decay = "adam", 1e-3, "cosine", 0.0
     c.log_every = 100
-    return c
+    return common.protocol(c, arg, "configs/fmnist_lenet5_kd.py")

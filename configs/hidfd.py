@@ -12,22 +12,15 @@ this implementation changes for a CPU, or had to assume, is said next to the fie
 
 import ml_collections
 
-from configs import protocol
+from configs import common
 
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5_hidfd", "cifar10": "cifar10_resnet34_resnet18_hidfd"}
 
 
 def base() -> ml_collections.ConfigDict:
     """HiDFD's CIFAR-10 setting: ResNet-34 -> ResNet-18 from 5 000 real images (rho = 0.1)."""
-    c = ml_collections.ConfigDict()
-    c.kind = "hidfd"
-    c.dataset = "cifar10"
-    c.data_dir = ""
-    c.seed = 0
-    c.num_devices = 0
-    c.cpu_devices = 4  # CPU-only hosts: split into gcd(this, batch_size) XLA devices (faster); 1 = off
-    c.teacher_dir = ""
-    c.teacher, c.student = "resnet34", "resnet18"
+    c = common.run_fields(ml_collections.ConfigDict(), "hidfd", "cifar10")
+    common.distillation_fields(c, "resnet34", "resnet18")
     # The few real images, drawn class-balanced with the seed (the reference code draws them at
     # random; balanced keeps every class in a 120-image set).
     c.train_examples = 5000
@@ -52,22 +45,9 @@ def base() -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.iters_per_epoch = 500  # evaluation, sample grid and checkpoint every this many iterations
     c.log_every = 50
-    c.checkpoint_every = 0
-    c.eval_batch_size = 1000
-    c.eval_examples = -1
     c.sample_grid = 100
     return c
 
 
-def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    c.batch_size, c.gan_iterations, c.student_iterations, c.iters_per_epoch = 16, 2, 2, 2
-    c.generator_channels, c.latent_dim, c.discriminator_width = 8, 16, 8
-    c.train_examples = 40 if c.dataset != "cifar100" else 200
-    c.log_every, c.eval_examples, c.eval_batch_size, c.sample_grid = 1, 64, 32, 16
-    if c.dataset != "fashion_mnist":
-        c.teacher, c.student = "wrn16_1", "wrn16_1"
-    return c
-
-
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    return protocol.from_argument("hidfd", PROTOCOLS, arg, "cifar10", smoke)
+    return common.from_protocols("hidfd", PROTOCOLS, arg, "cifar10")

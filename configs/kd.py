@@ -15,7 +15,7 @@ The argument ``DATASET[,smoke]`` picks the dataset's protocol file
 
 import ml_collections
 
-from configs import protocol
+from configs import common
 
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5_kd", "cifar10": "cifar10_wrn40_2_wrn16_2_kd",
              "cifar100": "cifar100_wrn40_2_wrn16_2_kd"}
@@ -40,15 +40,8 @@ def objective_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def base() -> ml_collections.ConfigDict:
     """KD into a CIFAR student with the standard CIFAR recipe (SGD 0.1, 240 epochs as in CRD's
     benchmark of KD methods, x0.1 at 150/180/210)."""
-    c = ml_collections.ConfigDict()
-    c.kind = "kd"
-    c.dataset = "cifar100"
-    c.data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
-    c.seed = 0
-    c.num_devices = 0  # 0 = all visible devices
-    c.cpu_devices = 4  # CPU-only hosts: split into gcd(this, batch_size) XLA devices (faster); 1 = off
-    c.teacher_dir = ""
-    c.teacher, c.student = "wrn40_2", "wrn16_2"
+    c = common.run_fields(ml_collections.ConfigDict(), "kd", "cifar100")
+    common.distillation_fields(c, "wrn40_2", "wrn16_2")
     c.student_objective = "kd"
     objective_fields(c)
     c.train_examples = -1  # -1 = the whole training split; N = N images drawn class-balanced (seeded)
@@ -58,20 +51,8 @@ def base() -> ml_collections.ConfigDict:
     c.optimizer, c.learning_rate, c.momentum, c.weight_decay = "sgd", 0.05, 0.9, 5e-4
     c.schedule, c.lr_milestones, c.lr_gamma = "step", (150, 180, 210), 0.1
     c.log_every = 100
-    c.checkpoint_every = 0  # steps; 0 = every epoch
-    c.eval_batch_size = 1000
-    c.eval_examples = -1
-    return c
-
-
-def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    c.batch_size, c.num_epochs, c.steps_per_epoch = 16, 2, 2
-    c.log_every, c.eval_examples, c.eval_batch_size = 1, 64, 32
-    c.lr_milestones = (1,)
-    if c.dataset != "fashion_mnist":
-        c.teacher, c.student = "wrn16_1", "wrn16_1"
     return c
 
 
 def get_config(arg: str = "cifar100") -> ml_collections.ConfigDict:
-    return protocol.from_argument("kd", PROTOCOLS, arg, "cifar100", smoke)
+    return common.from_protocols("kd", PROTOCOLS, arg, "cifar100")

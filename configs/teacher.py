@@ -13,22 +13,13 @@ CIFAR recipe; small grayscale images may rather want ``--config.model=lenet5_bn`
 
 import ml_collections
 
-from configs import protocol
+from configs import common
 
 
 def get_config(arg: str = "fashion_mnist") -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "fashion_mnist").split(",") if p]
-    dataset, options = protocol.custom_dataset(parts[0], "teacher"), set(parts[1:])
-    c = ml_collections.ConfigDict()
-    c.kind = "teacher"
-    c.dataset = dataset
-    c.data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
-    c.seed = 0
-    c.num_devices = 0  # 0 = all visible devices
-    c.cpu_devices = 4  # CPU-only hosts: split into gcd(this, batch_size) XLA devices (faster); 1 = off
+    dataset, _, smoke = common.parse_arg(arg, "configs/teacher.py", "fashion_mnist")
+    c = common.run_fields(ml_collections.ConfigDict(), "teacher", dataset)
     c.log_every = 100
-    c.eval_batch_size = 1000
-    c.eval_examples = -1  # -1 = the whole test split; 0 = none (also when the dataset has no test split)
     c.steps_per_epoch = -1  # -1 = one pass over the train split
     if dataset == "fashion_mnist":
         # LeNet-5 with BatchNorm (DDAD's first discriminator needs BN statistics).
@@ -43,12 +34,4 @@ def get_config(arg: str = "fashion_mnist") -> ml_collections.ConfigDict:
         c.num_epochs = 200
         c.optimizer, c.learning_rate, c.schedule = "sgd", 0.1, "cosine"
         c.momentum, c.weight_decay = 0.9, 5e-4
-    if "smoke" in options:
-        c.num_epochs, c.steps_per_epoch, c.log_every = 1, 4, 2
-        c.batch_size, c.eval_examples, c.eval_batch_size = 16, 64, 32
-        if dataset != "fashion_mnist":
-            c.model = "wrn16_1"
-    unknown = options - {"smoke"}
-    if unknown:
-        raise ValueError(f"configs/teacher.py: unknown option(s) {sorted(unknown)} (known: smoke)")
-    return c
+    return common.finish(c, smoke)

@@ -96,10 +96,10 @@ def test_a_teacher_without_batchnorm_needs_adversarial_only(tmp_path):
 def test_distill_a_user_module_end_to_end(tmp_path):
     """distill() runs DDAD on a module that is none of the registry's, reads no dataset, and
     leaves the same workdir a launched run does (summary with agreement, not accuracy)."""
-    from configs import ddad
+    from configs import common, ddad
     net = UserNet(classes=10)
     variables = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), training=False)
-    config = ddad.smoke(ddad.base())
+    config = common.smoke(ddad.base())
     summary = api.distill(net, variables, workdir=str(tmp_path / "run"), input_shape=(32, 32, 1), num_classes=10,
                           mean=(0.5,), std=(0.5,), call_kwargs={"training": False}, config=config,
                           student="lenet5_half", num_devices=1, sample_grid=0)

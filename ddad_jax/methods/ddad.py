@@ -50,7 +50,8 @@ class DDADHyper:
     batch_size: int = field(256, kind=int, low=1)  # global
     latent_dim: int = field(256, kind=int, low=1)
     num_classes: int = 0  # > 0: classes drawn per image and fed to the generator (a `ce` term)
-    pool_size: int = field(0, kind=int, low=0)  # past synthesised batches the student also samples from; 0 = none
+    # past synthesised batches the student also samples from; 0 = none, -1 (config) = every iteration's
+    pool_size: int = field(0, kind=int, low=-1)
     # DDAD+ (each 0/False/None = DDAD's own behaviour):
     bn_momentum: float = field(0.0, low=0.0, high=0.999)  # > 0: the bn term compares a momentum blend over batches (Fast)
     balanced_targets: bool = field(False, choices=(True, False))  # the classes drawn for a `ce` term: each equally often per batch

@@ -76,7 +76,7 @@ class InversionHyper:
     batch_size: int = field(128, kind=int, low=1)  # global, synthesis and student
     latent_dim: int = field(100, kind=int, low=1)
     num_classes: int = 10
-    pool_size: int = field(100, kind=int, low=0)  # rounds kept
+    pool_size: int = field(100, kind=int, low=-1)  # rounds kept; -1 (config) = every round's
     bn_momentum: float = field(0.0, low=0.0, high=0.999)
     augment_views: bool = field(True, choices=(True, False))
     pixel_bounds: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None  # pixels: per-channel (low, high)

@@ -92,6 +92,13 @@ def validate(config) -> None:
                             "use configs/cmi.py (kind 'inversion')")
 
 
+def resolved_pool_size(config) -> int:
+    """The pool's slots: ``config.pool_size``, where -1 ("every batch") is resolved to the
+    run's adversarial iterations (DDAD) or rounds (inversion methods), ``num_epochs *
+    iters_per_epoch`` -- here, so that an override of either is followed."""
+    return config.num_epochs * config.iters_per_epoch if config.pool_size == -1 else config.pool_size
+
+
 def require_batchnorm(teacher_vars, terms, teacher: str,
                       remedy: str = "use a BN teacher (e.g. lenet5_bn) or set --config.generator_terms.bn=0 "
                                     "(the adversarial game alone, as DFAD)") -> None:

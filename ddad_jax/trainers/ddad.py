@@ -11,8 +11,8 @@ from ddad_jax import checkpoints, config_fields, models, objectives, parallel, s
 from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.trainers.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
                                       eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler,
-                                      identity, kd_params, require_batchnorm, student_result, teacher_line,
-                                      teacher_result)
+                                      identity, kd_params, require_batchnorm, resolved_pool_size, student_result,
+                                      teacher_line, teacher_result)
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import ddad
 
@@ -21,7 +21,7 @@ def hyper(config, spec) -> ddad.DDADHyper:
     """DDAD's hyperparameters: the declared fields read from ``config``, the rest derived."""
     terms = objectives.parse_terms(config.generator_terms)
     return config_fields.from_config(
-        ddad.DDADHyper, config, generator_terms=terms, kd=kd_params(config),
+        ddad.DDADHyper, config, generator_terms=terms, kd=kd_params(config), pool_size=resolved_pool_size(config),
         num_classes=spec.num_classes if objectives.term_names(terms) & objectives.NEEDS_TARGETS else 0,
         pool_normalization=(tuple(spec.mean), tuple(spec.std)) if config.get("pool_pixels", False) else None)
 

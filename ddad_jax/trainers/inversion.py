@@ -11,8 +11,9 @@ import numpy as np
 from ddad_jax import checkpoints, config_fields, data, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.trainers.ddad import bn_statistics_zeros
-from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
-                                   kd_params, require_batchnorm, student_result, teacher_line, teacher_result)
+from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary,
+                                      identity, kd_params, require_batchnorm, resolved_pool_size, student_result,
+                                      teacher_line, teacher_result)
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import inversion
@@ -27,7 +28,7 @@ def inversion_hyper(config, spec) -> inversion.InversionHyper:
     high = tuple((1.0 - m) / s for m, s in zip(spec.mean, spec.std))
     return config_fields.from_config(
         inversion.InversionHyper, config, generator_terms=objectives.parse_terms(config.generator_terms),
-        kd=kd_params(config), num_classes=spec.num_classes,
+        kd=kd_params(config), num_classes=spec.num_classes, pool_size=resolved_pool_size(config),
         pixel_bounds=(low, high) if config.synthesizer == "pixels" else None)
 
 
@@ -70,7 +71,7 @@ def build_inversion(config) -> Run:
         g = g.replace(apply_fn=generator.apply)
     state = inversion.InversionState(
         step=jnp.zeros((), jnp.int32), student=s.replace(apply_fn=student.apply),
-        pool=synthesis.init_pool(config.pool_size, config.batch_size, image_shape, spec.num_classes), generator=g)
+        pool=synthesis.init_pool(hp.pool_size, config.batch_size, image_shape, spec.num_classes), generator=g)
     if hp.bn_momentum:  # the running blend of past rounds' statistics: set by the first round
         state = state.replace(bn_running=bn_statistics_zeros(teacher_model, teacher_vars, image_shape))
     if hp.contrasting:  # CMI's head (its own Adam at the generator's rate, torch's betas) and memory bank
@@ -87,7 +88,7 @@ def build_inversion(config) -> Run:
     teacher_vars = parallel.replicate(teacher_vars, mesh)
 
     def summarize(state, last_eval, wall_s):
-        filled = int(min(int(state.step), config.pool_size))
+        filled = int(min(int(state.step), hp.pool_size))
         return {"method": config.method, "dataset": config.dataset, "teacher": config.teacher,
                 "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
                 "student": config.student, **eval_summary(last_eval), "rounds": rounds,
@@ -101,11 +102,11 @@ def build_inversion(config) -> Run:
     def pool_agreement(state):
         """Without a test split: the student's top-1 agreement with the teacher on the latest
         synthesised batch (no generator to draw a fixed set from; the pool keeps the teacher's logits)."""
-        slot = (int(state.step) - 1) % config.pool_size
+        slot = (int(state.step) - 1) % hp.pool_size
         return float(agree(state_lib.variables_of(state.student), state.pool.images[slot], state.pool.logits[slot]))
 
     def sample(state):
-        slot = (int(state.step) - 1) % config.pool_size  # the latest synthesised batch
+        slot = (int(state.step) - 1) % hp.pool_size  # the latest synthesised batch
         images = parallel.to_host(state.pool.images[slot][:config.sample_grid])  # sharded over processes too
         labels = np.argmax(parallel.to_host(state.pool.logits[slot][:config.sample_grid]), -1)
         return np.asarray(data.denormalize(jnp.asarray(images), spec)), labels
