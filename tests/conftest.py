@@ -52,6 +52,19 @@ def one_line_error(result, match):
     assert "Traceback" not in result.stderr
 
 
+def assert_agreement_counted(summary, workdir, images):
+    """A run without a test split reports the student's top-1 agreement with the teacher: a
+    share of ``images`` counted images (a whole number of them agree) -- not any value in
+    [0, 1] -- and the one its metrics logged last."""
+    import json  # pylint: disable=import-outside-toplevel
+    agreement = summary["student_agreement"]
+    agreeing = agreement * images
+    assert abs(agreeing - round(agreeing)) < 1e-3 * images ** 0.5 and 0 <= round(agreeing) <= images, (agreement, images)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [m["generated/student_agreement"] for m in map(json.loads, f) if "generated/student_agreement" in m]
+    assert logged and abs(logged[-1] - agreement) < 1e-6, (logged, agreement)
+
+
 def run_entry(dataset, *args, env=None, timeout=600):
     """Runs ``python -m experiments.<dataset> ARGS`` from the repo root."""
     env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "", **(env or {})}  # one CPU device unless asked

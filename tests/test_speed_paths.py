@@ -73,6 +73,9 @@ def test_few_channel_conv_equals_xla_with_gradients(shape, kernel, padding, path
                                     lax.conv_dimension_numbers(shape, kernel, ("NHWC", "HWIO", "NHWC")),
                                     1, 1, None) is not None
     assert (path == "patches") == (kernel[2] <= kernel[3])
+    # the path is taken: no XLA convolution is left in the forward or either gradient
+    hlo = jax.jit(lambda x, w: _conv_grads(cpu.conv_general_dilated, x, w, (1, 1), padding)).lower(x, w).as_text()
+    assert "stablehlo.convolution" not in hlo
     ref_y, ref_g = _conv_grads(lax.conv_general_dilated, x, w, (1, 1), padding)
     y, g = jax.jit(lambda x, w: _conv_grads(cpu.conv_general_dilated, x, w, (1, 1), padding))(x, w)
     chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
@@ -134,6 +137,10 @@ def test_patches_weight_gradient_equals_xla(shape, kernel, strides, padding):
     w = jax.random.normal(jax.random.key(2), kernel) / kernel[2]
     dn = lax.conv_dimension_numbers(shape, kernel, ("NHWC", "HWIO", "NHWC"))
     assert cpu._patches_padding(x, w, strides, padding, None, None, dn, 1, 1, None) is not None
+    # the path is taken: the weight gradient is a matmul of patches, not XLA's convolution
+    weight_grad = lambda conv: jax.jit(jax.grad(lambda w: jnp.sum(conv(x, w, strides, padding, dimension_numbers=dn) ** 2)))
+    convs = lambda conv: weight_grad(conv).lower(w).as_text().count("stablehlo.convolution")
+    assert convs(cpu.conv_general_dilated) < convs(lax.conv_general_dilated)
     ref_y, ref_g = _conv_grads(lax.conv_general_dilated, x, w, strides, padding)
     y, g = jax.jit(lambda x, w: _conv_grads(cpu.conv_general_dilated, x, w, strides, padding))(x, w)
     chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
