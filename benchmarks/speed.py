@@ -90,7 +90,9 @@ class JaxWorkload:
         self.student_step_fn = jax.jit(parallel.data_parallel(
             lambda st, tv, z: ddad.student_step(hp, t_apply(tv), st, z), mesh, (R, R, S), (R, R)),
             donate_argnums=0)
-        self.teacher_fn = jax.jit(parallel.data_parallel(lambda tv, x: t_apply(tv)(x), mesh, (R, S), (S, R)))
+        # the teacher's (logits, BN statistics): what the PyTorch reference's teacher_inference
+        # computes; its sown features are unused here (and dropped by XLA)
+        self.teacher_fn = jax.jit(parallel.data_parallel(lambda tv, x: t_apply(tv)(x)[:2], mesh, (R, S), (S, R)))
         self.z = parallel.shard_batch(jax.random.normal(self.rng, (hp.batch_size, hp.latent_dim)), mesh)
         g = self.state.generator
         x = generator.clone(bn_axis_name=None).apply(
