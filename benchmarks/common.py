@@ -117,8 +117,9 @@ def parse_args(parser: argparse.ArgumentParser, smoke_defaults: Optional[Dict[st
     if args.smoke:
         parser.set_defaults(**(smoke_defaults or {}), **({"out": None} if hasattr(args, "out") else {}))
         args = parser.parse_args(argv)
-        if getattr(args, "render", None) or getattr(args, "per_class", None):
-            sys.exit("error: --smoke runs the benchmark; it does not combine with --render or --per_class")
+        for flag in ("render", "per_class"):
+            if getattr(args, flag, None):
+                sys.exit(f"error: --smoke runs the benchmark; it does not combine with --{flag}")
     args.results = results_dir(args.results, args.smoke)
     if args.smoke:
         if getattr(args, "out", "") is None:
