@@ -1,10 +1,16 @@
-"""What every benchmark script shares: where results go and how README tables are filled."""
+"""What every benchmark script shares: where results go, how README tables are filled, and
+the smoke mode (``--smoke``): the script end to end at tiny sizes, into a directory of the
+caller's (``--results``), never README.md or ``benchmarks/results/``."""
 
+import argparse
+import glob
+import importlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -23,25 +29,33 @@ def update_readme(key: str, table: str) -> None:
             f.write(head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1])
 
 
+def publishes_readme(directory: str) -> bool:
+    """Whether results written to ``directory`` also fill README.md: only the published ones
+    (``benchmarks/results``), never a smoke run's or another directory's."""
+    return os.path.abspath(directory) == os.path.abspath(RESULTS)
+
+
 def publish(name: str, title: str, table: str, data: Any = None, readme_key: Optional[str] = None,
             directory: str = RESULTS, readme_table: Optional[str] = None) -> str:
-    """Writes ``<directory>/<name>.md`` (and ``<name>.json`` from ``data``), and the README
-    table between the ``readme_key`` markers (``readme_table``, a summary, if given, else
-    ``table``); returns ``table``."""
+    """Writes ``<directory>/<name>.md`` (and ``<name>.json`` from ``data``), and -- only when
+    ``directory`` is ``benchmarks/results`` -- the README table between the ``readme_key``
+    markers (``readme_table``, a summary, if given, else ``table``); returns ``table``."""
     os.makedirs(directory, exist_ok=True)
     if data is not None:
         with open(os.path.join(directory, f"{name}.json"), "w") as f:
             json.dump(data, f, indent=2)
     with open(os.path.join(directory, f"{name}.md"), "w") as f:
         f.write(f"# {title}\n\n{table}\n")
-    if readme_key:
+    if readme_key and publishes_readme(directory):
         update_readme(readme_key, readme_table or table)
     return table
 
 
 def run_stage(args: Sequence[str], log_path: str) -> float:
     """Runs ``python ARGS`` from the repository root as a user would, its output into
-    ``log_path``; returns its wall seconds, or ends the benchmark with an ``error:`` line."""
+    ``log_path``; returns its wall seconds, or ends the benchmark with an ``error:`` line.
+    Under ``--smoke`` the stage runs at its smoke size (``smoke_stage``)."""
+    args = stage_args(args)
     t0 = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.run([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
@@ -57,6 +71,7 @@ def run_once(args: Sequence[str], workdir: str) -> float:
     recorded wall seconds. ``workdir.run.json`` records all three; a finished run with other
     arguments, or from other code (a config's defaults changed under the same arguments), ends
     the benchmark with an ``error:`` line instead of reusing a stale result."""
+    args = stage_args(args)  # a smoke run records what it ran: never collected as a full-size one
     record = workdir + ".run.json"
     if os.path.exists(record):
         done = json.load(open(record))
@@ -76,6 +91,133 @@ def run_once(args: Sequence[str], workdir: str) -> float:
     with open(record, "w") as f:
         json.dump({"args": list(args), "wall_s": round(wall, 1), "code": code}, f)
     return wall
+
+
+# --- smoke mode -----------------------------------------------------------------------------
+
+_SMOKE = {"on": False}  # set by parse_args: every stage a script launches then runs at smoke size
+_MISSING = object()
+
+
+def parse_args(parser: argparse.ArgumentParser, smoke_defaults: Optional[Dict[str, Any]] = None,
+               argv: Optional[Sequence[str]] = None, results_aliases: Sequence[str] = ()) -> argparse.Namespace:
+    """``parser``'s arguments plus ``--smoke`` and ``--results`` (``results_aliases``: older
+    names of it). ``--smoke``: the script's ``smoke_defaults`` (its tiny sizes: seeds, rows,
+    repeats) replace the defaults the caller did not override, each stage it launches runs its
+    config's smoke form (``smoke_stage``), ``--results`` defaults to a new temporary
+    directory and ``--out`` (the runs, if the script has one) to ``RESULTS_DIR/runs``.
+    ``args.results`` is where the script reads and writes its results."""
+    parser.add_argument("--smoke", action="store_true",
+                        help="run end to end at tiny sizes (seconds to a minute on 2 CPU cores), results into "
+                             "--results (default: a new temporary directory), never README.md or benchmarks/results/")
+    parser.add_argument("--results", *results_aliases, dest="results", default=None,
+                        help="where the JSON and Markdown are read and written (default benchmarks/results, "
+                             "whose tables also fill README.md; with --smoke a new temporary directory)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(**(smoke_defaults or {}), **({"out": None} if hasattr(args, "out") else {}))
+        args = parser.parse_args(argv)
+        for flag in ("render", "per_class"):
+            if getattr(args, flag, None):
+                sys.exit(f"error: --smoke runs the benchmark; it does not combine with --{flag}")
+    args.results = results_dir(args.results, args.smoke)
+    if args.smoke:
+        if getattr(args, "out", "") is None:
+            args.out = os.path.join(args.results, "runs")
+        print(f"smoke: results in {args.results}", flush=True)
+    _SMOKE["on"] = args.smoke
+    return args
+
+
+def results_dir(results: Optional[str], smoke: bool) -> str:
+    """Where the results go: ``results`` if given, else ``benchmarks/results``, or for a
+    smoke run a new temporary directory; a smoke run into ``benchmarks/results`` is refused."""
+    if smoke and results is not None and publishes_readme(results):
+        sys.exit("error: --smoke never writes benchmarks/results/; pass another --results")
+    if results is not None:
+        return results
+    return tempfile.mkdtemp(prefix="ddad_bench_smoke_") if smoke else RESULTS
+
+
+def stage_args(args: Sequence[str]) -> List[str]:
+    """A stage's arguments as this invocation runs them: ``smoke_stage(args)`` under ``--smoke``."""
+    return smoke_stage(args) if _SMOKE["on"] else list(args)
+
+
+def smoke_stage(args: Sequence[str]) -> List[str]:
+    """A stage's arguments at smoke size: its ``--config=FILE[:ARG]`` becomes that config's
+    smoke form (``smoke_config``), and an override ``--config.FIELD=V`` of a number the smoke
+    form shrinks, by a larger ``V`` (a row's ``--config.num_epochs=10``), takes the smoke
+    form's value; a smaller one (an ablation's ``--config.pool_size=0``) stays. A stage
+    without ``--config`` (data preparation) runs as it is. Applying it twice changes nothing."""
+    config = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
+    if config is None:
+        return list(args)
+    small = smoke_config(config)
+    full_config, small_config = load_config(config), load_config(small)
+    out = []
+    for arg in args:
+        if arg.startswith("--config="):
+            arg = f"--config={small}"
+        elif arg.startswith("--config.") and "=" in arg:
+            field, value = arg[len("--config."):].split("=", 1)
+            shrunk = config_field(small_config, field)
+            if shrunk != config_field(full_config, field) and exceeds(value, shrunk):
+                arg = f"--config.{field}={shrunk!r}"
+        out.append(arg)
+    return out
+
+
+def exceeds(flag: str, limit) -> bool:
+    """Whether the flag value ``flag`` is a number above the number ``limit``."""
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+        return False
+    try:
+        return float(flag) > limit
+    except ValueError:
+        return False
+
+
+def smoke_config(value: str) -> str:
+    """The smoke form of a ``--config`` value ``FILE[:ARG]``: ``FILE:ARG,smoke`` where the
+    file takes it (or ``FILE:smoke``); for a protocol file that ignores its argument, the
+    method config whose ``PROTOCOLS`` name it, ``configs/METHOD.py:DATASET,smoke`` (the same
+    config at full size). None of these: an ``error:`` line, never a full-size run."""
+    path, _, arg = value.partition(":")
+    if "smoke" in arg.split(","):
+        return value
+    candidate = f"{path}:{arg},smoke" if arg else f"{path}:smoke"
+    full = load_config(value)
+    try:
+        if load_config(candidate) != full:
+            return candidate
+    except ValueError:  # a file that refuses options it does not know
+        pass
+    name = os.path.splitext(os.path.basename(path))[0]
+    for method_file in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))):
+        method = os.path.splitext(os.path.basename(method_file))[0]
+        protocols = getattr(importlib.import_module(f"configs.{method}"), "PROTOCOLS", {})
+        for dataset in (d for d, protocol in protocols.items() if protocol == name):
+            if load_config(f"configs/{method}.py:{dataset}") == full:
+                return f"configs/{method}.py:{dataset},smoke"
+    sys.exit(f"error: --config={value} has no smoke form (a DATASET,smoke argument), so --smoke cannot shrink it")
+
+
+def load_config(value: str):
+    """The ConfigDict ``--config=FILE[:ARG]`` gives (``FILE`` under the repository root)."""
+    path, sep, arg = value.partition(":")
+    module = importlib.import_module(os.path.splitext(os.path.normpath(path))[0].replace(os.sep, "."))
+    return module.get_config(arg) if sep else module.get_config()
+
+
+def config_field(config, dotted: str):
+    """``config``'s field ``a.b.c``, or ``_MISSING``."""
+    for part in dotted.split("."):
+        try:
+            config = config[part]
+        except (KeyError, TypeError, AttributeError):
+            return _MISSING
+    return config
 
 
 CODE = ("ddad_jax", "configs", "experiments")  # what a run executes (not the benchmark scripts or docs)

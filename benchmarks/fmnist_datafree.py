@@ -5,6 +5,9 @@ same seeded teachers as ``fmnist_ddad.py``, the same wall-clock budget per run o
     python benchmarks/fmnist_datafree.py --rows cmi fast --seeds 0         # a subset, merged
     python benchmarks/fmnist_datafree.py --out DIR                         # collect an interrupted run
     python benchmarks/fmnist_datafree.py --render                          # only the table and plot
+    python benchmarks/fmnist_datafree.py --smoke                           # end to end in a minute, tiny sizes:
+                                                                           # results into --results DIR (default
+                                                                           # a temp dir), never the README
 
 Every run is one command, ``python -m experiments.fashion_mnist --config=configs/<method>.py:
 fashion_mnist`` with ``--config.time_budget_s`` (default 720 s: synthesis and student
@@ -42,7 +45,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import (PER_SEED_ROW, REPO, RESULTS, commit, fmnist_teacher, load_rows,  # noqa: E402  pylint: disable=wrong-import-position
-                               mean_std, merge_rows, provenance, publish, run_once, run_stage)
+                               mean_std, merge_rows, parse_args, provenance, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_datafree", "The data-free family on Fashion-MNIST, equal wall-clock budgets"
 BUDGET_S = 720.0
@@ -87,6 +90,9 @@ LABELS = [label for label, _, _ in ROWS.values()]
 # DDAD+'s ablation is read beside DDAD+ on the results page; the README keeps the methods and
 # DDAD's two one-term rows (the BN term alone is a contender, not only an ablation)
 ABLATION = {label for key, (label, _, _) in ROWS.items() if key.startswith("ddad_plus-")}
+# --smoke: DDAD and one of DDAD+'s ablation rows (the methods table, the plot, the ablation
+# table and the per-class table), one seed, each stage at its config's smoke size
+SMOKE = {"rows": ["ddad", "ddad_plus-no_pool"], "seeds": [0]}
 
 
 def run_budget(key: str, budget_s: float) -> float:
@@ -147,8 +153,8 @@ def per_class_table(rows) -> str:
     return "\n".join(lines) if len(lines) > 3 else ""
 
 
-def _reference_student():
-    rows = load_rows(os.path.join(RESULTS, "fmnist_supervised.json"))
+def _reference_student(results=RESULTS):
+    rows = load_rows(os.path.join(results, "fmnist_supervised.json"))
     return next((r for r in rows if r["method"] == "scratch"), None)
 
 
@@ -190,9 +196,10 @@ def ablation_table(rows) -> str:
     return "\n".join(lines)
 
 
-def markdown(rows, budget_s: float = BUDGET_S) -> str:
+def markdown(rows, budget_s: float = BUDGET_S, results: str = RESULTS) -> str:
+    """The results page; the reference student comes from ``results``' ``fmnist_supervised.json``."""
     teacher = list(_teachers(rows).values())
-    scratch = _reference_student()
+    scratch = _reference_student(results)
     lines = [
         f"Protocol: Fashion-MNIST, LeNet-5 (BN) teacher trained per seed ({mean_std(teacher)} %), student "
         f"LeNet-5-half, no training image seen; every run gets the same {budget_s / 60:.0f} minutes of this CPU "
@@ -234,11 +241,11 @@ def markdown(rows, budget_s: float = BUDGET_S) -> str:
     return "\n".join(lines)
 
 
-def readme_summary(rows) -> str:
+def readme_summary(rows, results: str = RESULTS) -> str:
     """The README's short form: the table without DDAD+'s ablation rows; the protocol, the
     ablation and the plot stay in the results page."""
     shown = [r for r in rows if r["method"] not in ABLATION]
-    table = markdown(shown).split("\n\n")[1]
+    table = markdown(shown, results=results).split("\n\n")[1]
     more = " and DDAD+'s ablation" if len(shown) < len(rows) else ""
     return (f"{table}\n\nTeachers {mean_std(list(_teachers(rows).values()))} %; 12 minutes of this CPU per run; "
             f"protocol, notes{more} and the accuracy-versus-minutes plot: [{NAME}.md](benchmarks/results/{NAME}.md).")
@@ -285,9 +292,10 @@ def plot(rows, path: str, budget_s: float = BUDGET_S) -> bool:
     return True
 
 
-def _publish(rows, budget_s):
-    publish(NAME, TITLE, markdown(rows, budget_s), rows, NAME, readme_table=readme_summary(rows))
-    plot(rows, os.path.join(RESULTS, f"{NAME}.png"), budget_s)
+def _publish(rows, budget_s, results=RESULTS):
+    publish(NAME, TITLE, markdown(rows, budget_s, results), rows, NAME, directory=results,
+            readme_table=readme_summary(rows, results))
+    plot(rows, os.path.join(results, f"{NAME}.png"), budget_s)
 
 
 def collect_per_class(rows, out: str, keys, seeds):
@@ -329,18 +337,18 @@ def main():
     parser.add_argument("--per_class", action="store_true",
                         help="only add the per-class accuracy (and where the budget stopped them) of the finished "
                              "runs in --out that the JSON records")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     if args.budget_s <= 0:
         sys.exit("error: --budget_s must be > 0")
-    path = os.path.join(RESULTS, f"{NAME}.json")
+    path = os.path.join(args.results, f"{NAME}.json")
     rows = load_rows(path)
     if args.render:
-        _publish(rows, args.budget_s)
-        print(markdown(rows, args.budget_s))
+        _publish(rows, args.budget_s, args.results)
+        print(markdown(rows, args.budget_s, args.results))
         return
     if args.per_class:
         rows = collect_per_class(rows, args.out, args.rows, args.seeds)
-        _publish(rows, args.budget_s)
+        _publish(rows, args.budget_s, args.results)
         return
     os.makedirs(args.out, exist_ok=True)
     run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
@@ -370,8 +378,8 @@ def main():
                 counts = [n for n in r.get("synthetic_images_per_seed", []) if n is not None]
                 r["synthetic_images"] = int(statistics.median(counts)) if counts else 0
             rows.sort(key=lambda r: LABELS.index(r["method"]) if r["method"] in LABELS else len(LABELS))
-            _publish(rows, args.budget_s)  # after every run: an interruption keeps it
-    print(markdown(rows, args.budget_s))
+            _publish(rows, args.budget_s, args.results)  # after every run: an interruption keeps it
+    print(markdown(rows, args.budget_s, args.results))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ into LeNet-5-half with the same seed.
     python benchmarks/fmnist_ddad.py --seeds 4 5     # a subset: merged into the results
     python benchmarks/fmnist_ddad.py --out DIR       # again after an interruption: finished seeds in
                                                      # DIR are collected, not rerun
+    python benchmarks/fmnist_ddad.py --smoke         # end to end in seconds, tiny sizes, one seed: results
+                                                     # into --results DIR (default a temp dir), never the README
 
 Seeds 0-2 are the ones the Fashion-MNIST defaults were tuned on (by their test accuracy:
 a data-free run has no validation split); seeds 3-5 are held out, no setting was chosen on
@@ -28,10 +30,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, RESULTS, commit, mean_std, publish,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (REPO, commit, mean_std, parse_args, publish,  # noqa: E402  pylint: disable=wrong-import-position
                                run_stage)
 
 TUNED_SEEDS, HELDOUT_SEEDS = (0, 1, 2), (3, 4, 5)
+SMOKE = {"seeds": [0]}  # --smoke: one seed, each stage at its config's smoke size
 TARGETS = (0.75, 0.80)
 TITLE = "Fashion-MNIST, data-free DDAD, a fresh teacher per seed"
 PER_SEED = ("teacher_acc", "student_acc", "wall_s", "teacher_wall_s", "time_to_75_s", "time_to_80_s",
@@ -135,12 +138,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[*TUNED_SEEDS, *HELDOUT_SEEDS])
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", time.strftime("%Y%m%d-%H%M%S")))
-    parser.add_argument("--name", default="fmnist_ddad", help="results file name (benchmarks/results/NAME.json)")
+    parser.add_argument("--name", default="fmnist_ddad", help="results file name (RESULTS/NAME.json)")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown (and README table) "
-                        "from the JSON already in benchmarks/results/")
+                        "from the JSON already in --results (default benchmarks/results/)")
     parser.add_argument("ddad_overrides", nargs="*", help="extra --config.X=Y flags for the DDAD runs")
-    args = parser.parse_args()
-    path = os.path.join(RESULTS, f"{args.name}.json")
+    args = parse_args(parser, SMOKE)
+    path = os.path.join(args.results, f"{args.name}.json")
     old = json.load(open(path)) if os.path.exists(path) else None
     if old is not None and not isinstance(old.get("teacher_acc"), list):  # the older one-teacher format
         print(f"note: {path} has the older one-teacher format; it is replaced", flush=True)
@@ -149,7 +152,7 @@ def main():
         if old is None:
             sys.exit(f"error: {path} does not exist; run the benchmark first")
         print(publish(args.name, TITLE, markdown(old), None, "fmnist_ddad" if args.name == "fmnist_ddad" else None,
-                      readme_table=readme_markdown(old)))
+                      directory=args.results, readme_table=readme_markdown(old)))
         return
     if old and old.get("overrides", []) != args.ddad_overrides:
         sys.exit(f"error: {path} holds runs with overrides {old.get('overrides')}, not {args.ddad_overrides}; "
@@ -194,8 +197,8 @@ def main():
             "teacher": "lenet5_bn", "student": summary["student"], "iterations": summary["iterations"],
             "finetune_iterations": summary.get("finetune_iterations", 0),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {summary['devices']} JAX device(s)"})
-        publish(args.name, TITLE, markdown(result), result,
-                "fmnist_ddad" if args.name == "fmnist_ddad" else None, readme_table=readme_markdown(result))
+        publish(args.name, TITLE, markdown(result), result, "fmnist_ddad" if args.name == "fmnist_ddad" else None,
+                directory=args.results, readme_table=readme_markdown(result))
     print(markdown(result))
 
 

@@ -3,6 +3,8 @@
     python benchmarks/fmnist_export.py                 # the README's pipeline (teacher, DDAD) into --out, then export
     python benchmarks/fmnist_export.py --run=RUN       # a finished DDAD run instead
     python benchmarks/fmnist_export.py --out DIR       # collect an interrupted invocation
+    python benchmarks/fmnist_export.py --smoke         # end to end in a minute at tiny sizes: results into
+                                                       # --results DIR (default a temp dir), never the README
 
 Without ``--run`` it trains the seeded LeNet-5 (BN) teacher (``configs/teacher.py:fashion_mnist``)
 and distils it with DDAD (``configs/fmnist_lenet5.py``), as the README's quick start and
@@ -26,12 +28,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import REPO, RESULTS, commit, fmnist_teacher, publish, run_once, run_stage  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import REPO, commit, fmnist_teacher, parse_args, publish, run_once, run_stage  # noqa: E402  pylint: disable=wrong-import-position
 
 NAME, TITLE = "fmnist_export", "The distilled Fashion-MNIST student as ONNX, fp32 and int8"
 KEYS = ("acc_jax", "acc_onnx_fp32", "acc_onnx_int8", "bytes_fp32", "bytes_int8", "latency_ms_fp32",
         "latency_ms_int8", "max_abs_logit_diff_fp32")
 WARMUP = 20
+# --smoke: few calibration images, test images and timed runs; each stage at its config's smoke size
+SMOKE = {"calibration_images": 16, "repeats": 20, "eval_examples": 500}
 LATENCY = "batch 1, onnxruntime CPUExecutionProvider with 1 intra-op thread, median of {repeats} runs after {warmup} warm-up runs"
 
 
@@ -140,9 +144,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1000, help="timed runs per model (batch 1)")
     parser.add_argument("--data_dir", default=None, help="where Fashion-MNIST is prepared (default: tfds's)")
     parser.add_argument("--eval_examples", type=int, default=-1, help="-1 = the whole test split")
-    parser.add_argument("--results", default=RESULTS, help="where the JSON and Markdown go (the README table is "
-                                                           "updated only for benchmarks/results)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, SMOKE, argv)
     os.makedirs(args.out, exist_ok=True)
     if args.run is None:
         run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
@@ -158,8 +160,7 @@ def main(argv=None):
     result.update(commit=commit(), machine=f"{platform.machine()}, {os.cpu_count()} CPU cores")
     missing = [k for k in KEYS if k not in result]
     assert not missing, missing
-    readme = NAME if os.path.abspath(args.results) == os.path.abspath(RESULTS) else None
-    print(publish(NAME, TITLE, markdown(result), result, readme, directory=args.results))
+    print(publish(NAME, TITLE, markdown(result), result, NAME, directory=args.results))
     return result
 
 

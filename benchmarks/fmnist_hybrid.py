@@ -5,6 +5,9 @@ freshly trained seeded teacher per seed (the same as ``fmnist_ddad.py``'s).
     python benchmarks/fmnist_hybrid.py                                   # every row, seeds 0-2
     python benchmarks/fmnist_hybrid.py --rows hidfd-600 kd-600 --seeds 0  # a subset, merged
     python benchmarks/fmnist_hybrid.py --out DIR                         # collect an interrupted run
+    python benchmarks/fmnist_hybrid.py --smoke                           # end to end in seconds, tiny sizes:
+                                                                         # results into --results DIR (default
+                                                                         # a temp dir), never the README
 
 Rows (``--rows``):
 
@@ -33,8 +36,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, mean_std, provenance,  # noqa: E402  pylint: disable=wrong-import-position
-                               merge_rows, publish, run_once, run_stage)
+from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, mean_std, parse_args,  # noqa: E402  pylint: disable=wrong-import-position
+                               provenance, merge_rows, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_hybrid", "Fashion-MNIST with a few real images or none"
 FEW_STEPS = ["--config.steps_per_epoch=200", "--config.num_epochs=10"]  # 2 000 steps, as HiDFD's student stage
@@ -64,6 +67,9 @@ ROWS = {
     "ddad-stkd": ("DDAD + STKD", "no data", _ddad("stkd")),
     "ddad-dtd": ("DDAD + DTD", "no data", _ddad("dtd")),
 }
+# --smoke: a row that runs (KD on 120 images) and the DDAD row copied from fmnist_ddad.json
+# (absent from a fresh --results: reported missing), one seed, each stage at its config's smoke size
+SMOKE = {"rows": ["kd-120", "ddad"], "seeds": [0]}
 
 
 def markdown(rows) -> str:
@@ -88,9 +94,10 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
-def _ddad_row(seed):
-    """Seed ``seed`` of ``fmnist_ddad.json`` (DDAD's own benchmark), or None if it has not run."""
-    path = os.path.join(RESULTS, "fmnist_ddad.json")
+def _ddad_row(seed, results=RESULTS):
+    """Seed ``seed`` of ``fmnist_ddad.json`` (DDAD's own benchmark) in ``results``, or None if
+    it has not run."""
+    path = os.path.join(results, "fmnist_ddad.json")
     if not os.path.exists(path):
         return None
     result = json.load(open(path))
@@ -107,12 +114,12 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", "hybrid-" + time.strftime("%Y%m%d-%H%M%S")))
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown and README table")
-    args = parser.parse_args()
-    path = os.path.join(RESULTS, f"{NAME}.json")
+    args = parse_args(parser, SMOKE)
+    path = os.path.join(args.results, f"{NAME}.json")
     rows = load_rows(path)
     order = [ROWS[k][:2] for k in ROWS]
     if args.render:
-        print(publish(NAME, TITLE, markdown(rows), None, NAME))
+        print(publish(NAME, TITLE, markdown(rows), None, NAME, directory=args.results))
         return
     os.makedirs(args.out, exist_ok=True)
     run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
@@ -121,7 +128,7 @@ def main():
         for key in args.rows:
             method, data, config_args = ROWS[key]
             if config_args is None:
-                values = _ddad_row(seed)
+                values = _ddad_row(seed, args.results)
                 if values is None:
                     print(f"{key} seed {seed}: not in fmnist_ddad.json; run benchmarks/fmnist_ddad.py --seeds {seed}")
                     continue
@@ -139,7 +146,7 @@ def main():
             rows = merge_rows(rows, method, data, seed, values, {"machine": machine})
             rows.sort(key=lambda r: order.index((r["method"], r["data"])) if (r["method"], r["data"]) in order
                       else len(order))
-            publish(NAME, TITLE, markdown(rows), rows, NAME)  # after every run: an interruption keeps it
+            publish(NAME, TITLE, markdown(rows), rows, NAME, directory=args.results)  # after every run: an interruption keeps it
     print(markdown(rows))
 
 

@@ -5,6 +5,9 @@ LeNet-5-half, a freshly trained seeded teacher per seed (the same as ``fmnist_dd
     python benchmarks/fmnist_supervised.py --methods kd stkd --seeds 1   # a subset, merged
     python benchmarks/fmnist_supervised.py --out DIR                # again after an interruption:
                                                                     # finished runs in DIR are collected
+    python benchmarks/fmnist_supervised.py --smoke                  # end to end in seconds, tiny sizes:
+                                                                    # results into --results DIR (default
+                                                                    # a temp dir), never the README
 
 Each run is ``python -m experiments.fashion_mnist --config=configs/fmnist_lenet5_kd.py``
 with one ``student_objective`` -- ``scratch`` is the student trained on the labels alone,
@@ -26,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, mean_std, provenance,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (REPO, commit, fmnist_teacher, load_rows, mean_std, parse_args, provenance,  # noqa: E402  pylint: disable=wrong-import-position
                                merge_rows, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_supervised", "Fashion-MNIST with its training data: KD objectives"
@@ -34,6 +37,7 @@ METHODS = ("scratch", "kd", "stkd", "ctkd", "ka", "dtd", "ka_dtd")
 LABELS = {"scratch": "student alone (no teacher)", "kd": "KD (Hinton)", "stkd": "STKD", "ctkd": "CTKD",
           "ka": "KA (probability shift)", "dtd": "DTD", "ka_dtd": "KA + DTD"}
 DATA = "all 60 000 training images"
+SMOKE = {"methods": ["scratch", "kd"], "seeds": [0]}  # --smoke: each stage at its config's smoke size
 
 
 def markdown(rows) -> str:
@@ -63,11 +67,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", "supervised-" + time.strftime("%Y%m%d-%H%M%S")))
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown and README table")
-    args = parser.parse_args()
-    path = os.path.join(RESULTS, f"{NAME}.json")
+    args = parse_args(parser, SMOKE)
+    path = os.path.join(args.results, f"{NAME}.json")
     rows = load_rows(path)
     if args.render:
-        print(publish(NAME, TITLE, markdown(rows), None, NAME))
+        print(publish(NAME, TITLE, markdown(rows), None, NAME, directory=args.results))
         return
     os.makedirs(args.out, exist_ok=True)
     run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
@@ -88,7 +92,7 @@ def main():
                                                          "teacher_acc": teacher_acc, "commit": commit_id},
                               {"machine": machine})
             rows.sort(key=lambda r: METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS))
-            publish(NAME, TITLE, markdown(rows), rows, NAME)  # after every run: an interruption keeps it
+            publish(NAME, TITLE, markdown(rows), rows, NAME, directory=args.results)  # after every run: an interruption keeps it
     print(markdown(rows))
 
 

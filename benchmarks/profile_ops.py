@@ -2,6 +2,8 @@
 
     python benchmarks/profile_ops.py                       # fmnist and cifar, this machine
     python benchmarks/profile_ops.py --workloads fmnist --iters 5
+    python benchmarks/profile_ops.py --smoke               # tiny networks, end to end in seconds: results
+                                                           # into --results DIR (default a temp dir)
 
 ddad_jax: the jitted iteration of ``benchmarks/speed.py`` runs under ``jax.profiler``; the
 trace's XLA op events (one per executed HLO instruction: convolutions, fusions,
@@ -31,10 +33,11 @@ import time
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import parse_args, publish  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.speed import JaxWorkload, _config, _torch_workload  # noqa: E402  pylint: disable=wrong-import-position
 from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
 
+SMOKE = {"workloads": "fmnist", "iters": 1}  # --smoke: also speed.py's tiny networks and batch
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(?:\([^)]*\)|\S+)\s+([\w\-]+)\(")
 _KIND = re.compile(r"kind=(k\w+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
@@ -216,9 +219,7 @@ def main():
     parser.add_argument("--workloads", default="fmnist,cifar", help="comma-separated: fmnist, cifar")
     parser.add_argument("--iters", type=int, default=3, help="profiled iterations (after 2 warm-up)")
     parser.add_argument("--cpu_devices", type=int, default=4)
-    parser.add_argument("--smoke", action="store_true", help="tiny networks (tests of this script)")
-    parser.add_argument("--out", default="", help="results directory (default benchmarks/results)")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE, results_aliases=("--out",))
     names = [w for w in args.workloads.split(",") if w]
     if not names or set(names) - {"fmnist", "cifar"}:
         sys.exit(f"error: unknown workload(s) in '{args.workloads}'; known: fmnist, cifar")
@@ -229,32 +230,24 @@ def main():
     except ImportError:
         sys.exit("error: the profile compares against PyTorch; pip install torch")
 
-    def config_of(name, on_cpu=True):
-        config = _config(name, on_cpu)
-        if args.smoke:
-            config.batch_size, config.generator_channels, config.latent_dim = 8, 4, 8
-            config.teacher, config.student = ("lenet5_bn", "lenet5_half") if name == "fmnist" else ("resnet18", "resnet18")
-            config.student_steps_per_generator_step = 2
-        return config
-
     cpu_backend.split_host_devices(ml_collections.ConfigDict({
-        "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[config_of(n).batch_size for n in names])}))
+        "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(n, True, args.smoke).batch_size for n in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     on_cpu = jax.default_backend() == "cpu"
     device = "cpu" if on_cpu else "gpu"
     results, sections = {}, []
     for name in names:
-        config = config_of(name, on_cpu)
+        config = _config(name, on_cpu, args.smoke)
         print(f"[profile] {name}: batch {config.batch_size}", flush=True)
         res = {"batch": config.batch_size, "student_steps": config.student_steps_per_generator_step,
                "jax": profile_jax(JaxWorkload(config), args.iters),
-               "torch": profile_torch(_torch_workload(config, on_cpu), args.iters)}
+               "torch": profile_torch(_torch_workload(config, on_cpu, args.smoke), args.iters)}
         results[name] = res
         sections.append(markdown(name, res))
     results["command"] = f"python benchmarks/profile_ops.py {' '.join(sys.argv[1:])}".strip()
     print(publish(f"profile_{device}", f"Where a DDAD iteration's time goes ({device})",
                   "\n\n".join(sections) + f"\n\nRegenerate: `{results['command']}`", results,
-                  directory=args.out or RESULTS))
+                  directory=args.results))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     python benchmarks/speed.py                      # both workloads on this machine
     python benchmarks/speed.py --workloads fmnist --repeats 9
+    python benchmarks/speed.py --smoke              # tiny networks, end to end in seconds: results into
+                                                    # --results DIR (default a temp dir), never the README
 
 Workloads: ``fmnist`` (LeNet-5 (BN) -> LeNet-5-half, the Fashion-MNIST config) and
 ``cifar`` (ResNet-34 -> ResNet-18, the DFAD generator at 32x32x3; batch 64 on a CPU,
@@ -29,9 +31,10 @@ import time
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import RESULTS, parse_args, publish  # noqa: E402  pylint: disable=wrong-import-position
 from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
 
+SMOKE = {"workloads": "fmnist", "repeats": 1, "iters": 1}  # --smoke: also tiny networks and batch (_config)
 WORKLOADS = {
     # name: (configs/ddad.py argument, batch on a CPU or None for the config's)
     "fmnist": ("fashion_mnist", None),
@@ -39,7 +42,9 @@ WORKLOADS = {
 }
 
 
-def _config(name, on_cpu):
+def _config(name, on_cpu, smoke=False):
+    """The workload's DDAD config; ``smoke``: tiny networks and batch (``--smoke``; LeNet-5s
+    for both workloads, so ``cifar`` keeps only its 32x32x3 images)."""
     from configs import ddad as ddad_config  # pylint: disable=import-outside-toplevel
     dataset, cpu_batch = WORKLOADS[name]
     config = ddad_config.get_config(dataset)
@@ -47,6 +52,10 @@ def _config(name, on_cpu):
     assert dict(config.generator_terms) == {"bn": 1.0, "adversarial": 1.0} and config.student_objective == "l1"
     if on_cpu and cpu_batch:
         config.batch_size = cpu_batch
+    if smoke:
+        config.batch_size, config.generator_channels, config.latent_dim = 8, 4, 8
+        config.teacher, config.student = "lenet5_bn", "lenet5_half"
+        config.student_steps_per_generator_step = 2
     return config
 
 
@@ -90,7 +99,9 @@ class JaxWorkload:
         self.student_step_fn = jax.jit(parallel.data_parallel(
             lambda st, tv, z: ddad.student_step(hp, t_apply(tv), st, z), mesh, (R, R, S), (R, R)),
             donate_argnums=0)
-        self.teacher_fn = jax.jit(parallel.data_parallel(lambda tv, x: t_apply(tv)(x), mesh, (R, S), (S, R)))
+        # the teacher's (logits, BN statistics): what the PyTorch reference's teacher_inference
+        # computes; its sown features are unused here (and dropped by XLA)
+        self.teacher_fn = jax.jit(parallel.data_parallel(lambda tv, x: t_apply(tv)(x)[:2], mesh, (R, S), (S, R)))
         self.z = parallel.shard_batch(jax.random.normal(self.rng, (hp.batch_size, hp.latent_dim)), mesh)
         g = self.state.generator
         x = generator.clone(bn_axis_name=None).apply(
@@ -117,7 +128,7 @@ class JaxWorkload:
         self._block(self.teacher_fn(self.tvars, self.fixed))
 
 
-def _torch_workload(config, on_cpu):
+def _torch_workload(config, on_cpu, smoke=False):
     import torch  # pylint: disable=import-outside-toplevel
     from benchmarks.torch_ddad import DDADIteration  # pylint: disable=import-outside-toplevel
     from ddad_jax import data  # pylint: disable=import-outside-toplevel
@@ -125,6 +136,8 @@ def _torch_workload(config, on_cpu):
     if on_cpu:
         device = "cpu"
         torch.set_flush_denormal(True)  # without it some CPU steps stall on denormals
+        if smoke:  # on a busy machine torch's thread pool stalls (100x); smoke timings mean nothing
+            torch.set_num_threads(1)
     elif torch.cuda.is_available():
         device = "cuda"
         torch.backends.cudnn.benchmark = True
@@ -138,11 +151,11 @@ def _torch_workload(config, on_cpu):
                          config.generator_lr, device=device)
 
 
-def measure(name, on_cpu, repeats, iters, log, compute_dtype="float32"):
-    config = _config(name, on_cpu)
+def measure(name, on_cpu, repeats, iters, log, compute_dtype="float32", smoke=False):
+    config = _config(name, on_cpu, smoke)
     config.compute_dtype = compute_dtype
     jx = JaxWorkload(config)
-    tr = _torch_workload(config, on_cpu)
+    tr = _torch_workload(config, on_cpu, smoke)
     rows = []
     parts = [("ddad_iteration", "step"), ("generator_step", "generator_step"),
              ("student_step", "student_step"), ("teacher_inference", "teacher_inference")]
@@ -191,11 +204,11 @@ def main():
                         help="ddad_jax's compute dtype (PyTorch stays float32)")
     parser.add_argument("--render", choices=("cpu", "gpu"), help="only rewrite the Markdown and README "
                         "table from an existing results/speed_<device>.json (no timing)")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     if args.render:
-        rows = json.load(open(os.path.join(RESULTS, f"speed_{args.render}.json")))
-        meta = json.load(open(os.path.join(RESULTS, f"speed_{args.render}_meta.json")))
-        write_tables(args.render, {**meta, "rows": rows})  # the JSON stays as it is
+        rows = json.load(open(os.path.join(args.results, f"speed_{args.render}.json")))
+        meta = json.load(open(os.path.join(args.results, f"speed_{args.render}_meta.json")))
+        write_tables(args.render, {**meta, "rows": rows}, directory=args.results)  # the JSON stays as it is
         return
     names = [w for w in args.workloads.split(",") if w]
     unknown = set(names) - set(WORKLOADS)
@@ -210,7 +223,7 @@ def main():
 
     # Split a CPU host before JAX starts, as the entry points do, for a batch every workload divides.
     cpu_backend.split_host_devices(ml_collections.ConfigDict({
-        "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(w, True).batch_size for w in names])}))
+        "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(w, True, args.smoke).batch_size for w in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     backend = jax.default_backend()
     on_cpu = backend == "cpu"
@@ -218,7 +231,7 @@ def main():
     rows = []
     for name in names:
         log(f"[speed] {name}")
-        r, devices = measure(name, on_cpu, args.repeats, args.iters, log, args.compute_dtype)
+        r, devices = measure(name, on_cpu, args.repeats, args.iters, log, args.compute_dtype, args.smoke)
         rows += r
     device = "cpu" if on_cpu else "gpu"
     argv = " ".join(sys.argv[1:])
@@ -226,16 +239,17 @@ def main():
               if not on_cpu else f"{platform.machine()}, {os.cpu_count()} CPU cores",
               "compute_dtype": args.compute_dtype, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
               "command": f"python benchmarks/speed.py {argv}".strip(), "rows": rows}
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"speed_{device}_meta.json"), "w") as f:
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.results, f"speed_{device}_meta.json"), "w") as f:
         json.dump({k: v for k, v in result.items() if k != "rows"}, f, indent=2)
-    log(write_tables(device, result, rows))
+    log(write_tables(device, result, rows, args.results))
 
 
-def write_tables(device, result, rows=None):
-    """Markdown and README table from ``result``; ``rows`` (if given) become speed_<device>.json."""
+def write_tables(device, result, rows=None, directory=RESULTS):
+    """Markdown (and README table, for benchmarks/results) from ``result`` into ``directory``;
+    ``rows`` (if given) become speed_<device>.json."""
     return publish(f"speed_{device}", f"DDAD iteration speed, ddad_jax vs PyTorch eager ({device})",
-                   markdown(result), rows, f"speed_{device}")
+                   markdown(result), rows, f"speed_{device}", directory=directory)
 
 
 if __name__ == "__main__":

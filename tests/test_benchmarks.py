@@ -1,6 +1,8 @@
 """The benchmark scripts' pure helpers (their full runs are benchmarks, not tests)."""
 
 import json
+import os
+import tempfile
 
 import pytest
 
@@ -260,3 +262,53 @@ def test_datafree_ablation_is_paired_with_ddad_plus_on_the_same_seeds():
     page = fmnist_datafree.markdown(rows)
     assert "| DDAD+ without the pool |" not in page.split("What each part")[0]  # not in the methods table
     assert table in page
+
+
+def test_smoke_stage_runs_each_config_at_its_smoke_size():
+    prepare = ["-m", "ddad_jax.data.prepare", "fashion_mnist"]
+    assert common.smoke_stage(prepare) == prepare  # no config: as it is
+    run = ["-m", "experiments.fashion_mnist", "--workdir=w", "--config.seed=1"]
+    assert common.smoke_stage([*run, "--config=configs/teacher.py:fashion_mnist"])[-1] == \
+        "--config=configs/teacher.py:fashion_mnist,smoke"
+    assert common.smoke_stage(["--config=configs/fmnist_lenet5.py"]) == ["--config=configs/fmnist_lenet5.py:smoke"]
+    # a protocol file that ignores its argument: its method's DATASET,smoke (the same config)
+    kd = common.smoke_stage(["--config=configs/fmnist_lenet5_kd.py", "--config.train_examples=600",
+                             "--config.steps_per_epoch=200", "--config.num_epochs=10", "--config.student_objective=kd"])
+    # a row's larger sizes take the smoke form's; what it does not shrink stays
+    assert kd == ["--config=configs/kd.py:fashion_mnist,smoke", "--config.train_examples=600",
+                  "--config.steps_per_epoch=2", "--config.num_epochs=2", "--config.student_objective=kd"]
+    ablation = common.smoke_stage(["--config=configs/ddad_plus.py:fashion_mnist", "--config.pool_size=0",
+                                   "--config.time_budget_s=720.0", *run])
+    assert ablation[1] == "--config.pool_size=0"  # smaller than the smoke form's 4: the ablation's own
+    assert common.smoke_stage(ablation) == ablation  # twice = once
+    timed = common.smoke_stage(["--config=configs/cmi.py:fashion_mnist", "--config.time_budget_s=720.0"])
+    assert timed == ["--config=configs/cmi.py:fashion_mnist,smoke", "--config.time_budget_s=0.0"]
+
+
+def test_smoke_mode_writes_elsewhere_and_refuses_the_published_results(tmp_path, capsys):
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    def parse(*argv):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        parser.add_argument("--out", default="runs/x")
+        parser.add_argument("--render", action="store_true")
+        return common.parse_args(parser, {"seeds": [0]}, list(argv))
+
+    try:
+        args = parse("--smoke", f"--results={tmp_path}")
+        assert (args.seeds, args.results, args.out) == ([0], str(tmp_path), str(tmp_path / "runs"))
+        assert common.stage_args(["--config=configs/fmnist_lenet5.py"]) == ["--config=configs/fmnist_lenet5.py:smoke"]
+        args = parse("--smoke", "--seeds", "3", "--out=o")  # what the caller passes wins
+        assert (args.seeds, args.out) == ([3], "o") and args.results.startswith(tempfile.gettempdir())
+        os.rmdir(args.results)
+        for argv, message in (((f"--results={common.RESULTS}",), "never writes benchmarks/results"),
+                              (("--render",), "runs the benchmark; it does not combine with --render")):
+            with pytest.raises(SystemExit, match=f"^error: --smoke {message}"):
+                parse("--smoke", *argv)
+        args = parse()
+        assert (args.seeds, args.results, args.out) == ([0, 1, 2], common.RESULTS, "runs/x")
+        assert common.stage_args(["--config=configs/fmnist_lenet5.py"]) == ["--config=configs/fmnist_lenet5.py"]
+    finally:
+        common._SMOKE["on"] = False  # pylint: disable=protected-access
+    assert common.publishes_readme(common.RESULTS) and not common.publishes_readme(str(tmp_path))
