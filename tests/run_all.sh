@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the test suite needs on a fresh Debian/Ubuntu machine, then the suite itself:
 # the Fashion-MNIST source files (Debian package), ddad_jax with its test extra, and pytest.
+# Usage: bash tests/run_all.sh [--fast] [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
@@ -19,4 +20,11 @@ if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
 fi
 export JAX_COMPILATION_CACHE_DIR
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
-python3 -m pytest -q -n 2 --durations=20 tests "$@"
+# --fast: the tier to run before each commit (every module, no test marked slow or
+# fault_injection; under 4 minutes on 2 cores); CI runs the full suite
+tier=()
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  tier=(-m "not slow and not fault_injection")
+fi
+python3 -m pytest -q -n 2 --durations=20 "${tier[@]}" tests "$@"
