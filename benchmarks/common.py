@@ -3,7 +3,6 @@ the smoke mode (``--smoke``): the script end to end at tiny sizes, into a direct
 caller's (``--results``), never README.md or ``benchmarks/results/``."""
 
 import argparse
-import glob
 import importlib
 import json
 import os
@@ -153,6 +152,7 @@ def smoke_stage(args: Sequence[str]) -> List[str]:
     config = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
     if config is None:
         return list(args)
+    from configs import common as config_common  # pylint: disable=import-outside-toplevel
     small = smoke_config(config)
     full_config, small_config = load_config(config), load_config(small)
     out = []
@@ -162,7 +162,8 @@ def smoke_stage(args: Sequence[str]) -> List[str]:
         elif arg.startswith("--config.") and "=" in arg:
             field, value = arg[len("--config."):].split("=", 1)
             shrunk = config_field(small_config, field)
-            if shrunk != config_field(full_config, field) and exceeds(value, shrunk):
+            smoke_sets = field in config_common.SMOKE or shrunk != config_field(full_config, field)
+            if smoke_sets and exceeds(value, shrunk):
                 arg = f"--config.{field}={shrunk!r}"
         out.append(arg)
     return out
@@ -179,28 +180,18 @@ def exceeds(flag: str, limit) -> bool:
 
 
 def smoke_config(value: str) -> str:
-    """The smoke form of a ``--config`` value ``FILE[:ARG]``: ``FILE:ARG,smoke`` where the
-    file takes it (or ``FILE:smoke``); for a protocol file that ignores its argument, the
-    method config whose ``PROTOCOLS`` name it, ``configs/METHOD.py:DATASET,smoke`` (the same
-    config at full size). None of these: an ``error:`` line, never a full-size run."""
+    """The smoke form of a ``--config`` value ``FILE[:ARG]``: ``FILE:ARG,smoke`` (every config
+    takes ``smoke``, ``configs/common.py``); a file that refuses it: an ``error:`` line, never
+    a full-size run."""
     path, _, arg = value.partition(":")
     if "smoke" in arg.split(","):
         return value
     candidate = f"{path}:{arg},smoke" if arg else f"{path}:smoke"
-    full = load_config(value)
     try:
-        if load_config(candidate) != full:
-            return candidate
-    except ValueError:  # a file that refuses options it does not know
-        pass
-    name = os.path.splitext(os.path.basename(path))[0]
-    for method_file in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))):
-        method = os.path.splitext(os.path.basename(method_file))[0]
-        protocols = getattr(importlib.import_module(f"configs.{method}"), "PROTOCOLS", {})
-        for dataset in (d for d, protocol in protocols.items() if protocol == name):
-            if load_config(f"configs/{method}.py:{dataset}") == full:
-                return f"configs/{method}.py:{dataset},smoke"
-    sys.exit(f"error: --config={value} has no smoke form (a DATASET,smoke argument), so --smoke cannot shrink it")
+        load_config(candidate)
+    except ValueError as e:
+        sys.exit(f"error: --config={value} has no smoke form ({e}), so --smoke cannot shrink it")
+    return candidate
 
 
 def load_config(value: str):

@@ -271,11 +271,10 @@ def test_smoke_stage_runs_each_config_at_its_smoke_size():
     assert common.smoke_stage([*run, "--config=configs/teacher.py:fashion_mnist"])[-1] == \
         "--config=configs/teacher.py:fashion_mnist,smoke"
     assert common.smoke_stage(["--config=configs/fmnist_lenet5.py"]) == ["--config=configs/fmnist_lenet5.py:smoke"]
-    # a protocol file that ignores its argument: its method's DATASET,smoke (the same config)
     kd = common.smoke_stage(["--config=configs/fmnist_lenet5_kd.py", "--config.train_examples=600",
                              "--config.steps_per_epoch=200", "--config.num_epochs=10", "--config.student_objective=kd"])
     # a row's larger sizes take the smoke form's; what it does not shrink stays
-    assert kd == ["--config=configs/kd.py:fashion_mnist,smoke", "--config.train_examples=600",
+    assert kd == ["--config=configs/fmnist_lenet5_kd.py:smoke", "--config.train_examples=600",
                   "--config.steps_per_epoch=2", "--config.num_epochs=2", "--config.student_objective=kd"]
     ablation = common.smoke_stage(["--config=configs/ddad_plus.py:fashion_mnist", "--config.pool_size=0",
                                    "--config.time_budget_s=720.0", *run])
