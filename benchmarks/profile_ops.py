@@ -33,7 +33,7 @@ import ml_collections
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.speed import JaxWorkload, _config, _torch_workload  # noqa: E402  pylint: disable=wrong-import-position
-from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
+from ddad_jax import parallel  # noqa: E402  pylint: disable=wrong-import-position
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(?:\([^)]*\)|\S+)\s+([\w\-]+)\(")
 _KIND = re.compile(r"kind=(k\w+)")
@@ -237,7 +237,7 @@ def main():
             config.student_steps_per_generator_step = 2
         return config
 
-    cpu_backend.split_host_devices(ml_collections.ConfigDict({
+    parallel.split_host_devices(ml_collections.ConfigDict({
         "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[config_of(n).batch_size for n in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     on_cpu = jax.default_backend() == "cpu"

@@ -30,7 +30,7 @@ import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import RESULTS, publish  # noqa: E402  pylint: disable=wrong-import-position
-from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
+from ddad_jax import parallel as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position  (split_host_devices)
 
 WORKLOADS = {
     # name: (configs/ddad.py argument, batch on a CPU or None for the config's)
