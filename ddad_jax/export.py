@@ -43,7 +43,7 @@ import numpy as np
 from absl import logging as absl_logging
 
 import ddad_jax
-from ddad_jax import backends, checkpoints, data, models
+from ddad_jax import backends, checkpoints, data, models, workdir as workdir_lib
 from ddad_jax.errors import UserError
 
 STUDENT_SUBDIR, STUDENT_CARD = "student", "student.json"
@@ -128,7 +128,7 @@ def save_student(workdir: str, variables, summary: dict, spec: Optional[data.Dat
     custom or in-memory one is not in the built-in table)."""
     checkpoints.save_variables(os.path.join(workdir, STUDENT_SUBDIR), jax.device_get(variables))
     card = {**student_card(summary, spec), "run_dir": os.path.abspath(workdir)}
-    checkpoints.write_atomically(os.path.join(workdir, STUDENT_CARD), json.dumps(card, indent=2) + "\n")
+    workdir_lib.write_atomically(os.path.join(workdir, STUDENT_CARD), json.dumps(card, indent=2) + "\n")
 
 
 def load_student(directory: str, ops: Optional[backends.Ops] = None) -> Tuple[Any, dict, dict]:
@@ -169,7 +169,7 @@ def read_run(run_dir: str) -> Tuple[dict, dict]:
     """(run.json, summary.json) of a finished distillation run; UserError otherwise."""
     if not os.path.isdir(run_dir):
         raise UserError(f"--run {run_dir} is not a directory")
-    identity = _read_json(os.path.join(run_dir, checkpoints.RUN_RECORD), "run record (run.json)")
+    identity = _read_json(os.path.join(run_dir, workdir_lib.RUN_RECORD), "run record (run.json)")
     kind = identity.get("kind")
     if kind == "teacher":
         raise UserError(f"--run {run_dir} is a teacher run, not a distillation run; its export is "
@@ -464,7 +464,7 @@ def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_i
         x, labels, where = test_set
         accuracy = {k: float(np.mean(z.argmax(-1) == labels)) for k, z in exported_logits(staging, card, x).items()}
         card["test_accuracy"] = result["test_accuracy"] = {"examples": int(len(labels)), "data_dir": where, **accuracy}
-    checkpoints.write_atomically(os.path.join(staging, STUDENT_CARD), json.dumps(card, indent=2) + "\n")
+    workdir_lib.write_atomically(os.path.join(staging, STUDENT_CARD), json.dumps(card, indent=2) + "\n")
     result["card"] = card
     return result
 

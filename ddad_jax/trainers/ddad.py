@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import checkpoints, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import models, objectives, parallel, state as state_lib, synthesis, workdir as workdir_lib
 from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.trainers.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
                                    eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler, identity, kd_params,
@@ -141,7 +141,7 @@ def build_ddad(config) -> Run:
         name=method, state=state, place=lambda s: place_ddad_state(s, hp, mesh),
         step=lambda n, s: (iteration if n <= adversarial_total else finetune)(s, teacher_vars, rng),
         total_steps=total, steps_per_epoch=config.iters_per_epoch,
-        identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
+        identity=identity(config, teacher_fingerprint=workdir_lib.variables_fingerprint(jax.device_get(teacher_vars))),
         evaluate=lambda s: {AGREEMENT: agreement(s)} if eval_set is None else {
             "test/student_accuracy": evaluate(student_f32, state_lib.variables_of(s.student), eval_set),
             "test/teacher_accuracy": teacher_acc},

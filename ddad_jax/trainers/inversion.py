@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import data, models, objectives, parallel, state as state_lib, synthesis, workdir as workdir_lib
 from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.trainers.ddad import bn_statistics_zeros
 from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
@@ -123,7 +123,7 @@ def build_inversion(config) -> Run:
         name=config.method, state=state, place=lambda st: place(st, hp, mesh),
         step=lambda n, st: (warmup_fn if n <= config.warmup_rounds else round_fn)(st, teacher_vars, rng),
         total_steps=rounds, steps_per_epoch=config.iters_per_epoch,
-        identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
+        identity=identity(config, teacher_fingerprint=workdir_lib.variables_fingerprint(jax.device_get(teacher_vars))),
         evaluate=lambda st: {AGREEMENT: pool_agreement(st)} if eval_set is None else {
             "test/student_accuracy": evaluate(student, state_lib.variables_of(st.student), eval_set),
             "test/teacher_accuracy": teacher_acc},

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from ddad_jax import augment, checkpoints, data, models, parallel, state as state_lib
+from ddad_jax import augment, data, models, parallel, state as state_lib, workdir as workdir_lib
 from ddad_jax import export as export_lib, teacher as teacher_lib
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
 from ddad_jax.evaluation import evaluate
@@ -64,7 +64,7 @@ def build_kd(config) -> Run:
                 "student": config.student, "student_acc": last_eval["test/student_accuracy"],
                 "train_examples": len(train_x), "steps": total, "wall_s": wall_s, "devices": mesh.size}
 
-    fingerprint = checkpoints.variables_fingerprint(jax.device_get(teacher_vars)) if teacher_vars is not None else ""
+    fingerprint = workdir_lib.variables_fingerprint(jax.device_get(teacher_vars)) if teacher_vars is not None else ""
     return Run(
         name="kd", state=state, place=lambda s: parallel.replicate(s, mesh), step=step, total_steps=total,
         steps_per_epoch=steps_per_epoch, identity=identity(config, teacher_fingerprint=fingerprint),
