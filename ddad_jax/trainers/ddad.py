@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import optax
 
 from ddad_jax import models, objectives, parallel, state as state_lib, synthesis, workdir as workdir_lib
-from ddad_jax import export as export_lib, teacher as teacher_lib
+from ddad_jax import teacher as teacher_lib
+from ddad_jax.export import card as card_lib
 from ddad_jax.trainers.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
                                    eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler, identity, kd_params,
                                    student_result, teacher_line, teacher_result)
@@ -124,6 +125,11 @@ def build_ddad(config) -> Run:
             agree_z = synthesis.with_classes(agree_z, classes, hp.num_classes)
         agreement = generator_agreement(generator, teacher_model, teacher_vars, student_f32, agree_z)
 
+    # what the export rebuilds the generator from (its int8 calibration images, drawn as here)
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    generator_card = card_lib.generator_entry(config.generator_channels, image_shape, hp.latent_dim, hp.num_classes,
+                                              hp.balanced_targets, hp.batch_size)
+
     def summarize(state, last_eval, wall_s):
         done = int(state.step)  # fewer than total_steps when a time budget stopped the run
         adversarial_done, finetune_done = min(done, adversarial_total), max(0, done - adversarial_total)
@@ -149,5 +155,6 @@ def build_ddad(config) -> Run:
         report=lambda s: f"student {s['student']} {student_result(s)} (teacher {teacher_result(s)})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
-        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
+        export=lambda workdir, s, summary: card_lib.save_student(
+            workdir, state_lib.variables_of(s.student), summary, spec, generator=generator_card),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddad_jax import data, models, objectives, parallel, state as state_lib, synthesis, workdir as workdir_lib
-from ddad_jax import export as export_lib, teacher as teacher_lib
+from ddad_jax import teacher as teacher_lib
+from ddad_jax.export import card as card_lib
 from ddad_jax.trainers.ddad import bn_statistics_zeros
 from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary, identity,
                                    kd_params, student_result, teacher_line, teacher_result)
@@ -131,7 +132,7 @@ def build_inversion(config) -> Run:
         report=lambda sm: f"student {sm['student']} {student_result(sm)} from "
                           f"{sm['synthetic_images']} synthetic images (teacher {teacher_result(sm)})",
         sample=sample if config.sample_grid else None,
-        export=lambda workdir, st, summary: export_lib.save_student(workdir, state_lib.variables_of(st.student), summary, spec),
+        export=lambda workdir, st, summary: card_lib.save_student(workdir, state_lib.variables_of(st.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
 
 

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import augment, data, models, parallel, state as state_lib, workdir as workdir_lib
-from ddad_jax import export as export_lib, teacher as teacher_lib
+from ddad_jax import teacher as teacher_lib
+from ddad_jax.export import card as card_lib
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import kd
@@ -72,5 +73,5 @@ def build_kd(config) -> Run:
         report=lambda s: f"student {s['student']} ({s['student_objective']}, {s['train_examples']} real images) "
                          f"test accuracy {s['student_acc']:.4f}"
                          + (f" (teacher {s['teacher']} {s['teacher_acc']:.4f})" if s["teacher"] else ""),
-        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
+        export=lambda workdir, s, summary: card_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
