@@ -117,6 +117,102 @@ def test_int8_is_calibrated_on_the_generator_images_only(ddad_run, exported):
 
 
 
+def test_the_card_records_the_generator_as_the_run_built_it(ddad_run):
+    """The card's ``generator`` is what the run trained (its config through ``trainers.hyper``),
+    and the export's images from it are, number for number, those the run's config gives --
+    what the export drew when it still rebuilt the generator from ``trainers``."""
+    import ml_collections
+    from ddad_jax import synthesis, trainers
+    card = json.load(open(os.path.join(ddad_run, card_lib.STUDENT_CARD)))
+    config = ml_collections.ConfigDict(json.load(open(os.path.join(ddad_run, "run.json"))))
+    spec = data.get_spec(config.dataset)
+    hp = trainers.hyper(config, spec)
+    assert card["format"] == card_lib.CARD_FORMAT == "ddad_jax student card v2"
+    g = card["generator"]
+    assert g == card_lib.generator_entry(config.generator_channels, (32, 32, 1), hp.latent_dim, hp.num_classes,
+                                         hp.balanced_targets, config.batch_size)
+    assert (g["base_channels"], g["latent_dim"], g["batch_size"]) == (8, 16, 16)  # the smoke settings
+    assert g["num_classes"] == 0 and not g["class_conditional"] and g["targets"] is None  # no `ce` term
+    step, state = export_run.final_state(ddad_run)
+    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels)
+    draw = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"])[0])
+    want = []
+    for i in range(3):
+        z, _ = synthesis.draw_latents(jax.random.fold_in(jax.random.key(5), i), hp.latent_dim, hp.num_classes,
+                                      (config.batch_size,), balanced=hp.balanced_targets)
+        want.append(np.asarray(draw(export_run.variables_of(state["generator"]), z)))
+    got, source = export_run.generator_images(ddad_run, 40, seed=5)
+    np.testing.assert_array_equal(got, np.concatenate(want)[:40])
+    assert source == {"source": "generator", "checkpoint_step": step, "seed": 5, "batch_size": 16}
+
+
+def test_int8_export_needs_no_trainers(ddad_run, tmp_path):
+    """``python -m ddad_jax.export --int8`` builds the generator from the card and ``models``:
+    with ``ddad_jax.trainers`` made unimportable it still exports, and never imports it."""
+    out = tmp_path / "out"
+    code = ("import sys\n"
+            "sys.modules['ddad_jax.trainers'] = None  # any import of it fails\n"
+            "from ddad_jax.export import cli\n"
+            f"assert cli.main(['--run={ddad_run}', '--out={out}', '--int8', '--calibration_images=8']) == 0\n"
+            "assert not [m for m, v in sys.modules.items() if m.startswith('ddad_jax.trainers') and v is not None]\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ONNX int8: calibrated on 8 generator images" in result.stdout
+    assert sorted(os.listdir(out)) == ["student", "student.json", "student_fp32.onnx", "student_int8.onnx"]
+
+
+def test_a_card_of_an_older_ddad_jax_exports_and_int8_names_what_is_missing(ddad_run, tmp_path):
+    old = tmp_path / "v1_run"  # a card written before the generator was recorded
+    shutil.copytree(ddad_run, old)
+    card = json.load(open(old / "student.json"))
+    del card["generator"]
+    card["format"] = "ddad_jax student card v1"
+    (old / "student.json").write_text(json.dumps(card))
+    result = export.export_student(str(old), str(tmp_path / "plain"))  # the student and its card: as before
+    assert sorted(os.listdir(tmp_path / "plain")) == ["student", "student.json"]
+    assert "generator" not in result["card"] and result["card"]["architecture"] == "lenet5_half"
+    failed = run_entry_export(f"--run={old}", f"--out={tmp_path / 'int8'}", "--int8")
+    one_line_error(failed, "missing generator.base_channels, generator.image_shape_hwc, generator.latent_dim")
+    assert "older ddad_jax" in failed.stderr and "export without --int8" in failed.stderr
+    older = tmp_path / "no_card"  # a run made before students were exported: no card at all
+    shutil.copytree(ddad_run, older, ignore=shutil.ignore_patterns("student", "student.json"))
+    with pytest.raises(UserError, match="has no student.json recording its generator"):
+        export.export_student(str(older), str(tmp_path / "x"), int8=True)
+    del card["architecture"]  # what loading the student needs
+    (old / "student.json").write_text(json.dumps(card))
+    with pytest.raises(UserError, match=r"not a complete student card \(missing architecture\)"):
+        export.export_student(str(old), str(tmp_path / "y"))
+    assert not any(os.path.exists(tmp_path / d) for d in ("int8", "x", "y"))
+
+
+def test_generator_entry_of_a_conditional_generator_feeds_one_hot_classes():
+    entry = card_lib.generator_entry(8, (8, 8, 3), 5, 4, True, 6)
+    assert json.loads(json.dumps(entry)) == entry  # stored as it is
+    assert entry["class_conditional"] and entry["targets"] and entry["image_shape_hwc"] == [8, 8, 3]
+    assert export_run.check_generator(entry, "card") is entry
+    generator = models.get_generator(8, 8, 3)
+    variables = jax.jit(generator.init)(jax.random.key(0), np.zeros((2, 5 + 4), np.float32))  # noise + one-hot classes
+    images = export_run.draw_images(entry, variables, 10, seed=1)
+    assert images.shape == (10, 8, 8, 3) and images.dtype == np.float32
+    from ddad_jax import synthesis
+    z, targets = synthesis.draw_latents(jax.random.fold_in(jax.random.key(1), 0), 5, 4, (6,), balanced=True)
+    assert sorted(np.bincount(np.asarray(targets), minlength=4)) == [1, 1, 2, 2]  # balanced: each class in turn
+    first = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"])[0])(variables, z)
+    np.testing.assert_allclose(images[:6], first, atol=1e-6)
+
+
+def test_missing_card_keys_and_bad_generator_values_are_named():
+    card = {"architecture": "lenet5_half", "input": {"shape_hwc": [32, 32, 1]}, "generator": None}
+    assert card_lib.missing_keys(card, card_lib.STUDENT_KEYS) == ["num_classes"]
+    assert card_lib.missing_keys(card, card_lib.GENERATOR_KEYS) == list(card_lib.GENERATOR_KEYS)
+    assert card_lib.missing_keys({"input": [1]}, ["input.shape_hwc"]) == ["input.shape_hwc"]
+    bad = {**card_lib.generator_entry(8, (8, 8, 3), 5, 0, False, 6), "latent_dim": 0, "balanced_targets": "yes",
+           "image_shape_hwc": [6, 6, 1]}
+    with pytest.raises(UserError, match=r"latent_dim=0, balanced_targets='yes', image_shape_hwc=\[6, 6, 1\]"):
+        export_run.check_generator(bad, "student.json")
+
 def test_an_existing_out_dir_is_never_replaced_without_force(ddad_run, exported, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
