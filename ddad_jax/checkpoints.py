@@ -165,13 +165,15 @@ def restore_latest(directory: str) -> Optional[Tuple[int, Any]]:
             manager = ocp.CheckpointManager(directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
         except Exception as e:  # pylint: disable=broad-except
             raise UserError(f"cannot read the checkpoints in {directory} ({reason(e)})") from None
+        step = None
         try:
             step = manager.latest_step()
             if step is None:
                 return None
             state = _restore_as_saved(manager, step)
         except Exception as e:  # pylint: disable=broad-except
-            raise UserError(f"cannot read checkpoint {directory}/{step} ({reason(e)})") from None
+            which = "the latest checkpoint in " + directory if step is None else f"checkpoint {directory}/{step}"
+            raise UserError(f"cannot read {which} ({reason(e)})") from None
         finally:
             manager.close()
     return int(step), jax.device_get(state)

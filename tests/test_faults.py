@@ -172,6 +172,22 @@ def test_checkpoint_of_another_shape_is_a_config_mismatch_not_corruption(tmp_pat
     assert sorted(os.listdir(directory)) == ["1", "2"]
 
 
+def test_restore_latest_reads_the_newest_as_saved_and_changes_nothing(tmp_path, capsys):
+    """The export's read of a finished run: the newest checkpoint as saved (host arrays, no
+    target), None with none, one UserError line for a corrupt one -- nothing created or moved."""
+    directory = str(tmp_path / "checkpoints")
+    assert checkpoints.restore_latest(directory) is None and not os.path.exists(directory)
+    _save_steps(directory)
+    step, state = checkpoints.restore_latest(directory)
+    assert step == 2 and isinstance(state["w"], np.ndarray)
+    chex.assert_trees_all_equal(state, jax.device_get(_state(2.0)))
+    CORRUPTIONS["truncated data file"](os.path.join(directory, "2"))
+    with pytest.raises(UserError, match=f"cannot read checkpoint {directory}/2 ") as e:
+        checkpoints.restore_latest(directory)  # no falling back: the latest is what a run ended with
+    assert "\n" not in str(e.value) and not capsys.readouterr().err
+    assert sorted(os.listdir(directory)) == ["1", "2"] and not os.path.exists(directory + ".unreadable")
+
+
 # ---------------------------------------------------------------- workdir record
 
 IDENTITY = {"kind": "ddad", "seed": 0, "batch_size": 16, "student_lr": 0.05, "lr_milestones": (1, 2),
