@@ -50,7 +50,7 @@ def distil(out: str, seed: int) -> str:
 
 def latency_ms(sess, image, repeats: int) -> float:
     """Median wall milliseconds of one ``sess.run`` on a single image."""
-    from ddad_jax.export import INPUT_NAME  # pylint: disable=import-outside-toplevel
+    from ddad_jax.export.onnx import INPUT_NAME  # pylint: disable=import-outside-toplevel
     feed = {INPUT_NAME: image}
     for _ in range(WARMUP):
         sess.run(None, feed)
@@ -68,6 +68,7 @@ def measure(run_dir: str, export_dir: str, data_dir, calibration_images: int, re
     import numpy as np  # pylint: disable=import-outside-toplevel
     import onnxruntime  # pylint: disable=import-outside-toplevel
     from ddad_jax import data, export  # pylint: disable=import-outside-toplevel
+    from ddad_jax.export import evaluate, onnx as export_onnx  # pylint: disable=import-outside-toplevel
 
     result = export.export_student(run_dir, export_dir, int8=True, calibration_images=calibration_images,
                                    force=True)
@@ -77,9 +78,9 @@ def measure(run_dir: str, export_dir: str, data_dir, calibration_images: int, re
     if eval_examples > 0:
         images, labels = images[:eval_examples], labels[:eval_examples]
     x = np.asarray(data.normalize(images, spec), np.float32)
-    by_model = export.exported_logits(export_dir, card, x)
+    by_model = evaluate.exported_logits(export_dir, card, x)
     jax_logits, logits = by_model["jax"], {"fp32": by_model["onnx_fp32"], "int8": by_model["onnx_int8"]}
-    paths = {k: result["files"][f] for k, f in (("fp32", export.FP32_ONNX), ("int8", export.INT8_ONNX))}
+    paths = {k: result["files"][f] for k, f in (("fp32", export_onnx.FP32_ONNX), ("int8", export_onnx.INT8_ONNX))}
     accuracy = lambda z: float(np.mean(z.argmax(-1) == labels))
     teacher = card.get("teacher") or {}
     return {
@@ -88,8 +89,8 @@ def measure(run_dir: str, export_dir: str, data_dir, calibration_images: int, re
         "acc_onnx_int8": accuracy(logits["int8"]),
         "bytes_fp32": os.path.getsize(paths["fp32"]),
         "bytes_int8": os.path.getsize(paths["int8"]),
-        "latency_ms_fp32": latency_ms(export.session(paths["fp32"], threads=1), x[:1], repeats),
-        "latency_ms_int8": latency_ms(export.session(paths["int8"], threads=1), x[:1], repeats),
+        "latency_ms_fp32": latency_ms(export_onnx.session(paths["fp32"], threads=1), x[:1], repeats),
+        "latency_ms_int8": latency_ms(export_onnx.session(paths["int8"], threads=1), x[:1], repeats),
         "max_abs_logit_diff_fp32": float(np.max(np.abs(logits["fp32"] - jax_logits))),
         "max_abs_logit_diff_on": f"the {len(x)} test images (JAX student vs ONNX fp32)",
         "int8_top1_agreement_with_fp32_test": float(np.mean(logits["int8"].argmax(-1) == logits["fp32"].argmax(-1))),

@@ -35,7 +35,7 @@ import ml_collections
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import parse_args, publish  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.speed import JaxWorkload, _config, _torch_workload  # noqa: E402  pylint: disable=wrong-import-position
-from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
+from ddad_jax import parallel  # noqa: E402  pylint: disable=wrong-import-position
 
 SMOKE = {"workloads": "fmnist", "iters": 1}  # --smoke: also speed.py's tiny networks and batch
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(?:\([^)]*\)|\S+)\s+([\w\-]+)\(")
@@ -230,7 +230,7 @@ def main():
     except ImportError:
         sys.exit("error: the profile compares against PyTorch; pip install torch")
 
-    cpu_backend.split_host_devices(ml_collections.ConfigDict({
+    parallel.split_host_devices(ml_collections.ConfigDict({
         "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(n, True, args.smoke).batch_size for n in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     on_cpu = jax.default_backend() == "cpu"

@@ -12,7 +12,7 @@ the protocol's 256 on an accelerator). For each, the full iteration (one generat
 are timed, JAX and PyTorch alternately in the same process, after warm-up; each figure
 is the median over ``--repeats`` timings. JAX compile time is reported separately.
 ddad_jax runs as a user gets it: on a CPU host split into ``gcd(cpu_devices, batch)``
-XLA devices (``backends.cpu.split_host_devices``, as ``experiments/launch.py`` does), with
+XLA devices (``parallel.split_host_devices``, as ``experiments/launch.py`` does), with
 the CPU paths of ``ddad_jax/backends/cpu.py``. Weights are random: speed does not depend on them.
 
 Writes ``benchmarks/results/speed_<cpu|gpu>.{json,md}`` and the README table between the
@@ -32,7 +32,7 @@ import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import RESULTS, parse_args, publish  # noqa: E402  pylint: disable=wrong-import-position
-from ddad_jax.backends import cpu as cpu_backend  # noqa: E402  pylint: disable=wrong-import-position
+from ddad_jax import parallel  # noqa: E402  pylint: disable=wrong-import-position
 
 SMOKE = {"workloads": "fmnist", "repeats": 1, "iters": 1}  # --smoke: also tiny networks and batch (_config)
 WORKLOADS = {
@@ -222,7 +222,7 @@ def main():
         sys.exit("error: the speed benchmark compares against PyTorch; pip install torch")
 
     # Split a CPU host before JAX starts, as the entry points do, for a batch every workload divides.
-    cpu_backend.split_host_devices(ml_collections.ConfigDict({
+    parallel.split_host_devices(ml_collections.ConfigDict({
         "cpu_devices": args.cpu_devices, "batch_size": math.gcd(*[_config(w, True, args.smoke).batch_size for w in names])}))
     import jax  # pylint: disable=import-outside-toplevel
     backend = jax.default_backend()

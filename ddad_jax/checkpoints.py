@@ -1,4 +1,4 @@
-"""Orbax checkpoints in a run's workdir, and the record (``run.json``) of what run a workdir holds.
+"""Orbax checkpoints in a run's workdir: the periodic train state, and standalone variables.
 
 A run can be killed at any moment (SIGKILL, power loss, a full disk) and rerun with the
 same command; what is on disk must then resume it, and nothing already there may be lost:
@@ -7,39 +7,29 @@ same command; what is on disk must then resume it, and nothing already there may
   kill mid-save leaves no half-checkpoint under its step's name (the temporary directory
   is removed at the next start);
 * a checkpoint that is nevertheless unreadable (a truncated or deleted file, garbage in
-  its metadata) is set aside, not deleted, and the run resumes from the newest intact one;
-* ``run.json`` is replaced atomically; a torn one is rewritten with a warning.
+  its metadata) is set aside, not deleted, and the run resumes from the newest intact one.
+
+``restore_latest`` reads a finished run's last checkpoint as it was saved, changing nothing
+(the export's way in). The record of which run a workdir holds (``run.json``) and the atomic
+writes of plain files are ``workdir.py``'s.
 
 In a multi-process run every process calls these functions alike, on a workdir they share:
-orbax has each write its part of a checkpoint, and the plain files (``run.json``, summaries,
-exports) are written by process 0 alone.
+orbax has each write its part of a checkpoint.
 """
 
 import contextlib
 import gc
-import hashlib
-import json
 import os
 import shutil
 import sys
-import tempfile
 from typing import Any, List, Optional, Sequence, Tuple
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
 from ddad_jax import parallel
-from ddad_jax.errors import UserError
-
-RUN_RECORD = "run.json"
-
-
-def _reason(e: BaseException) -> str:
-    """An exception as a short one-line reason."""
-    first = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
+from ddad_jax.errors import UserError, reason
 
 
 @contextlib.contextmanager
@@ -110,22 +100,17 @@ class Checkpointer:
                 # orbax and tensorstore raise ValueError, JSONDecodeError (a ValueError), OSError
                 # or a bare Exception for a corrupt checkpoint as well as for a mismatched target:
                 # the checkpoint is "unreadable" only if it cannot be read as it was saved either.
-                return None, _reason(e), not self._readable_as_saved(step)
+                return None, reason(e), not self._readable_as_saved(step)
         try:
             return _check_fits(restored, abstract), "", True
         except ValueError as e:
-            return None, _reason(e), False
+            return None, reason(e), False
 
     def _readable_as_saved(self, step: int) -> bool:
         """Whether checkpoint ``step`` restores into its own recorded shapes and dtypes, on one
         device (a target without shardings would need the devices it was saved from)."""
         try:
-            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            saved = self._manager.item_metadata(step).tree
-            as_saved = jax.tree.map(
-                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding) if hasattr(m, "dtype") else m,
-                saved)
-            self._manager.restore(step, args=ocp.args.StandardRestore(as_saved))
+            _restore_as_saved(self._manager, step)
             return True
         except Exception:  # pylint: disable=broad-except
             return False
@@ -144,7 +129,7 @@ class Checkpointer:
                 kept = f"it is kept in {dest}"
             except OSError as e:
                 raise UserError(f"checkpoint {src} is unreadable ({why}), and moving it aside failed "
-                                f"({_reason(e)}); move it away by hand to resume from {resumed_from}") from None
+                                f"({reason(e)}); move it away by hand to resume from {resumed_from}") from None
             print(f"warning: checkpoint {src} is unreadable ({why}); resuming from {resumed_from} ({kept})",
                   file=sys.stderr, flush=True)
         if unreadable:
@@ -156,6 +141,42 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _restore_as_saved(manager: ocp.CheckpointManager, step: int) -> Any:
+    """Checkpoint ``step`` restored into its own recorded shapes and dtypes, on this process's
+    first device (a target without shardings would need the devices it was saved from)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    as_saved = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding) if hasattr(m, "dtype") else m,
+        manager.item_metadata(step).tree)
+    return manager.restore(step, args=ocp.args.StandardRestore(as_saved))
+
+
+def restore_latest(directory: str) -> Optional[Tuple[int, Any]]:
+    """(step, state) of the newest checkpoint in ``directory`` (a ``Checkpointer``'s), restored as
+    it was saved -- nested dicts of numpy arrays, whatever devices saved it, so no config or
+    data is needed to read it -- or None when there is none. Read-only: nothing in ``directory``
+    is created, moved or cleaned up. UserError when it cannot be read."""
+    directory = os.path.abspath(directory)
+    with _quiet_orbax():  # orbax also warns that a read-only manager saves nothing
+        try:
+            options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+            manager = ocp.CheckpointManager(directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
+        except Exception as e:  # pylint: disable=broad-except
+            raise UserError(f"cannot read the checkpoints in {directory} ({reason(e)})") from None
+        step = None
+        try:
+            step = manager.latest_step()
+            if step is None:
+                return None
+            state = _restore_as_saved(manager, step)
+        except Exception as e:  # pylint: disable=broad-except
+            which = "the latest checkpoint in " + directory if step is None else f"checkpoint {directory}/{step}"
+            raise UserError(f"cannot read {which} ({reason(e)})") from None
+        finally:
+            manager.close()
+    return int(step), jax.device_get(state)
 
 
 def save_variables(path: str, variables: Any) -> None:
@@ -204,107 +225,3 @@ def _check_fits(restored: Any, abstract: Any) -> Any:
             raise ValueError(f"{jax.tree_util.keystr(key)} has shape {got}, expected {want}")
     jax.tree_util.tree_map_with_path(check, restored, abstract)  # a structure mismatch raises too
     return restored
-
-
-def variables_fingerprint(variables: Any) -> str:
-    """A short stable hash of a pytree of arrays (e.g. a teacher's variables), to record which
-    teacher a run distils: sha256 over every leaf's tree path, dtype, shape and bytes, in
-    tree-path order; its first 16 hex digits. Equal values give equal fingerprints across
-    processes and devices; changing any value, shape, dtype or name changes it."""
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
-        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        value = np.asarray(jax.device_get(leaf))
-        digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype.str}|{value.shape}|".encode())
-        digest.update(value.tobytes())  # C order, whatever the array's layout
-    return digest.hexdigest()[:16]
-
-
-def _canonical(value: Any) -> str:
-    """A value as run.json records it, as text: tuples and lists compare equal, and NaN
-    equals NaN (as a float it would never match itself)."""
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _make_workdir(workdir: str) -> None:
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f"--workdir {workdir} is a file, not a directory; pick another --workdir")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --workdir {workdir} ({e.strerror or _reason(e)})") from None
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Writes ``path`` through a temporary file and a rename: a kill leaves the old or the
-    new content, never a torn file. With several processes only process 0 writes (every
-    process has the same ``text``: it describes the one run they make together)."""
-    if not parallel.is_primary():
-        return
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def guard_workdir(workdir: str, identity: dict) -> None:
-    """Creates ``workdir`` if needed and records in its ``run.json`` what run it holds;
-    refuses (UserError, nothing changed) to continue a different run there.
-
-    Every key of ``identity`` (JSON-able values: seed, batch size, learning rates, steps,
-    architectures, a teacher's ``variables_fingerprint``...) must equal what ``run.json``
-    recorded; a key recorded on one side only is a difference too. The caller chooses the
-    keys: those that a checkpoint in ``workdir`` must agree with to be resumed.
-
-    A ``run.json`` that cannot be parsed (a write torn by an older version, garbage) is
-    rewritten for this run with a warning: the checkpoints' own shape check still refuses
-    a state of another architecture.
-    """
-    _make_workdir(workdir)
-    path = os.path.join(workdir, RUN_RECORD)
-    wanted = json.loads(_canonical(identity))
-    recorded = _read_record(path)
-    if recorded is not None:
-        for k in list(wanted) + [k for k in recorded if k not in wanted]:
-            if k in wanted and k in recorded and _canonical(wanted[k]) == _canonical(recorded[k]):
-                continue
-            if k not in recorded:
-                what = f"that did not record {k} (this run has {k}={wanted[k]!r})"
-            elif k not in wanted:
-                what = f"with {k}={recorded[k]!r}, which this run does not set"
-            else:
-                what = f"with {k}={recorded[k]!r}, not {wanted[k]!r}"
-            raise UserError(f"--workdir {workdir} holds a run {what}; use a new --workdir, "
-                            f"or remove {workdir} to start over (nothing was changed)")
-        return
-    try:
-        write_atomically(path, json.dumps(wanted, indent=2) + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write {path} ({e.strerror or _reason(e)})") from None
-
-
-def _read_record(path: str) -> Optional[dict]:
-    """run.json's content; None if absent or unparsable (then with a warning)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, "rb") as f:
-            recorded = json.loads(f.read().decode("utf-8"))
-        if isinstance(recorded, dict):
-            return recorded
-        why = f"a JSON {type(recorded).__name__}, not an object"
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        why = _reason(e)
-    except OSError as e:
-        raise UserError(f"cannot read {path} ({e.strerror or _reason(e)})") from None
-    print(f"warning: {path} is unreadable ({why}); rewriting it for this run", file=sys.stderr, flush=True)
-    return None

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from ddad_jax import trainers
-from ddad_jax import checkpoints, diversity, parallel, reporting, state as state_lib
+from ddad_jax import checkpoints, diversity, parallel, reporting, state as state_lib, workdir as workdir_lib
 from ddad_jax.errors import UserError
 
 
@@ -45,7 +45,7 @@ class Every:
 
 def train(run: trainers.Run, workdir: str) -> dict:
     """Steps ``run`` to its end in ``workdir`` (resuming there); returns the summary."""
-    checkpoints.guard_workdir(workdir, run.identity)
+    workdir_lib.guard_workdir(workdir, run.identity)
     ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
     restored = ckpt.restore(run.state)
     state = run.place(restored if restored is not None else run.state)
@@ -135,7 +135,7 @@ def train(run: trainers.Run, workdir: str) -> dict:
         summary["stopped_at_step"] = stopped_at
     if run.export is not None:
         run.export(workdir, state, summary)
-    checkpoints.write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))  # process 0
+    workdir_lib.write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))  # process 0
     print(f"[{run.name}] done: {run.report(summary)} ({workdir})", flush=True)
     return summary
 

@@ -9,10 +9,14 @@ Several processes (hosts) form one run after ``initialize_distributed``: the mes
 every process's devices, each process passes only its own part of a batch
 (``shard_batch``), and values every process holds in full (parameters, a teacher) become
 global arrays with ``put``/``replicate``. ``docs/multihost.md`` says how to launch one.
+
+Process setup, before JAX starts its backend: ``split_host_devices`` (a CPU host as several
+XLA devices) and ``initialize_distributed`` (joining a multi-process run).
 """
 
 import glob
 import importlib.util
+import math
 import os
 from typing import Any, Optional
 
@@ -26,6 +30,23 @@ from ddad_jax.errors import UserError
 BATCH_AXIS = "batch"
 REPLICATED = P()
 SHARDED = P(BATCH_AXIS)
+
+
+def split_host_devices(config) -> int:
+    """The device-split trick: on a CPU host, XLA runs one device's work on too few
+    threads at once, and splitting the batch over several host devices runs faster
+    (DDAD on Fashion-MNIST, 2 cores: 0.67 s an iteration on 1 device, 0.54 s on 4; after the
+    few-channel and fused-upsampling convolutions of ``backends/cpu.py``, ~0.42 s and ~0.38 s).
+    Sets ``--xla_force_host_platform_device_count`` to ``gcd(config.cpu_devices,
+    batch_size)``, unless the flag is already given, and returns that count. Call it before
+    JAX starts its backend (importing jax is fine; ``jax.devices()`` or a computation is too
+    late). It creates CPU devices only: on a GPU or TPU host JAX still computes on the
+    accelerators."""
+    n = math.gcd(int(config.get("cpu_devices", 1) or 1), int(config.get("batch_size", 1)))
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    if n > 1 and "xla_force_host_platform_device_count" not in xla_flags:
+        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={n}".strip()
+    return n
 
 
 def cluster_environment() -> Optional[str]:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import augment as augment_lib
-from ddad_jax import checkpoints, data, models, objectives, parallel
+from ddad_jax import checkpoints, data, models, objectives, parallel, workdir as workdir_lib
 from ddad_jax.errors import UserError
 
 TEACHER_SUBDIR, TEACHER_META = "teacher", "teacher.json"
@@ -68,7 +68,7 @@ def make_train_step(model, spec: data.DatasetSpec, mesh):
 def export(workdir: str, variables, summary: dict) -> None:
     """Writes a trained teacher as ``teacher/`` (its variables) and ``teacher.json``."""
     checkpoints.save_variables(os.path.join(workdir, TEACHER_SUBDIR), jax.device_get(variables))
-    checkpoints.write_atomically(os.path.join(workdir, TEACHER_META), json.dumps(summary, indent=2))
+    workdir_lib.write_atomically(os.path.join(workdir, TEACHER_META), json.dumps(summary, indent=2))
 
 
 def card_spec(teacher_dir: str, dataset: str) -> Optional[data.DatasetSpec]:

@@ -14,7 +14,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ddad_jax import parallel
-from ddad_jax.backends import cpu as cpu_backend
 from ddad_jax.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "a configs/*.py file, e.g. configs/ddad.py:fashion_mnist",
@@ -109,7 +108,7 @@ def run(dataset) -> None:
                                 f"experiments.{dataset}; pass --config=<file>.py:{dataset}"
                                 + ("" if config.dataset in ("fashion_mnist", "cifar10", "cifar100")
                                    else " (your own datasets run with python -m experiments.custom)"))
-            cpu_backend.split_host_devices(config)
+            parallel.split_host_devices(config)
             parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
             _run(config, workdir)
         except UserError as e:  # raised anywhere under the run: one line, no traceback

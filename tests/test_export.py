@@ -14,6 +14,7 @@ import pytest
 
 from conftest import REPO, one_line_error
 from ddad_jax import backends, data, export, models
+from ddad_jax.export import card as card_lib, onnx as export_onnx, run as export_run
 from ddad_jax.errors import UserError
 
 CALIBRATION = 32
@@ -38,7 +39,7 @@ def exported(ddad_run, tmp_path_factory):
     reading any split fails; the images handed to the calibration reader are recorded."""
     out = str(tmp_path_factory.mktemp("out") / "student_export")
     seen = []
-    make_reader = export.calibration_reader
+    make_reader = export_onnx.calibration_reader
 
     def no_data(*args, **kwargs):
         raise AssertionError("the export read a dataset")
@@ -46,13 +47,13 @@ def exported(ddad_run, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("no_data")))
         mp.setattr(data, "load_split", no_data)
-        mp.setattr(export, "calibration_reader", lambda images, batch=32: seen.append(images) or make_reader(images, batch))
+        mp.setattr(export_onnx, "calibration_reader", lambda images, batch=32: seen.append(images) or make_reader(images, batch))
         result = export.export_student(ddad_run, out, onnx=True, int8=True, calibration_images=CALIBRATION)
     return out, result, seen
 
 
 def test_a_finished_ddad_run_leaves_its_final_student_and_card(ddad_run):
-    card = json.load(open(os.path.join(ddad_run, export.STUDENT_CARD)))
+    card = json.load(open(os.path.join(ddad_run, card_lib.STUDENT_CARD)))
     summary = json.load(open(os.path.join(ddad_run, "summary.json")))
     assert card["architecture"] == "lenet5_half" and card["method"] == "ddad"
     assert card["input"]["shape_hwc"] == [32, 32, 1] and card["num_classes"] == 10
@@ -63,9 +64,9 @@ def test_a_finished_ddad_run_leaves_its_final_student_and_card(ddad_run):
     assert card["ddad_jax"]["version"]
     # the exported variables are the final checkpoint's student
     model, variables, _ = export.load_student(ddad_run)
-    step, state = export.final_state(ddad_run)
+    step, state = export_run.final_state(ddad_run)
     assert step == 6
-    same = jax.tree.map(np.array_equal, variables, export._variables(state["student"]))  # pylint: disable=protected-access
+    same = jax.tree.map(np.array_equal, variables, export_run.variables_of(state["student"]))
     assert all(jax.tree.leaves(same))
     # the card's preprocessing is the one the run used
     pixels = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
@@ -79,20 +80,20 @@ def test_onnx_fp32_equals_jax_and_int8_mostly_agrees_on_generator_images(ddad_ru
     import onnx
     out, result, _ = exported
     assert sorted(os.listdir(out)) == ["student", "student.json", "student_fp32.onnx", "student_int8.onnx"]
-    onnx.checker.check_model(os.path.join(out, export.FP32_ONNX))
+    onnx.checker.check_model(os.path.join(out, export_onnx.FP32_ONNX))
     model, variables, card = export.load_student(out)
     assert result["max_abs_logit_diff_fp32"] < 1e-4
     assert card["exports"]["onnx_fp32"]["max_abs_logit_diff_vs_jax"] == result["max_abs_logit_diff_fp32"]
     # generator images the calibration did not see, at a batch size the export did not use (dynamic batch)
-    images, _ = export.generator_images(ddad_run, 48, seed=7)
+    images, _ = export_run.generator_images(ddad_run, 48, seed=7)
     want = np.asarray(model.apply(variables, images))
-    fp32 = export.onnx_logits(export.session(os.path.join(out, export.FP32_ONNX)), images, batch=48)
+    fp32 = export_onnx.onnx_logits(export_onnx.session(os.path.join(out, export_onnx.FP32_ONNX)), images, batch=48)
     np.testing.assert_allclose(fp32, want, atol=1e-4, rtol=0)
-    int8 = export.onnx_logits(export.session(os.path.join(out, export.INT8_ONNX)), images, batch=48)
+    int8 = export_onnx.onnx_logits(export_onnx.session(os.path.join(out, export_onnx.INT8_ONNX)), images, batch=48)
     assert int8.shape == (48, 10) and np.all(np.isfinite(int8))
     assert np.mean(int8.argmax(-1) == fp32.argmax(-1)) >= 0.8
     assert 0.8 <= result["int8_top1_agreement_with_fp32"] <= 1.0
-    quantized = {n.op_type for n in onnx.load(os.path.join(out, export.INT8_ONNX)).graph.node}
+    quantized = {n.op_type for n in onnx.load(os.path.join(out, export_onnx.INT8_ONNX)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= quantized
     assert card["exports"]["onnx_int8"]["calibration"]["images"] == CALIBRATION
     # the plain and the CPU-backend networks give the same logits (the export uses the plain one)
@@ -103,17 +104,114 @@ def test_onnx_fp32_equals_jax_and_int8_mostly_agrees_on_generator_images(ddad_ru
 def test_int8_is_calibrated_on_the_generator_images_only(ddad_run, exported):
     _, _, seen = exported
     assert len(seen) == 1 and seen[0].shape == (CALIBRATION, 32, 32, 1)
-    drawn, source = export.generator_images(ddad_run, 2 * CALIBRATION, seed=0)
+    drawn, source = export_run.generator_images(ddad_run, 2 * CALIBRATION, seed=0)
     np.testing.assert_allclose(seen[0], drawn[:CALIBRATION], atol=1e-5)
     assert source["source"] == "generator" and source["checkpoint_step"] == 6
     # the generator's images are normalised like real ones (its last BatchNorm), not pixels
     assert abs(float(np.mean(drawn))) < 0.5 and 0.5 < float(np.std(drawn)) < 2.0
-    reader = export.calibration_reader(drawn[:5], batch=2)
+    reader = export_onnx.calibration_reader(drawn[:5], batch=2)
     batches = []
     while (batch := reader.get_next()) is not None:
-        batches.append(batch[export.INPUT_NAME])
+        batches.append(batch[export_onnx.INPUT_NAME])
     assert [len(b) for b in batches] == [2, 2, 1]
 
+
+
+def test_the_card_records_the_generator_as_the_run_built_it(ddad_run):
+    """The card's ``generator`` is what the run trained (its config through ``trainers.hyper``),
+    and the export's images from it are, number for number, those the run's config gives --
+    what the export drew when it still rebuilt the generator from ``trainers``."""
+    import ml_collections
+    from ddad_jax import synthesis, trainers
+    card = json.load(open(os.path.join(ddad_run, card_lib.STUDENT_CARD)))
+    config = ml_collections.ConfigDict(json.load(open(os.path.join(ddad_run, "run.json"))))
+    spec = data.get_spec(config.dataset)
+    hp = trainers.hyper(config, spec)
+    assert card["format"] == card_lib.CARD_FORMAT == "ddad_jax student card v2"
+    g = card["generator"]
+    assert g == card_lib.generator_entry(config.generator_channels, (32, 32, 1), hp.latent_dim, hp.num_classes,
+                                         hp.balanced_targets, config.batch_size)
+    assert (g["base_channels"], g["latent_dim"], g["batch_size"]) == (8, 16, 16)  # the smoke settings
+    assert g["num_classes"] == 0 and not g["class_conditional"] and g["targets"] is None  # no `ce` term
+    step, state = export_run.final_state(ddad_run)
+    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels)
+    draw = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"])[0])
+    want = []
+    for i in range(3):
+        z, _ = synthesis.draw_latents(jax.random.fold_in(jax.random.key(5), i), hp.latent_dim, hp.num_classes,
+                                      (config.batch_size,), balanced=hp.balanced_targets)
+        want.append(np.asarray(draw(export_run.variables_of(state["generator"]), z)))
+    got, source = export_run.generator_images(ddad_run, 40, seed=5)
+    np.testing.assert_array_equal(got, np.concatenate(want)[:40])
+    assert source == {"source": "generator", "checkpoint_step": step, "seed": 5, "batch_size": 16}
+
+
+def test_int8_export_needs_no_trainers(ddad_run, tmp_path):
+    """``python -m ddad_jax.export --int8`` builds the generator from the card and ``models``:
+    with ``ddad_jax.trainers`` made unimportable it still exports, and never imports it."""
+    out = tmp_path / "out"
+    code = ("import sys\n"
+            "sys.modules['ddad_jax.trainers'] = None  # any import of it fails\n"
+            "from ddad_jax.export import cli\n"
+            f"assert cli.main(['--run={ddad_run}', '--out={out}', '--int8', '--calibration_images=8']) == 0\n"
+            "assert not [m for m, v in sys.modules.items() if m.startswith('ddad_jax.trainers') and v is not None]\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ONNX int8: calibrated on 8 generator images" in result.stdout
+    assert sorted(os.listdir(out)) == ["student", "student.json", "student_fp32.onnx", "student_int8.onnx"]
+
+
+def test_a_card_of_an_older_ddad_jax_exports_and_int8_names_what_is_missing(ddad_run, tmp_path):
+    old = tmp_path / "v1_run"  # a card written before the generator was recorded
+    shutil.copytree(ddad_run, old)
+    card = json.load(open(old / "student.json"))
+    del card["generator"]
+    card["format"] = "ddad_jax student card v1"
+    (old / "student.json").write_text(json.dumps(card))
+    result = export.export_student(str(old), str(tmp_path / "plain"))  # the student and its card: as before
+    assert sorted(os.listdir(tmp_path / "plain")) == ["student", "student.json"]
+    assert "generator" not in result["card"] and result["card"]["architecture"] == "lenet5_half"
+    failed = run_entry_export(f"--run={old}", f"--out={tmp_path / 'int8'}", "--int8")
+    one_line_error(failed, "missing generator.base_channels, generator.image_shape_hwc, generator.latent_dim")
+    assert "older ddad_jax" in failed.stderr and "export without --int8" in failed.stderr
+    older = tmp_path / "no_card"  # a run made before students were exported: no card at all
+    shutil.copytree(ddad_run, older, ignore=shutil.ignore_patterns("student", "student.json"))
+    with pytest.raises(UserError, match="has no student.json recording its generator"):
+        export.export_student(str(older), str(tmp_path / "x"), int8=True)
+    del card["architecture"]  # what loading the student needs
+    (old / "student.json").write_text(json.dumps(card))
+    with pytest.raises(UserError, match=r"not a complete student card \(missing architecture\)"):
+        export.export_student(str(old), str(tmp_path / "y"))
+    assert not any(os.path.exists(tmp_path / d) for d in ("int8", "x", "y"))
+
+
+def test_generator_entry_of_a_conditional_generator_feeds_one_hot_classes():
+    entry = card_lib.generator_entry(8, (8, 8, 3), 5, 4, True, 6)
+    assert json.loads(json.dumps(entry)) == entry  # stored as it is
+    assert entry["class_conditional"] and entry["targets"] and entry["image_shape_hwc"] == [8, 8, 3]
+    assert export_run.check_generator(entry, "card") is entry
+    generator = models.get_generator(8, 8, 3)
+    variables = jax.jit(generator.init)(jax.random.key(0), np.zeros((2, 5 + 4), np.float32))  # noise + one-hot classes
+    images = export_run.draw_images(entry, variables, 10, seed=1)
+    assert images.shape == (10, 8, 8, 3) and images.dtype == np.float32
+    from ddad_jax import synthesis
+    z, targets = synthesis.draw_latents(jax.random.fold_in(jax.random.key(1), 0), 5, 4, (6,), balanced=True)
+    assert sorted(np.bincount(np.asarray(targets), minlength=4)) == [1, 1, 2, 2]  # balanced: each class in turn
+    first = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"])[0])(variables, z)
+    np.testing.assert_allclose(images[:6], first, atol=1e-6)
+
+
+def test_missing_card_keys_and_bad_generator_values_are_named():
+    card = {"architecture": "lenet5_half", "input": {"shape_hwc": [32, 32, 1]}, "generator": None}
+    assert card_lib.missing_keys(card, card_lib.STUDENT_KEYS) == ["num_classes"]
+    assert card_lib.missing_keys(card, card_lib.GENERATOR_KEYS) == list(card_lib.GENERATOR_KEYS)
+    assert card_lib.missing_keys({"input": [1]}, ["input.shape_hwc"]) == ["input.shape_hwc"]
+    bad = {**card_lib.generator_entry(8, (8, 8, 3), 5, 0, False, 6), "latent_dim": 0, "balanced_targets": "yes",
+           "image_shape_hwc": [6, 6, 1]}
+    with pytest.raises(UserError, match=r"latent_dim=0, balanced_targets='yes', image_shape_hwc=\[6, 6, 1\]"):
+        export_run.check_generator(bad, "student.json")
 
 def test_an_existing_out_dir_is_never_replaced_without_force(ddad_run, exported, tmp_path):
     out = tmp_path / "taken"
@@ -197,12 +295,12 @@ def test_evaluate_scores_every_exported_model_on_the_test_split(ddad_run, fmnist
     x = np.asarray(data.normalize(images, spec), np.float32)
     model, variables, _ = export.load_student(out)
     by_hand = {"jax": np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))}
-    for key, name in (("onnx_fp32", export.FP32_ONNX), ("onnx_int8", export.INT8_ONNX)):
-        by_hand[key] = export.onnx_logits(export.session(os.path.join(out, name)), x)
+    for key, name in (("onnx_fp32", export_onnx.FP32_ONNX), ("onnx_int8", export_onnx.INT8_ONNX)):
+        by_hand[key] = export_onnx.onnx_logits(export_onnx.session(os.path.join(out, name)), x)
     assert t["examples"] == len(labels) == 10000
     for key, logits in by_hand.items():
         assert t[key] == pytest.approx(np.mean(logits.argmax(-1) == labels), abs=1e-9), key
-    assert json.load(open(os.path.join(out, export.STUDENT_CARD)))["test_accuracy"] == t
+    assert json.load(open(os.path.join(out, card_lib.STUDENT_CARD)))["test_accuracy"] == t
     assert 0.0 < t["jax"] < 1.0 and abs(t["onnx_fp32"] - t["jax"]) <= 2e-4  # fp32: JAX's logits, up to a tie
     with pytest.raises(UserError, match="--evaluate: .*fashion_mnist"):
         export.export_student(ddad_run, str(tmp_path / "never"), onnx=True, test_data_dir=str(tmp_path / "empty"))

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, one_line_error, run_entry
-from ddad_jax import checkpoints, data, models, parallel
+from ddad_jax import checkpoints, data, models, parallel, workdir as workdir_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, _correct_counts, evaluate
 from ddad_jax.state import init_variables
@@ -172,6 +172,22 @@ def test_checkpoint_of_another_shape_is_a_config_mismatch_not_corruption(tmp_pat
     assert sorted(os.listdir(directory)) == ["1", "2"]
 
 
+def test_restore_latest_reads_the_newest_as_saved_and_changes_nothing(tmp_path, capsys):
+    """The export's read of a finished run: the newest checkpoint as saved (host arrays, no
+    target), None with none, one UserError line for a corrupt one -- nothing created or moved."""
+    directory = str(tmp_path / "checkpoints")
+    assert checkpoints.restore_latest(directory) is None and not os.path.exists(directory)
+    _save_steps(directory)
+    step, state = checkpoints.restore_latest(directory)
+    assert step == 2 and isinstance(state["w"], np.ndarray)
+    chex.assert_trees_all_equal(state, jax.device_get(_state(2.0)))
+    CORRUPTIONS["truncated data file"](os.path.join(directory, "2"))
+    with pytest.raises(UserError, match=f"cannot read checkpoint {directory}/2 ") as e:
+        checkpoints.restore_latest(directory)  # no falling back: the latest is what a run ended with
+    assert "\n" not in str(e.value) and not capsys.readouterr().err
+    assert sorted(os.listdir(directory)) == ["1", "2"] and not os.path.exists(directory + ".unreadable")
+
+
 # ---------------------------------------------------------------- workdir record
 
 IDENTITY = {"kind": "ddad", "seed": 0, "batch_size": 16, "student_lr": 0.05, "lr_milestones": (1, 2),
@@ -180,18 +196,18 @@ IDENTITY = {"kind": "ddad", "seed": 0, "batch_size": 16, "student_lr": 0.05, "lr
 
 def test_guard_workdir_accepts_the_same_run_and_names_the_first_difference(tmp_path):
     workdir = str(tmp_path / "w")
-    checkpoints.guard_workdir(workdir, IDENTITY)  # creates the workdir and run.json
+    workdir_lib.guard_workdir(workdir, IDENTITY)  # creates the workdir and run.json
     recorded = open(os.path.join(workdir, "run.json")).read()
-    checkpoints.guard_workdir(workdir, dict(IDENTITY))  # tuples as lists, NaN == NaN: the same run
+    workdir_lib.guard_workdir(workdir, dict(IDENTITY))  # tuples as lists, NaN == NaN: the same run
     with pytest.raises(UserError) as e:
-        checkpoints.guard_workdir(workdir, {**IDENTITY, "seed": 1, "student_lr": 0.1})
+        workdir_lib.guard_workdir(workdir, {**IDENTITY, "seed": 1, "student_lr": 0.1})
     assert str(e.value) == (f"--workdir {workdir} holds a run with seed=0, not 1; use a new --workdir, "
                             f"or remove {workdir} to start over (nothing was changed)")
     with pytest.raises(UserError, match="holds a run that did not record extra"):
-        checkpoints.guard_workdir(workdir, {**IDENTITY, "extra": 3})
+        workdir_lib.guard_workdir(workdir, {**IDENTITY, "extra": 3})
     missing = {k: v for k, v in IDENTITY.items() if k != "teacher_fingerprint"}
     with pytest.raises(UserError, match="teacher_fingerprint='0123456789abcdef', which this run does not set"):
-        checkpoints.guard_workdir(workdir, missing)
+        workdir_lib.guard_workdir(workdir, missing)
     assert open(os.path.join(workdir, "run.json")).read() == recorded
 
 
@@ -200,12 +216,12 @@ def test_guard_workdir_rewrites_a_torn_run_json_with_a_warning(tmp_path, capsys,
     workdir = tmp_path / "w"
     workdir.mkdir()
     (workdir / "run.json").write_bytes(content)
-    checkpoints.guard_workdir(str(workdir), IDENTITY)
+    workdir_lib.guard_workdir(str(workdir), IDENTITY)
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"warning: {workdir / 'run.json'} is unreadable (") and "\n" not in err
     assert err.endswith("rewriting it for this run")
     assert json.load(open(workdir / "run.json"))["seed"] == 0
-    checkpoints.guard_workdir(str(workdir), IDENTITY)  # and it is the record from now on
+    workdir_lib.guard_workdir(str(workdir), IDENTITY)  # and it is the record from now on
     assert capsys.readouterr().err == ""
 
 
@@ -213,32 +229,32 @@ def test_guard_workdir_that_is_a_file_or_cannot_be_created(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("keep me")
     with pytest.raises(UserError, match=f"--workdir {a_file} is a file"):
-        checkpoints.guard_workdir(str(a_file), IDENTITY)
+        workdir_lib.guard_workdir(str(a_file), IDENTITY)
     with pytest.raises(UserError, match=f"cannot create --workdir {a_file}/sub"):
-        checkpoints.guard_workdir(str(a_file / "sub"), IDENTITY)
+        workdir_lib.guard_workdir(str(a_file / "sub"), IDENTITY)
     assert a_file.read_text() == "keep me"
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(UserError, match="cannot create --workdir"):
-            checkpoints.guard_workdir(str(locked / "w"), IDENTITY)
+            workdir_lib.guard_workdir(str(locked / "w"), IDENTITY)
 
 
 def test_variables_fingerprint_is_stable_and_sees_one_changed_value():
     model = models.get_classifier("lenet5_bn", 10)
     variables = init_variables(model, jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
-    fingerprint = checkpoints.variables_fingerprint(variables)
+    fingerprint = workdir_lib.variables_fingerprint(variables)
     assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
     again = init_variables(model, jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
-    assert checkpoints.variables_fingerprint(jax.device_get(again)) == fingerprint  # host or device
-    assert checkpoints.variables_fingerprint(parallel.replicate(again, parallel.make_mesh(8))) == fingerprint
+    assert workdir_lib.variables_fingerprint(jax.device_get(again)) == fingerprint  # host or device
+    assert workdir_lib.variables_fingerprint(parallel.replicate(again, parallel.make_mesh(8))) == fingerprint
     flat, treedef = jax.tree.flatten(jax.device_get(variables))
     for i in (0, len(flat) - 1):  # one value of the first, then of the last leaf
         changed = [np.array(leaf, copy=True) for leaf in flat]
         changed[i].reshape(-1)[0] += 1e-3
-        assert checkpoints.variables_fingerprint(jax.tree.unflatten(treedef, changed)) != fingerprint
+        assert workdir_lib.variables_fingerprint(jax.tree.unflatten(treedef, changed)) != fingerprint
     # the same values under another name are another network
-    assert checkpoints.variables_fingerprint({"a": jnp.ones(3)}) != checkpoints.variables_fingerprint(
+    assert workdir_lib.variables_fingerprint({"a": jnp.ones(3)}) != workdir_lib.variables_fingerprint(
         {"b": jnp.ones(3)})
 
 

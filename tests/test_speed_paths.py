@@ -210,7 +210,7 @@ def test_chunk_size_divides_the_batch():
 def test_split_host_devices_sets_a_dividing_device_count(monkeypatch, cpu_devices, batch, preset, expected, flag):
     monkeypatch.setenv("XLA_FLAGS", preset)
     config = ml_collections.ConfigDict({"cpu_devices": cpu_devices, "batch_size": batch})
-    assert cpu.split_host_devices(config) == expected
+    assert parallel.split_host_devices(config) == expected
     if flag:
         assert os.environ["XLA_FLAGS"].split() == [flag]  # a flag the user gave wins
     else:
@@ -218,10 +218,10 @@ def test_split_host_devices_sets_a_dividing_device_count(monkeypatch, cpu_device
 
 
 def test_device_split_takes_effect_after_the_launcher_is_imported():
-    """Importing the launcher (and with it jax, flax and the CPU backend module) does not start
-    JAX's backend, so the split it makes afterwards still takes effect."""
-    code = ("import jax, ml_collections; from experiments import launch; from ddad_jax.backends import cpu; "
-            "cpu.split_host_devices(ml_collections.ConfigDict({'cpu_devices': 4, 'batch_size': 6})); "
+    """Importing the launcher (and with it jax, flax and ddad_jax) does not start JAX's backend,
+    so the split it makes afterwards (``parallel.split_host_devices``) still takes effect."""
+    code = ("import jax, ml_collections; from experiments import launch; from ddad_jax import parallel; "
+            "parallel.split_host_devices(ml_collections.ConfigDict({'cpu_devices': 4, 'batch_size': 6})); "
             "assert jax.device_count() == 2, jax.devices()")
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=REPO)

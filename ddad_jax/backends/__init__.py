@@ -43,7 +43,7 @@ PLAIN = Ops(conv=nn.Conv, upsample_conv=layers.UpsampleConv, max_pool=layers.max
 
 def ops_for(platform: Optional[str] = None) -> Ops:
     """The ops for ``platform`` ('cpu', 'gpu', 'tpu'; default ``jax.default_backend()``, which
-    starts JAX's backend: on a CPU host, split it into devices first, ``cpu.split_host_devices``):
+    starts JAX's backend: on a CPU host, split it into devices first, ``parallel.split_host_devices``):
     ``cpu.OPS`` on CPU, else ``PLAIN``."""
     # Imported here: cpu.py builds its OPS from Ops above.
     from ddad_jax.backends import cpu  # pylint: disable=import-outside-toplevel

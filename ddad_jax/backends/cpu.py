@@ -27,14 +27,12 @@ chunking makes it slower still.
 The generator's upsampling and the 3x3 convolution after it run as one cheaper 2x2
 convolution (``UpsampleConv3x3``; its forward at batch 128 went from 37 to 20 ms on one
 device). LeNet's max pooling is a max over a reshape (``max_pool``; XLA's ``reduce_window``
-gradient cost ~20 ms an iteration). ``split_host_devices`` splits a CPU host into several
-XLA devices before JAX starts its backend.
+gradient cost ~20 ms an iteration). (Splitting a CPU host into several XLA devices is
+process setup: ``parallel.split_host_devices``.)
 """
 
 import functools
 import math
-import os
-
 
 import flax.linen as nn
 import jax
@@ -316,20 +314,3 @@ def max_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
 
 
 OPS = Ops(conv=Conv, upsample_conv=UpsampleConv3x3, max_pool=max_pool)
-
-
-def split_host_devices(config) -> int:
-    """The device-split trick: on a CPU host, XLA runs one device's work on too few
-    threads at once, and splitting the batch over several host devices runs faster
-    (DDAD on Fashion-MNIST, 2 cores: 0.67 s an iteration on 1 device, 0.54 s on 4; after the
-    few-channel and fused-upsampling convolutions above, ~0.42 s and ~0.38 s).
-    Sets ``--xla_force_host_platform_device_count`` to ``gcd(config.cpu_devices,
-    batch_size)``, unless the flag is already given, and returns that count. Call it before
-    JAX starts its backend (importing jax is fine; ``jax.devices()`` or a computation is too
-    late). It creates CPU devices only: on a GPU or TPU host JAX still computes on the
-    accelerators."""
-    n = math.gcd(int(config.get("cpu_devices", 1) or 1), int(config.get("batch_size", 1)))
-    xla_flags = os.environ.get("XLA_FLAGS", "")
-    if n > 1 and "xla_force_host_platform_device_count" not in xla_flags:
-        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={n}".strip()
-    return n

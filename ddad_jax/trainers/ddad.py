@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import checkpoints, config_fields, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import export as export_lib, teacher as teacher_lib
+from ddad_jax import config_fields, models, objectives, parallel, state as state_lib, synthesis, workdir as workdir_lib
+from ddad_jax import teacher as teacher_lib
+from ddad_jax.export import card as card_lib
 from ddad_jax.trainers.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
                                       eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler,
                                       identity, kd_params, require_batchnorm, resolved_pool_size, student_result,
@@ -118,6 +119,11 @@ def build_ddad(config) -> Run:
             agree_z = synthesis.with_classes(agree_z, classes, hp.num_classes)
         agreement = generator_agreement(generator, teacher_model, teacher_vars, student_f32, agree_z)
 
+    # what the export rebuilds the generator from (its int8 calibration images, drawn as here)
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    generator_card = card_lib.generator_entry(config.generator_channels, image_shape, hp.latent_dim, hp.num_classes,
+                                              hp.balanced_targets, hp.batch_size)
+
     def summarize(state, last_eval, wall_s):
         done = int(state.step)  # fewer than total_steps when a time budget stopped the run
         adversarial_done, finetune_done = min(done, adversarial_total), max(0, done - adversarial_total)
@@ -135,7 +141,7 @@ def build_ddad(config) -> Run:
         name=method, state=state, place=lambda s: place_ddad_state(s, hp, mesh),
         step=lambda n, s: (iteration if n <= adversarial_total else finetune)(s, teacher_vars, rng),
         total_steps=total, steps_per_epoch=config.iters_per_epoch,
-        identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
+        identity=identity(config, teacher_fingerprint=workdir_lib.variables_fingerprint(jax.device_get(teacher_vars))),
         evaluate=lambda s: {AGREEMENT: agreement(s)} if eval_set is None else {
             "test/student_accuracy": evaluate(student_f32, state_lib.variables_of(s.student), eval_set),
             "test/teacher_accuracy": teacher_acc},
@@ -143,5 +149,6 @@ def build_ddad(config) -> Run:
         report=lambda s: f"student {s['student']} {student_result(s)} (teacher {teacher_result(s)})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
-        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
+        export=lambda workdir, s, summary: card_lib.save_student(
+            workdir, state_lib.variables_of(s.student), summary, spec, generator=generator_card),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

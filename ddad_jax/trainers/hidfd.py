@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import checkpoints, config_fields, data, models, parallel, state as state_lib, synthesis
+from ddad_jax import config_fields, data, models, parallel, state as state_lib, synthesis, workdir as workdir_lib
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, grid_sampler, identity, train_subset
 from ddad_jax.errors import UserError
@@ -95,7 +95,7 @@ def build_hidfd(config) -> Run:
     return Run(
         name="hidfd", state=state, place=lambda st: parallel.replicate(st, mesh), step=step, total_steps=total,
         steps_per_epoch=config.iters_per_epoch,
-        identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
+        identity=identity(config, teacher_fingerprint=workdir_lib.variables_fingerprint(jax.device_get(teacher_vars))),
         evaluate=lambda st: {"test/student_accuracy": evaluate(shipped, shipped_variables(st), eval_set)},
         summarize=summarize, phase=lambda n: "gan " if n <= config.gan_iterations else "student ",
         report=lambda sm: f"student {sm['student']} (classifier-sharing) test accuracy {sm['student_acc']:.4f} "

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddad_jax import checkpoints, config_fields, data, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import export as export_lib, teacher as teacher_lib
+from ddad_jax import config_fields, data, models, objectives, parallel, state as state_lib, synthesis
+from ddad_jax import teacher as teacher_lib, workdir as workdir_lib
+from ddad_jax.export import card as card_lib
 from ddad_jax.trainers.ddad import bn_statistics_zeros
 from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary,
                                       identity, kd_params, require_batchnorm, resolved_pool_size, student_result,
@@ -115,7 +116,7 @@ def build_inversion(config) -> Run:
         name=config.method, state=state, place=lambda st: place(st, hp, mesh),
         step=lambda n, st: (warmup_fn if n <= config.warmup_rounds else round_fn)(st, teacher_vars, rng),
         total_steps=rounds, steps_per_epoch=config.iters_per_epoch,
-        identity=identity(config, teacher_fingerprint=checkpoints.variables_fingerprint(jax.device_get(teacher_vars))),
+        identity=identity(config, teacher_fingerprint=workdir_lib.variables_fingerprint(jax.device_get(teacher_vars))),
         evaluate=lambda st: {AGREEMENT: pool_agreement(st)} if eval_set is None else {
             "test/student_accuracy": evaluate(student, state_lib.variables_of(st.student), eval_set),
             "test/teacher_accuracy": teacher_acc},
@@ -123,7 +124,7 @@ def build_inversion(config) -> Run:
         report=lambda sm: f"student {sm['student']} {student_result(sm)} from "
                           f"{sm['synthetic_images']} synthetic images (teacher {teacher_result(sm)})",
         sample=sample if config.sample_grid else None,
-        export=lambda workdir, st, summary: export_lib.save_student(workdir, state_lib.variables_of(st.student), summary, spec),
+        export=lambda workdir, st, summary: card_lib.save_student(workdir, state_lib.variables_of(st.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
 
 

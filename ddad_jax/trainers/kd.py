@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 
-from ddad_jax import augment, checkpoints, data, models, parallel, state as state_lib
-from ddad_jax import export as export_lib, teacher as teacher_lib
+from ddad_jax import augment, data, models, parallel, state as state_lib, workdir as workdir_lib
+from ddad_jax import teacher as teacher_lib
+from ddad_jax.export import card as card_lib
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import kd
@@ -64,7 +65,7 @@ def build_kd(config) -> Run:
                 "student": config.student, "student_acc": last_eval["test/student_accuracy"],
                 "train_examples": len(train_x), "steps": total, "wall_s": wall_s, "devices": mesh.size}
 
-    fingerprint = checkpoints.variables_fingerprint(jax.device_get(teacher_vars)) if teacher_vars is not None else ""
+    fingerprint = workdir_lib.variables_fingerprint(jax.device_get(teacher_vars)) if teacher_vars is not None else ""
     return Run(
         name="kd", state=state, place=lambda s: parallel.replicate(s, mesh), step=step, total_steps=total,
         steps_per_epoch=steps_per_epoch, identity=identity(config, teacher_fingerprint=fingerprint),
@@ -72,5 +73,5 @@ def build_kd(config) -> Run:
         report=lambda s: f"student {s['student']} ({s['student_objective']}, {s['train_examples']} real images) "
                          f"test accuracy {s['student_acc']:.4f}"
                          + (f" (teacher {s['teacher']} {s['teacher_acc']:.4f})" if s["teacher"] else ""),
-        export=lambda workdir, s, summary: export_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
+        export=lambda workdir, s, summary: card_lib.save_student(workdir, state_lib.variables_of(s.student), summary, spec),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)
