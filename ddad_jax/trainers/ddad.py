@@ -1,21 +1,17 @@
 """DDAD: the frozen teacher, the generator and student states, the jitted iteration and fine-tuning tail."""
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from ddad_jax import config_fields, models, objectives, parallel, state as state_lib, synthesis, workdir as workdir_lib
-from ddad_jax import teacher as teacher_lib
+from ddad_jax import config_fields, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax.export import card as card_lib
-from ddad_jax.trainers.common import (AGREEMENT, AGREEMENT_BATCHES, Run, compute_dtype, dataset_spec,
-                                      eval_set as make_eval_set, eval_summary, generator_agreement, grid_sampler,
-                                      identity, kd_params, require_batchnorm, resolved_pool_size, student_result,
-                                      teacher_line, teacher_result)
-from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import ddad
+from ddad_jax.trainers import distillation
+from ddad_jax.trainers.common import (AGREEMENT_BATCHES, Run, compute_dtype, generator_agreement, grid_sampler,
+                                      kd_params, resolved_pool_size, student_result, teacher_result)
 
 
 def hyper(config, spec) -> ddad.DDADHyper:
@@ -81,17 +77,10 @@ def place_ddad_state(state: ddad.DDADState, hp: ddad.DDADHyper, mesh) -> ddad.DD
 
 
 def build_ddad(config) -> Run:
-    spec = dataset_spec(config)
-    mesh = parallel.make_mesh(config.num_devices or None)
-    parallel.check_batch_size(config.batch_size, mesh)
-    teacher_model, teacher_vars, teacher_meta = teacher_lib.load_teacher(
-        config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS, spec=spec)
-    hp = hyper(config, spec)
-    require_batchnorm(teacher_vars, hp.generator_terms, config.teacher)
-    eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split, agreement instead
-    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
     method = config.get("method", "ddad")  # DAFL, DFAD and DFQ are DDAD-shaped: a generator step, then the student
-    print(f"[{method}] {teacher_line(config, spec, teacher_acc)}", flush=True)
+    s = distillation.setup(config, method)
+    spec, mesh, teacher_model, teacher_vars = s.spec, s.mesh, s.teacher_model, s.teacher_vars
+    hp = hyper(config, spec)
 
     dtype = compute_dtype(config)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
@@ -111,7 +100,7 @@ def build_ddad(config) -> Run:
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
     agreement = None
-    if eval_set is None:  # AGREEMENT_BATCHES generator batches from latents drawn once
+    if s.eval_set is None:  # AGREEMENT_BATCHES generator batches from latents drawn once
         agree_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 4), hp.latent_dim, 0,
                                             (AGREEMENT_BATCHES, config.batch_size))
         if hp.num_classes:
@@ -119,36 +108,24 @@ def build_ddad(config) -> Run:
             agree_z = synthesis.with_classes(agree_z, classes, hp.num_classes)
         agreement = generator_agreement(generator, teacher_model, teacher_vars, student_f32, agree_z)
 
-    # what the export rebuilds the generator from (its int8 calibration images, drawn as here)
-    image_shape = (spec.image_size, spec.image_size, spec.channels)
-    generator_card = card_lib.generator_entry(config.generator_channels, image_shape, hp.latent_dim, hp.num_classes,
-                                              hp.balanced_targets, hp.batch_size)
-
     def summarize(state, last_eval, wall_s):
         done = int(state.step)  # fewer than total_steps when a time budget stopped the run
         adversarial_done, finetune_done = min(done, adversarial_total), max(0, done - adversarial_total)
         k = hp.student_steps  # images the generator made: its own batch, then the student's fresh ones
         synthetic = hp.batch_size * (adversarial_done * (1 + k) + finetune_done * k)
-        return {"method": method, "synthetic_images": synthetic, "dataset": config.dataset, "teacher": config.teacher,
-                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
-                "teacher_acc_at_training": teacher_meta.get("test_acc"), "student": config.student,
-                **eval_summary(last_eval), "iterations": adversarial_total,
-                "finetune_iterations": total - adversarial_total, "generator_terms": objectives.terms_summary(hp.generator_terms),
-                "student_objective": hp.student_objective, "pool_size": hp.pool_size, "wall_s": wall_s,
-                "devices": mesh.size}
+        return distillation.summary(
+            s, last_eval, wall_s, synthetic_images=synthetic, teacher_acc_at_training=s.teacher_meta.get("test_acc"),
+            iterations=adversarial_total, finetune_iterations=total - adversarial_total,
+            student_objective=hp.student_objective, pool_size=hp.pool_size)
 
-    return Run(
-        name=method, state=state, place=lambda s: place_ddad_state(s, hp, mesh),
-        step=lambda n, s: (iteration if n <= adversarial_total else finetune)(s, teacher_vars, rng),
-        total_steps=total, steps_per_epoch=config.iters_per_epoch,
-        identity=identity(config, teacher_fingerprint=workdir_lib.variables_fingerprint(jax.device_get(teacher_vars))),
-        evaluate=lambda s: {AGREEMENT: agreement(s)} if eval_set is None else {
-            "test/student_accuracy": evaluate(student_f32, state_lib.variables_of(s.student), eval_set),
-            "test/teacher_accuracy": teacher_acc},
-        summarize=summarize,
-        report=lambda s: f"student {s['student']} {student_result(s)} (teacher {teacher_result(s)})",
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    return distillation.run(
+        s, state=state, place=lambda st: place_ddad_state(st, hp, mesh),
+        step=lambda n, st: (iteration if n <= adversarial_total else finetune)(st, teacher_vars, rng),
+        total_steps=total, student_eval=student_f32, agreement=agreement, summarize=summarize,
+        report=lambda sm: f"student {sm['student']} {student_result(sm)} (teacher {teacher_result(sm)})",
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
-        export=lambda workdir, s, summary: card_lib.save_student(
-            workdir, state_lib.variables_of(s.student), summary, spec, generator=generator_card),
-        log_every=config.log_every, checkpoint_every=config.checkpoint_every)
+        # what the export rebuilds the generator from (its int8 calibration images, drawn as here)
+        generator_card=card_lib.generator_entry(config.generator_channels, image_shape, hp.latent_dim, hp.num_classes,
+                                                hp.balanced_targets, hp.batch_size))

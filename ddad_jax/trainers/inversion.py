@@ -2,25 +2,20 @@
 pools it, and trains the student on the pool (``methods/inversion.py``)."""
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ddad_jax import config_fields, data, models, objectives, parallel, state as state_lib, synthesis
-from ddad_jax import teacher as teacher_lib, workdir as workdir_lib
-from ddad_jax.export import card as card_lib
-from ddad_jax.trainers.ddad import bn_statistics_zeros
-from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary,
-                                      identity, kd_params, require_batchnorm, resolved_pool_size, student_result,
-                                      teacher_line, teacher_result)
 from ddad_jax.errors import UserError
-from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import inversion
-from ddad_jax.models.gan import ContrastHead
 from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
+from ddad_jax.models.gan import ContrastHead
 from ddad_jax.objectives import contrastive
+from ddad_jax.trainers import distillation
+from ddad_jax.trainers.common import Run, kd_params, resolved_pool_size, student_result, teacher_result
+from ddad_jax.trainers.ddad import bn_statistics_zeros
 
 
 def inversion_hyper(config, spec) -> inversion.InversionHyper:
@@ -38,16 +33,9 @@ def place(state, hp, mesh):
 
 
 def build_inversion(config) -> Run:
-    spec = dataset_spec(config)
-    mesh = parallel.make_mesh(config.num_devices or None)
-    parallel.check_batch_size(config.batch_size, mesh)
-    teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset,
-                                                              bn_axis_name=parallel.BATCH_AXIS, spec=spec)
+    s = distillation.setup(config, config.method)
+    spec, mesh, teacher_model, teacher_vars = s.spec, s.mesh, s.teacher_model, s.teacher_vars
     hp = inversion_hyper(config, spec)
-    require_batchnorm(teacher_vars, hp.generator_terms, config.teacher)
-    eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split, agreement instead
-    teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
-    print(f"[{config.method}] {teacher_line(config, spec, teacher_acc)}", flush=True)
     image_shape = (spec.image_size, spec.image_size, spec.channels)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
                                      bn_axis_name=parallel.BATCH_AXIS)
@@ -90,12 +78,9 @@ def build_inversion(config) -> Run:
 
     def summarize(state, last_eval, wall_s):
         filled = int(min(int(state.step), hp.pool_size))
-        return {"method": config.method, "dataset": config.dataset, "teacher": config.teacher,
-                "teacher_dir": os.path.abspath(config.teacher_dir), "teacher_acc": teacher_acc,
-                "student": config.student, **eval_summary(last_eval), "rounds": rounds,
-                "synthetic_images": int(state.step) * config.batch_size, "pool_images": filled * config.batch_size,
-                "synthesizer": config.synthesizer, "generator_terms": objectives.terms_summary(hp.generator_terms), "wall_s": wall_s,
-                "devices": mesh.size}
+        return distillation.summary(
+            s, last_eval, wall_s, rounds=rounds, synthetic_images=int(state.step) * config.batch_size,
+            pool_images=filled * config.batch_size, synthesizer=config.synthesizer)
 
     agree = jax.jit(lambda s_vars, x, t_logits: jnp.mean(
         jnp.argmax(student.clone(bn_axis_name=None).apply(s_vars, x, train=False), -1) == jnp.argmax(t_logits, -1)))
@@ -112,20 +97,14 @@ def build_inversion(config) -> Run:
         labels = np.argmax(parallel.to_host(state.pool.logits[slot][:config.sample_grid]), -1)
         return np.asarray(data.denormalize(jnp.asarray(images), spec)), labels
 
-    return Run(
-        name=config.method, state=state, place=lambda st: place(st, hp, mesh),
+    return distillation.run(
+        s, state=state, place=lambda st: place(st, hp, mesh),
         step=lambda n, st: (warmup_fn if n <= config.warmup_rounds else round_fn)(st, teacher_vars, rng),
-        total_steps=rounds, steps_per_epoch=config.iters_per_epoch,
-        identity=identity(config, teacher_fingerprint=workdir_lib.variables_fingerprint(jax.device_get(teacher_vars))),
-        evaluate=lambda st: {AGREEMENT: pool_agreement(st)} if eval_set is None else {
-            "test/student_accuracy": evaluate(student, state_lib.variables_of(st.student), eval_set),
-            "test/teacher_accuracy": teacher_acc},
-        summarize=summarize, phase=lambda n: "warm-up " if n <= config.warmup_rounds else "",
+        total_steps=rounds, student_eval=student, agreement=pool_agreement, summarize=summarize,
+        phase=lambda n: "warm-up " if n <= config.warmup_rounds else "",
         report=lambda sm: f"student {sm['student']} {student_result(sm)} from "
                           f"{sm['synthetic_images']} synthetic images (teacher {teacher_result(sm)})",
-        sample=sample if config.sample_grid else None,
-        export=lambda workdir, st, summary: card_lib.save_student(workdir, state_lib.variables_of(st.student), summary, spec),
-        log_every=config.log_every, checkpoint_every=config.checkpoint_every)
+        sample=sample if config.sample_grid else None)
 
 
 def _instance_dim(teacher_model, teacher_vars, image_shape) -> int:
