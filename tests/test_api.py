@@ -94,6 +94,7 @@ def test_a_teacher_without_batchnorm_needs_adversarial_only(tmp_path):
                     mean=(0.0, 0.0), std=(1.0, 1.0), teacher_dir="x")
 
 
+@pytest.mark.slow
 def test_distill_a_user_module_end_to_end(tmp_path):
     """distill() runs DDAD on a module that is none of the registry's, reads no dataset, and
     leaves the same workdir a launched run does (summary with agreement, not accuracy)."""

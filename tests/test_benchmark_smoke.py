@@ -84,6 +84,7 @@ def assert_shaped_like_published(results, name, json_keys=True):
     return smoke
 
 
+@pytest.mark.slow
 def test_speed_smoke(smoke_env, tmp_path):
     run_smoke("speed", tmp_path, smoke_env)
     rows = assert_shaped_like_published(tmp_path, "speed_cpu")
@@ -93,6 +94,7 @@ def test_speed_smoke(smoke_env, tmp_path):
     assert keys(meta) == keys(published_meta)
 
 
+@pytest.mark.slow
 def test_profile_ops_smoke(smoke_env, tmp_path):
     run_smoke("profile_ops", tmp_path, smoke_env)
     result = assert_shaped_like_published(tmp_path, "profile_cpu", json_keys=False)
@@ -103,18 +105,21 @@ def test_profile_ops_smoke(smoke_env, tmp_path):
         assert keys(pick(result)) == keys(pick(published)), part
 
 
+@pytest.mark.slow
 def test_fmnist_ddad_smoke(smoke_env, tmp_path):
     run_smoke("fmnist_ddad", tmp_path, smoke_env)
     result = assert_shaped_like_published(tmp_path, "fmnist_ddad")
     assert result["seeds"] == [0] and len(result["student_acc"]) == 1
 
 
+@pytest.mark.slow
 def test_fmnist_supervised_smoke(smoke_env, tmp_path):
     run_smoke("fmnist_supervised", tmp_path, smoke_env)
     rows = assert_shaped_like_published(tmp_path, "fmnist_supervised")
     assert [r["method"] for r in rows] == ["scratch", "kd"]
 
 
+@pytest.mark.slow
 def test_fmnist_hybrid_smoke(smoke_env, tmp_path):
     proc = run_smoke("fmnist_hybrid", tmp_path, smoke_env)
     rows = assert_shaped_like_published(tmp_path, "fmnist_hybrid")

@@ -1,6 +1,7 @@
 import chex
 import flax.linen as nn
 import jax
+import pytest
 import numpy as np
 
 from ddad_jax import models, parallel
@@ -38,6 +39,7 @@ def test_captured_statistics_mirror_nested_batch_stats():
     chex.assert_trees_all_equal_shapes(stats, variables["batch_stats"])
 
 
+@pytest.mark.slow
 def test_statistics_over_a_sharded_batch_are_global():
     assert jax.device_count() == 8
     mesh = parallel.make_mesh()

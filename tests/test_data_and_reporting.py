@@ -166,3 +166,15 @@ def test_tensorboard_writer_is_imported_without_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "w")], check=True, cwd=repo,
                    env={**os.environ, "PYTHONPATH": repo})
     assert os.listdir(tmp_path / "w" / "tb")
+
+
+def test_cifar_standin_is_read_as_the_stock_dataset(tmp_path):
+    """The CIFAR stand-in (random images, labels cycling through the classes) in tfds's stock
+    format reads back through the same path as real CIFAR would."""
+    from ddad_jax.data.standin import write_cifar_standin  # pylint: disable=import-outside-toplevel
+    write_cifar_standin("cifar100", str(tmp_path), train_size=6, test_size=4)
+    spec = data.get_spec("cifar100")
+    images, labels = data.load_split(spec, "test", str(tmp_path))
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    assert sorted(labels.tolist()) == [0, 1, 2, 3]
+    assert data.prepared_splits(spec, str(tmp_path)) == {"train": 6, "test": 4}

@@ -35,6 +35,7 @@ def _measurer(gen, t_model, t_vars, student):
     return lambda *args: tuple(float(v) for v in measure(*args))
 
 
+@pytest.mark.slow
 def test_one_generator_update_raises_the_discrepancy_and_lowers_the_bn_loss():
     config = _config()
     mesh, hp, t_model, t_vars, gen, student, state = tiny_ddad(config)
@@ -74,6 +75,7 @@ def _one_iteration(adversarial=True, **overrides):
     return before, after, jax.device_get(metrics), {"l1": float(objectives.l1(s, t)), "kl": float(objectives.kl(s, t))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["l1", "kl"])
 def test_student_step_minimises_its_objective_on_fresh_synthetic_images(objective):
     before, after, metrics, by_hand = _one_iteration(student_objective=objective)
@@ -83,6 +85,7 @@ def test_student_step_minimises_its_objective_on_fresh_synthetic_images(objectiv
     assert int(after.step) == int(before.step) + 1
 
 
+@pytest.mark.slow
 def test_finetune_iteration_trains_the_student_alone():
     before, after, metrics, by_hand = _one_iteration(adversarial=False, student_objective="kl")
     assert set(metrics) == {"student/loss"}
@@ -92,6 +95,7 @@ def test_finetune_iteration_trains_the_student_alone():
     assert min(jax.tree.leaves(moved)) > 0
 
 
+@pytest.mark.slow
 def test_ce_term_conditions_the_generator_on_drawn_classes():
     config = _config()
     config.generator_terms.update({"ce": 1.0})

@@ -45,6 +45,7 @@ def test_cifar_teacher_then_ddad_on_standin_data(tmp_path, cifar_data_dir):
 
 # The KD protocol (CTKD: attention maps on a WRN) and HiDFD's CIFAR-10 setting, each its own test
 # (the suite's two workers share them out) from a random WRN-16-1 teacher: what runs is the point.
+@pytest.mark.slow
 def test_cifar_ctkd_on_standin_data(tmp_path, cifar_data_dir, cifar_random_teachers):
     out = _ok(run_entry("cifar10", "--config=configs/kd.py:cifar10,smoke", f"--workdir={tmp_path / 'kd'}",
                         f"--config.data_dir={cifar_data_dir}", f"--config.teacher_dir={cifar_random_teachers['cifar10']}",
@@ -88,6 +89,7 @@ def test_dataset_not_prepared(tmp_path, dataset):
     assert not os.path.exists(tmp_path / "w")  # nothing written before the data was found
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_device_count(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",

@@ -52,6 +52,7 @@ def exported(ddad_run, tmp_path_factory):
     return out, result, seen
 
 
+@pytest.mark.slow
 def test_a_finished_ddad_run_leaves_its_final_student_and_card(ddad_run):
     card = json.load(open(os.path.join(ddad_run, card_lib.STUDENT_CARD)))
     summary = json.load(open(os.path.join(ddad_run, "summary.json")))
@@ -76,6 +77,7 @@ def test_a_finished_ddad_run_leaves_its_final_student_and_card(ddad_run):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_fp32_equals_jax_and_int8_mostly_agrees_on_generator_images(ddad_run, exported):
     import onnx
     out, result, _ = exported
@@ -146,6 +148,7 @@ def test_the_card_records_the_generator_as_the_run_built_it(ddad_run):
     assert source == {"source": "generator", "checkpoint_step": step, "seed": 5, "batch_size": 16}
 
 
+@pytest.mark.slow
 def test_int8_export_needs_no_trainers(ddad_run, tmp_path):
     """``python -m ddad_jax.export --int8`` builds the generator from the card and ``models``:
     with ``ddad_jax.trainers`` made unimportable it still exports, and never imports it."""
@@ -284,6 +287,7 @@ def run_entry_export(*args):
 
 
 
+@pytest.mark.slow
 def test_evaluate_scores_every_exported_model_on_the_test_split(ddad_run, fmnist_data_dir, tmp_path):
     """``--evaluate``: the JAX student's and each ONNX file's accuracy on the prepared test split,
     recomputed here from the exported files; a missing split is an error before any writing."""
@@ -305,3 +309,31 @@ def test_evaluate_scores_every_exported_model_on_the_test_split(ddad_run, fmnist
     with pytest.raises(UserError, match="--evaluate: .*fashion_mnist"):
         export.export_student(ddad_run, str(tmp_path / "never"), onnx=True, test_data_dir=str(tmp_path / "empty"))
     assert not os.path.exists(tmp_path / "never")
+
+
+def test_cli_refuses_a_run_that_is_not_there_in_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import runpy  # pylint: disable=import-outside-toplevel
+    from ddad_jax.export import cli  # pylint: disable=import-outside-toplevel
+    out = tmp_path / "out"
+    assert cli.main([f"--run={tmp_path / 'no_run'}", f"--out={out}", "--int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no_run" in err[0], err
+    assert not out.exists()
+    # python -m ddad_jax.export is the same main, its status the process's
+    monkeypatch.setattr(sys, "argv", ["ddad_jax.export", f"--run={tmp_path / 'no_run'}", f"--out={out}"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("ddad_jax.export", run_name="__main__")
+    assert exit_info.value.code == 2 and not out.exists()
+
+
+def test_cli_report_says_what_was_written_and_measured():
+    from ddad_jax.export import cli  # pylint: disable=import-outside-toplevel
+    result = {"student_acc": 0.8057, "architecture": "lenet5_half", "out_dir": "/x/out",
+              "files": {"card": "/x/out/student.json", "onnx_int8": "/x/out/student_int8.onnx"},
+              "max_abs_logit_diff_fp32": 3.8e-6, "int8_top1_agreement_with_fp32": 0.9864, "calibration_images": 512,
+              "test_accuracy": {"examples": 10000, "jax": 0.8057, "onnx_int8": 0.7861}}
+    assert cli.report(result) == [
+        "exported lenet5_half (test accuracy 0.8057) to /x/out: student.json, student_int8.onnx",
+        "  ONNX fp32: max |logit - JAX logit| = 3.80e-06",
+        "  ONNX int8: calibrated on 512 generator images; top-1 agrees with fp32 on 98.6 % of other generator images",
+        "  on 10000 test images: JAX 80.57 %, ONNX int8 78.61 %"]

@@ -47,6 +47,7 @@ def _numpy_correct(model, variables, spec, x, y):
     return int(np.sum(predictions == y))
 
 
+@pytest.mark.slow
 def test_evaluation_with_tiny_batches_on_8_devices_has_no_collective_and_counts_right(fmnist_data_dir):
     # Batch 8 on 8 devices: 251 batches of one example a device (the last one padded). The
     # per-batch sharded programs this replaces each held an all-reduce; hundreds queued at
@@ -78,6 +79,7 @@ def test_eval_batch_size_is_checked_and_capped():
     assert EvalSet.build(x, y, spec, 10**9, parallel.make_mesh(8)).images.shape[:2] == (1, 16)
 
 
+@pytest.mark.slow
 def test_cli_teacher_with_eval_batch_size_8_on_4_cpu_devices(tmp_path, fmnist_data_dir):
     # Aborted with SIGABRT (rc 134) after ~80 s before evaluation became one program.
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
@@ -127,6 +129,7 @@ CORRUPTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, corruption):
     directory = str(tmp_path / "checkpoints")
@@ -299,6 +302,7 @@ def test_failure_raised_under_the_run_is_one_error_line(tmp_path, raised, match)
     one_line_error(result, match)
 
 
+@pytest.mark.slow
 def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, fmnist_smoke_teacher,
                                                                          fmnist_data_dir):
     a_file = tmp_path / "file"

@@ -82,6 +82,7 @@ def _smoke_config(fmnist_data_dir, teacher_dir, **overrides):
     return config
 
 
+@pytest.mark.slow
 def test_hidfd_trains_every_part_and_never_reads_more_real_images_than_configured(
         fmnist_data_dir, fmnist_smoke_teacher, monkeypatch):
     from ddad_jax import trainers, parallel

@@ -262,6 +262,7 @@ def _steps(run, n):
     return state, metrics
 
 
+@pytest.mark.slow
 def test_ctkd_scratch_teacher_learns(fmnist_data_dir, fmnist_smoke_teacher, cached_splits):
     config = _config(fmnist_data_dir, fmnist_smoke_teacher, student_objective="ctkd", batch_size=64, num_epochs=1,
                      steps_per_epoch=40, optimizer="adam", learning_rate=1e-3, schedule="cosine",
@@ -379,6 +380,7 @@ def _objective_steps(setup, objective, num_devices=1):
     return _host(state), metrics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["scratch", "kd", "stkd", "ctkd", "ka", "dtd", "ka_dtd"])
 def test_every_objective_runs_two_steps(kd_setup, objective):
     assert len(kd_setup.batches) == 2 and kd_setup.batches[0][0].shape == (16, 28, 28, 1)
@@ -398,6 +400,7 @@ def test_every_objective_runs_two_steps(kd_setup, objective):
             np.testing.assert_allclose(a["student/loss"], b["student/loss"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_stkd_one_and_two_devices_agree(kd_setup):
     (s1, m1), (s2, m2) = (_objective_steps(kd_setup, "stkd", n) for n in (1, 2))
     for a, b in zip(m1, m2):

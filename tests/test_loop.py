@@ -67,6 +67,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, fmnist_smo
     assert resumed["wall_s"] >= _records(interrupted, "elapsed_s")[3]["elapsed_s"]  # both segments counted
 
 
+@pytest.mark.slow
 def test_run_writes_samples_metrics_tensorboard_and_a_summary_of_its_final_student(
         tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
     workdir = str(tmp_path / "run")
@@ -120,6 +121,7 @@ def test_a_garbage_teacher_card_is_a_clear_error(tmp_path, fmnist_smoke_teacher,
     assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_teacher_without_batchnorm_needs_the_bn_term_off(tmp_path, fmnist_data_dir):
     tdir = str(tmp_path / "plain_teacher")
     tc = teacher_config.get_config("fashion_mnist,smoke")
@@ -140,6 +142,7 @@ def one_epoch_run(tmp_path_factory, fmnist_smoke_teacher, fmnist_data_dir):
     return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field, value", [("student_lr", 1e38), ("generator_lr", 1e9)])
 def test_divergence_stops_without_touching_checkpoints(tmp_path, one_epoch_run, fmnist_smoke_teacher,
                                                        fmnist_data_dir, field, value):
@@ -153,6 +156,7 @@ def test_divergence_stops_without_touching_checkpoints(tmp_path, one_epoch_run, 
     assert files() == before
 
 
+@pytest.mark.slow
 def test_teacher_training_never_saves_a_non_finite_state(tmp_path, fmnist_data_dir):
     tc = teacher_config.get_config("fashion_mnist,smoke")
     tc.data_dir, tc.num_devices, tc.learning_rate, tc.optimizer = fmnist_data_dir, 1, 1e38, "sgd"
@@ -172,6 +176,7 @@ def test_workdir_of_another_run_is_refused(one_epoch_run, fmnist_smoke_teacher, 
     assert open(os.path.join(one_epoch_run, "run.json")).read() == record  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_workdir_of_another_teacher_is_refused(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
     other = str(tmp_path / "other_teacher")  # same architecture and dataset, other weights
     tc = teacher_config.get_config("fashion_mnist,smoke")
@@ -203,7 +208,7 @@ def test_dataset_not_prepared_says_how_and_writes_nothing(tmp_path):
     ("latent_dim", -5, "latent_dim must be >= 1"), ("log_every", 0, "log_every must be >= 1"),
     ("eval_examples", -2, "eval_examples must be >= -1"), ("student_lr", 0.0, "student_lr must be > 0"),
     ("generator_lr", float("nan"), "generator_lr must be a finite number"),
-    ("finetune_lr", 0.0, "finetune_lr must be > 0"), ("pool_size", -1, "pool_size must be >= 0"),
+    ("finetune_lr", 0.0, "finetune_lr must be > 0"), ("pool_size", -2, "pool_size must be >= -1"),
     ("student_momentum", 1.5, "student_momentum must be >= 0.0 and <= 1.0"),
     ("student_objective", "l2", "student_objective must be one of 'l1', 'kl', 'scratch'"),
     ("student_objective", "ka", "student objective 'ka' needs labels, and a data-free run has none"),
@@ -255,6 +260,7 @@ def test_generator_can_keep_its_own_learning_rate_schedule(generator_schedule, d
     assert isinstance(optax.adam(schedule), optax.GradientTransformation)
 
 
+@pytest.mark.slow
 def test_bfloat16_run_trains_and_checkpoints_float32(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
     workdir = str(tmp_path / "bf16")
     loop.train_and_evaluate(_config(fmnist_smoke_teacher, fmnist_data_dir, num_epochs=1, finetune_epochs=0,

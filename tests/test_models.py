@@ -30,6 +30,7 @@ def n_params(variables):
     ("wrn16_2", 3, 100, None, True),
     ("wrn40_2", 3, 10, None, True),
 ])
+@pytest.mark.slow
 def test_classifier_shapes(name, channels, num_classes, expected_params, has_bn):
     model = models.get_classifier(name, num_classes)
     x = jnp.ones((2, 32, 32, channels))
@@ -53,6 +54,7 @@ def test_cifar_resnets_shapes(name, expected_params):
     assert n_params(variables) == expected_params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,channels,base", [(32, 3, 16), (32, 1, 8), (28, 1, 4)])
 def test_generator_shape_and_normalised_output(size, channels, base):
     gen = models.Generator(base_channels=base, image_size=size, channels=channels)
@@ -127,6 +129,7 @@ def _outputs_and_grads(model, variables, x):
     (lambda ops: models.get_classifier("wrn16_1", 10, ops=ops), (16, 16, 16, 3)),
     (lambda ops: models.get_generator(8, 16, 1, ops=ops), (16, 12)),
 ], ids=["lenet5_bn", "resnet_1111", "wrn16_1", "generator"])
+@pytest.mark.slow
 def test_cpu_ops_compute_what_plain_flax_computes(build, x_shape):
     """The same variables give the same outputs, BN statistics and gradients with PLAIN and
     cpu.OPS (to float32 rounding: the sums run in another order)."""

@@ -139,6 +139,7 @@ def test_bad_input_is_one_line_and_leaves_the_data_dir(tmp_path, shapes, name, c
     assert _tree(data_dir) == before
 
 
+@pytest.mark.slow
 def test_own_teacher_trains_and_its_card_carries_the_spec(tmp_path, shapes):
     """A teacher trained on the folder through experiments.custom; its card carries the
     dataset's spec, which is all a distillation run with the teacher alone (no data) needs."""
@@ -158,13 +159,14 @@ def test_own_teacher_trains_and_its_card_carries_the_spec(tmp_path, shapes):
     spec = data.get_spec("shapes", data_dir)
     images, labels = data.load_split(spec, "test", data_dir)
     model, variables, _ = teacher_lib.load_teacher(teacher_dir, "lenet5_bn", "shapes", spec=spec)
-    predicted = np.argmax(np.asarray(model.apply(variables, images)), -1)
+    predicted = np.argmax(np.asarray(model.apply(variables, data.normalize(images, spec))), -1)
     assert card["test_acc"] == pytest.approx(float(np.mean(predicted == labels)), abs=1e-6)
     config = ddad.get_config("shapes,smoke")
     config.teacher_dir, config.data_dir = teacher_dir, str(tmp_path / "empty")
     assert dataset_spec(config) == data.get_spec("shapes", data_dir)
 
 
+@pytest.mark.slow
 def test_ddad_with_no_data_reports_agreement(tmp_path, fmnist_smoke_teacher):
     (tmp_path / "empty").mkdir()
     result = run_entry("fashion_mnist", "--config=configs/fmnist_lenet5.py:smoke", f"--workdir={tmp_path / 'w'}",
@@ -181,6 +183,7 @@ def test_ddad_with_no_data_reports_agreement(tmp_path, fmnist_smoke_teacher):
     assert "generated/student_agreement" in keys and not any(k.startswith("test/") for k in keys)
 
 
+@pytest.mark.slow
 def test_inversion_with_evaluation_switched_off(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
     """``eval_examples = 0`` switches the test split off even where it is prepared."""
     from configs import deepinversion

@@ -51,6 +51,7 @@ def test_ddad_one_device_equals_eight_devices(every_term):
     assert hist1[-1]["gen/bn"] != hist1[0]["gen/bn"]
 
 
+@pytest.mark.slow
 def test_teacher_step_one_device_equals_eight_devices():
     spec = data.get_spec("cifar10")  # exercises augmentation and BN under the batch axis
     model = models.get_classifier("wrn16_1", 10, bn_axis_name=parallel.BATCH_AXIS)

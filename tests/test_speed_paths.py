@@ -29,6 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ((16, 9, 9, 3), (3, 3, 3, 4), (2, 2), ((1, 1), (1, 1))),
     ((7, 8, 8, 2), (1, 1, 2, 3), (1, 1), "SAME"),  # prime batch: one chunk per image
 ])
+@pytest.mark.slow
 def test_chunked_weight_gradient_equals_xla(monkeypatch, shape, kernel, strides, padding):
     monkeypatch.setattr(cpu, "FEW_CHANNELS", 0)  # these shapes would take the few-channel path
     monkeypatch.setattr(cpu, "PATCHES_MAX_PIXELS", 0)  # ... or the patches weight gradient
@@ -64,6 +65,7 @@ def _conv_grads(conv_fn, x, w, strides, padding, seed=1):
     ((2, 8, 8, 3), (3, 3, 3, 8), "SAME", "patches"),  # a ResNet stem
     ((2, 7, 9, 6), (2, 3, 6, 2), ((2, 0), (1, 3)), "taps"),  # uneven kernel and padding
 ])
+@pytest.mark.slow
 def test_few_channel_conv_equals_xla_with_gradients(shape, kernel, padding, path):
     """Layers with few input or output channels run as windows + matmul on CPU (not XLA's
     convolution), with their own VJP; values and both gradients equal XLA's."""
@@ -130,6 +132,7 @@ def test_custom_weight_gradients_are_summed_over_devices(x_shape, kernel, stride
     ((3, 8, 8, 1024), (1, 1, 1024, 10), (2, 2), "VALID"),  # a 1x1 projection shortcut
     ((2, 11, 11, 48), (5, 5, 48, 7), (1, 1), "VALID"),  # 5x5 kernel, 7x7 output
 ])
+@pytest.mark.slow
 def test_patches_weight_gradient_equals_xla(shape, kernel, strides, padding):
     """Convolutions with small output maps and large patches take their weight gradient as
     one matmul of patches on CPU; values and both gradients equal XLA's."""
@@ -161,6 +164,7 @@ def test_patches_weight_gradient_is_used_only_where_it_applies():
     assert patches((32, 10, 10, 32), (2, 2, 32, 128), padding="VALID") is None  # the generator's 9x9 map
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,features,use_bias", [((3, 7, 7, 32), 16, False), ((2, 4, 6, 5), 3, True)])
 def test_upsample_conv_equals_upsampling_then_conv(shape, features, use_bias):
     """The generator's upsample + 3x3 conv, plain (``layers.UpsampleConv``) and fused
@@ -227,6 +231,7 @@ def test_device_split_takes_effect_after_the_launcher_is_imported():
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_iteration_compiles_once_across_a_checkpoint_round_trip(tmp_path):
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.pool_size = 3  # the batch-sharded pool goes through the checkpoint too
@@ -267,6 +272,7 @@ def _ddad_history(dtype, iterations=2):
     return state, history
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_state_and_tracks_float32_losses():
     state16, hist16 = _ddad_history(jnp.bfloat16)
     _, hist32 = _ddad_history(jnp.float32)
@@ -280,6 +286,7 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32_losses():
             assert abs(m16[k] - m32[k]) <= 0.05 * abs(m32[k]) + 0.05, (k, m16[k], m32[k])
 
 
+@pytest.mark.slow
 def test_bfloat16_models_compute_in_bfloat16():
     for model, x in [(models.get_classifier("wrn16_1", 10, dtype=jnp.bfloat16), jnp.ones((2, 32, 32, 3))),
                      (models.get_generator(8, 32, 1, dtype=jnp.bfloat16), jnp.ones((2, 16)))]:

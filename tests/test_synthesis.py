@@ -3,6 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import pytest
 import numpy as np
 
 from configs import ddad as ddad_config
@@ -48,6 +49,7 @@ def test_draw_slots_stays_within_the_filled_slots():
     assert set(np.unique(synthesis.draw_slots(jax.random.key(0), jnp.asarray(0), 1, 16))) == {0}
 
 
+@pytest.mark.slow
 def test_iteration_pools_synthesised_batches_with_the_teachers_inference_logits():
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.pool_size = 3

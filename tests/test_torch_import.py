@@ -114,6 +114,7 @@ def test_unprepared_test_split_gives_a_card_with_null_accuracy_that_load_teacher
     assert meta["test_acc"] is None and meta["source"] == "pytorch"
 
 
+@pytest.mark.slow
 def test_cli_writes_a_teacher_that_load_teacher_reads_and_refuses_to_overwrite(tmp_path, fmnist_data_dir):
     net = _torch_net("lenet5_bn", "fashion_mnist")
     path = str(tmp_path / "lenet5_bn.pt")
@@ -128,10 +129,11 @@ def test_cli_writes_a_teacher_that_load_teacher_reads_and_refuses_to_overwrite(t
     assert card["source"] == "pytorch" and card["model"] == "lenet5_bn" and card["dataset"] == "fashion_mnist"
     assert card["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
     # the card's accuracy is the PyTorch net's own on the 10 000 test images (up to a near-tie or two)
-    images, labels = data.load_split(data.get_spec("fashion_mnist"), "test", fmnist_data_dir)
+    spec = data.get_spec("fashion_mnist")
+    images, labels = data.load_split(spec, "test", fmnist_data_dir)
+    x_test = np.asarray(data.normalize(images, spec)).transpose(0, 3, 1, 2)
     with torch.no_grad():
-        torch_acc = float((net.eval()(torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2))).argmax(-1).numpy()
-                           == np.asarray(labels)).mean())
+        torch_acc = float((net.eval()(torch.from_numpy(x_test)).argmax(-1).numpy() == np.asarray(labels)).mean())
     assert card["test_examples"] == 10000 and card["test_acc"] == pytest.approx(torch_acc, abs=3e-4)
     x = np.random.default_rng(2).normal(size=(3, 32, 32, 1)).astype(np.float32)
     with torch.no_grad():

@@ -78,8 +78,8 @@ def place_ddad_state(state: ddad.DDADState, hp: ddad.DDADHyper, mesh) -> ddad.DD
 
 def build_ddad(config) -> Run:
     method = config.get("method", "ddad")  # DAFL, DFAD and DFQ are DDAD-shaped: a generator step, then the student
-    s = distillation.setup(config, method)
-    spec, mesh, teacher_model, teacher_vars = s.spec, s.mesh, s.teacher_model, s.teacher_vars
+    shared = distillation.setup(config, method)
+    spec, mesh, teacher_model, teacher_vars = shared.spec, shared.mesh, shared.teacher_model, shared.teacher_vars
     hp = hyper(config, spec)
 
     dtype = compute_dtype(config)
@@ -100,7 +100,7 @@ def build_ddad(config) -> Run:
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
         sample_z = synthesis.with_classes(sample_z, jnp.arange(config.sample_grid) % hp.num_classes, hp.num_classes)
     agreement = None
-    if s.eval_set is None:  # AGREEMENT_BATCHES generator batches from latents drawn once
+    if shared.eval_set is None:  # AGREEMENT_BATCHES generator batches from latents drawn once
         agree_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 4), hp.latent_dim, 0,
                                             (AGREEMENT_BATCHES, config.batch_size))
         if hp.num_classes:
@@ -114,13 +114,13 @@ def build_ddad(config) -> Run:
         k = hp.student_steps  # images the generator made: its own batch, then the student's fresh ones
         synthetic = hp.batch_size * (adversarial_done * (1 + k) + finetune_done * k)
         return distillation.summary(
-            s, last_eval, wall_s, synthetic_images=synthetic, teacher_acc_at_training=s.teacher_meta.get("test_acc"),
+            shared, last_eval, wall_s, synthetic_images=synthetic, teacher_acc_at_training=shared.teacher_meta.get("test_acc"),
             iterations=adversarial_total, finetune_iterations=total - adversarial_total,
             student_objective=hp.student_objective, pool_size=hp.pool_size)
 
     image_shape = (spec.image_size, spec.image_size, spec.channels)
     return distillation.run(
-        s, state=state, place=lambda st: place_ddad_state(st, hp, mesh),
+        shared, state=state, place=lambda st: place_ddad_state(st, hp, mesh),
         step=lambda n, st: (iteration if n <= adversarial_total else finetune)(st, teacher_vars, rng),
         total_steps=total, student_eval=student_f32, agreement=agreement, summarize=summarize,
         report=lambda sm: f"student {sm['student']} {student_result(sm)} (teacher {teacher_result(sm)})",

@@ -33,8 +33,8 @@ def place(state, hp, mesh):
 
 
 def build_inversion(config) -> Run:
-    s = distillation.setup(config, config.method)
-    spec, mesh, teacher_model, teacher_vars = s.spec, s.mesh, s.teacher_model, s.teacher_vars
+    shared = distillation.setup(config, config.method)
+    spec, mesh, teacher_model, teacher_vars = shared.spec, shared.mesh, shared.teacher_model, shared.teacher_vars
     hp = inversion_hyper(config, spec)
     image_shape = (spec.image_size, spec.image_size, spec.channels)
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
@@ -79,7 +79,7 @@ def build_inversion(config) -> Run:
     def summarize(state, last_eval, wall_s):
         filled = int(min(int(state.step), hp.pool_size))
         return distillation.summary(
-            s, last_eval, wall_s, rounds=rounds, synthetic_images=int(state.step) * config.batch_size,
+            shared, last_eval, wall_s, rounds=rounds, synthetic_images=int(state.step) * config.batch_size,
             pool_images=filled * config.batch_size, synthesizer=config.synthesizer)
 
     agree = jax.jit(lambda s_vars, x, t_logits: jnp.mean(
@@ -98,7 +98,7 @@ def build_inversion(config) -> Run:
         return np.asarray(data.denormalize(jnp.asarray(images), spec)), labels
 
     return distillation.run(
-        s, state=state, place=lambda st: place(st, hp, mesh),
+        shared, state=state, place=lambda st: place(st, hp, mesh),
         step=lambda n, st: (warmup_fn if n <= config.warmup_rounds else round_fn)(st, teacher_vars, rng),
         total_steps=rounds, student_eval=student, agreement=pool_agreement, summarize=summarize,
         phase=lambda n: "warm-up " if n <= config.warmup_rounds else "",
