@@ -22,8 +22,6 @@ import ml_collections
 
 from configs import common
 
-PAIRS = common.PAIRS
-
 
 def common_fields(c: ml_collections.ConfigDict, kind: str, dataset: str, pair: str) -> ml_collections.ConfigDict:
     """Fields every data-free run has, for ``dataset`` and ``pair``."""
@@ -44,7 +42,7 @@ def fashion_mnist(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get(method: Callable[[str, str], ml_collections.ConfigDict], name: str, arg: str) -> ml_collections.ConfigDict:
     """The config ``method(dataset, pair)`` builds for ``arg`` = ``DATASET[,PAIR][,smoke]``."""
-    dataset, pair, smoke = common.parse_arg(arg, f"configs/{name}.py", "cifar10", PAIRS)
+    dataset, pair, smoke = common.parse_arg(arg, f"configs/{name}.py", "cifar10", common.PAIRS)
     return common.finish(method(dataset, pair), smoke)
 
 

@@ -22,8 +22,8 @@ from ddad_jax.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """What a value must be: a ``kind`` (int, float or bool) within ``[low, high]`` (``low``
-    excluded when ``open_low``), or one of ``choices``."""
+    """What a value must be: a ``kind`` (int or float) within ``[low, high]`` (``low``
+    excluded when ``open_low``), or one of ``choices`` (booleans: ``(True, False)``)."""
     kind: type = float
     low: Optional[float] = None
     high: Optional[float] = None
@@ -35,10 +35,6 @@ class Rule:
         if self.choices is not None:
             if value not in self.choices:
                 raise UserError(f"{name} must be one of {', '.join(repr(c) for c in self.choices)}, got {value!r}")
-            return
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise UserError(f"{name} must be True or False, got {value!r}")
             return
         number = isinstance(value, int) if self.kind is int else isinstance(value, (int, float))
         if isinstance(value, bool) or not number or (self.kind is float and not math.isfinite(value)):

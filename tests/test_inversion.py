@@ -226,10 +226,10 @@ def test_cmi_round_one_device_equals_two(fmnist_data_dir, fmnist_smoke_teacher):
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_every_published_pair_config_is_valid(method, dataset):
     import importlib
-    from configs import datafree
+    from configs import common
     from ddad_jax import trainers
     module = importlib.import_module(f"configs.{method}")
-    for pair in datafree.PAIRS:  # fields and ranges checked, nothing run
+    for pair in common.PAIRS:  # fields and ranges checked, nothing run
         config = module.get_config(f"{dataset},{pair}")
         trainers.validate(config)
         assert (config.teacher, config.student) == tuple(pair.split("-")) and config.dataset == dataset

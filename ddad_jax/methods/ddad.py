@@ -109,8 +109,7 @@ def student_step(hp: DDADHyper, teacher, state: DDADState, z, slots=None, mix=No
 def blended_statistics(hp: DDADHyper, state: DDADState, observed):
     """DDAD+'s BN momentum (Fast): the observed statistics blended with the running blend of
     past batches; ``observed`` itself in DDAD (no running blend) and on the first batch."""
-    momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)  # the first batch has no past to blend
-    return objectives.blend_statistics(observed, state.bn_running, momentum)
+    return objectives.blend_statistics(observed, state.bn_running, hp.bn_momentum, step=state.step)
 
 
 def with_pooled(hp: DDADHyper, pool: synthesis.Pool, slots, x, t_logits):

@@ -138,7 +138,6 @@ def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make
     synth = SYNTHESIZERS[hp.synthesizer]
     names = objectives.term_names(hp.generator_terms)
     s = state.student
-    momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)  # the first round has no past to blend
     head = ContrastHead(hp.contrast_head_dim)
     cached = contrastive.bank_draw(jax.random.fold_in(draws.init_rng, 1), state.bank,
                                    hp.contrast_negatives) if hp.contrasting else None
@@ -154,7 +153,8 @@ def synthesize(hp: InversionHyper, teacher: Teacher, state: InversionState, make
         else:
             t_logits, observed, t_feats = teacher(seen)
         synthesis_view = objectives.Synthesis(
-            teacher_logits=t_logits, bn_observed=objectives.blend_statistics(observed, state.bn_running, momentum),
+            teacher_logits=t_logits, bn_observed=objectives.blend_statistics(observed, state.bn_running, hp.bn_momentum,
+                                                                          step=state.step),
             bn_stored=teacher.bn_stored, targets=draws.targets, images=x, teacher_features=t_feats, contrast=contrast,
             student_logits=forward(s, s.params, seen, train=False, name="student")[0]
             if names & objectives.NEEDS_STUDENT else None)
@@ -189,8 +189,7 @@ def keep_contrast(hp: InversionHyper, state: InversionState, made: Synthesized) 
 
 def update_bn_running(hp: InversionHyper, state: InversionState, observed) -> InversionState:
     """Fast's BN momentum: the running blend moves once per round, from the last inner step."""
-    momentum = jnp.where(state.step > 0, hp.bn_momentum, 0.0)
-    blended = objectives.blend_statistics(observed, state.bn_running, momentum)
+    blended = objectives.blend_statistics(observed, state.bn_running, hp.bn_momentum, step=state.step)
     return state.replace(bn_running=jax.lax.stop_gradient(blended))
 
 

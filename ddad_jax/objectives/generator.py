@@ -57,12 +57,15 @@ def bn_statistics(s: Synthesis, axis_name=None) -> jnp.ndarray:
     return sum(jnp.linalg.norm(observed[k] - stored[k]) for k in sorted(observed))
 
 
-def blend_statistics(observed: Any, running: Any, momentum) -> Any:
+def blend_statistics(observed: Any, running: Any, momentum, step=None) -> Any:
     """BN statistics with a momentum across batches (Fast): ``(1 - m) * observed + m *
     running`` per statistic, ``running`` a constant; ``observed`` as is when there is no
-    running blend yet. The same formula updates the running blend once per batch/round."""
+    running blend yet, or at ``step`` 0 (the first batch or round has no past to blend). The
+    same formula updates the running blend once per batch/round."""
     if running is None:
         return observed
+    if step is not None:
+        momentum = jnp.where(step > 0, momentum, 0.0)
     return jax.tree.map(lambda o, r: (1 - momentum) * o + momentum * jax.lax.stop_gradient(r), observed, running)
 
 
