@@ -20,7 +20,6 @@ orbax has each write its part of a checkpoint.
 import contextlib
 import gc
 import os
-import shutil
 import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -29,6 +28,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
 from ddad_jax import parallel
+from ddad_jax.workdir import absolute, path as as_path
 from ddad_jax.errors import UserError, reason
 
 
@@ -53,7 +53,7 @@ class Checkpointer:
     """Periodic saves of a whole train state (a pytree); restores the newest readable one."""
 
     def __init__(self, directory: str, max_to_keep: int = 2):
-        self.directory = os.path.abspath(directory)
+        self.directory = absolute(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                cleanup_tmp_directories=True)  # saves a kill cut short
         with _quiet_orbax():  # garbage in a step's metadata is logged here, and handled in restore
@@ -121,11 +121,11 @@ class Checkpointer:
             src = os.path.join(self.directory, str(step))
             dest = os.path.join(self.directory + ".unreadable", str(step))
             suffix = 1
-            while os.path.exists(dest):  # the same step may go bad again after a rerun
+            while as_path(dest).exists():  # the same step may go bad again after a rerun
                 dest, suffix = os.path.join(self.directory + ".unreadable", f"{step}.{suffix}"), suffix + 1
             try:
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                os.replace(src, dest)
+                as_path(dest).parent.mkdir(parents=True, exist_ok=True)
+                as_path(src).rename(dest)
                 kept = f"it is kept in {dest}"
             except OSError as e:
                 raise UserError(f"checkpoint {src} is unreadable ({why}), and moving it aside failed "
@@ -146,11 +146,16 @@ class Checkpointer:
 def _restore_as_saved(manager: ocp.CheckpointManager, step: int) -> Any:
     """Checkpoint ``step`` restored into its own recorded shapes and dtypes, on this process's
     first device (a target without shardings would need the devices it was saved from)."""
+    return manager.restore(step, args=ocp.args.StandardRestore(_as_saved(manager.item_metadata(step).tree)))
+
+
+def _as_saved(tree_metadata: Any) -> Any:
+    """A restore target with a checkpoint's own shapes and dtypes (its ``tree`` metadata), on
+    this process's first device."""
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    as_saved = jax.tree.map(
+    return jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding) if hasattr(m, "dtype") else m,
-        manager.item_metadata(step).tree)
-    return manager.restore(step, args=ocp.args.StandardRestore(as_saved))
+        tree_metadata)
 
 
 def restore_latest(directory: str) -> Optional[Tuple[int, Any]]:
@@ -158,7 +163,7 @@ def restore_latest(directory: str) -> Optional[Tuple[int, Any]]:
     it was saved -- nested dicts of numpy arrays, whatever devices saved it, so no config or
     data is needed to read it -- or None when there is none. Read-only: nothing in ``directory``
     is created, moved or cleaned up. UserError when it cannot be read."""
-    directory = os.path.abspath(directory)
+    directory = absolute(directory)
     with _quiet_orbax():  # orbax also warns that a read-only manager saves nothing
         try:
             options = ocp.CheckpointManagerOptions(create=False, read_only=True)
@@ -184,21 +189,27 @@ def save_variables(path: str, variables: Any) -> None:
     An existing one at ``path`` is replaced only once the new one is complete, so a kill
     mid-write leaves the old export (or none), never a half-written one. With several
     processes all of them call it (orbax saves collectively); process 0 moves the files."""
-    path = os.path.abspath(path)
-    new, old = path + ".new", path + ".old"
+    path = absolute(path)
+    new, old = as_path(path + ".new"), as_path(path + ".old")
     primary = parallel.is_primary()
     if primary:
-        shutil.rmtree(new, ignore_errors=True)
+        _remove_tree(new)
     _barrier(f"save_variables {new}")
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(new, variables, force=True)
+        ckptr.save(os.fspath(new), variables, force=True)
     if primary:
-        if os.path.exists(path):
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(new, path)
-        shutil.rmtree(old, ignore_errors=True)
+        if as_path(path).exists():
+            _remove_tree(old)
+            as_path(path).rename(old)
+        new.rename(path)
+        _remove_tree(old)
     _barrier(f"save_variables {path}")
+
+
+def _remove_tree(directory) -> None:
+    """Removes ``directory`` (an epath.Path) and everything in it, if it exists."""
+    if directory.exists():
+        directory.rmtree()
 
 
 def _barrier(name: str) -> None:
@@ -213,7 +224,15 @@ def load_variables(path: str, target: Any) -> Any:
     (``target`` may be abstract, e.g. from ``jax.eval_shape``); ValueError otherwise."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with ocp.StandardCheckpointer() as ckptr:
-        return _check_fits(ckptr.restore(os.path.abspath(path), abstract), abstract)
+        return _check_fits(ckptr.restore(absolute(path), abstract), abstract)
+
+
+def load_variables_as_saved(path: str) -> Any:
+    """The variables saved at ``path`` (``save_variables``), as numpy arrays in their saved
+    shapes and dtypes: what copying them elsewhere needs, with no model to shape them."""
+    with ocp.StandardCheckpointer() as ckptr:
+        target = _as_saved(ckptr.metadata(absolute(path)).item_metadata.tree)
+        return jax.device_get(ckptr.restore(absolute(path), target))
 
 
 def _check_fits(restored: Any, abstract: Any) -> Any:

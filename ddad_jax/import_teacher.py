@@ -42,14 +42,15 @@ def import_teacher(state_dict_path: str, model_name: str, dataset: str, out: str
                    data_dir=None) -> dict:
     """Converts, measures and writes the teacher; returns its card. Nothing is written when
     anything is wrong with the input (UserError)."""
-    from ddad_jax import models, teacher, torch_import  # pylint: disable=import-outside-toplevel
+    from ddad_jax import models, teacher, torch_import, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
 
     spec = data.get_spec(dataset)
     if model_name not in models.CLASSIFIERS:
         models.get_classifier(model_name, spec.num_classes)  # the registry's error, with the known names
-    if os.path.exists(out) and not os.path.isdir(out):
+    target = workdir_lib.path(out)
+    if target.exists() and not target.is_dir():
         raise UserError(f"--out {out} is a file; choose a directory")
-    if os.path.exists(out) and not force:
+    if target.exists() and not force:
         raise UserError(f"--out {out} exists; pass --force to replace its {teacher.TEACHER_SUBDIR}/ and "
                         f"{teacher.TEACHER_META}, or choose another --out")
     state_dict = torch_import.read_state_dict(state_dict_path)
@@ -62,7 +63,7 @@ def import_teacher(state_dict_path: str, model_name: str, dataset: str, out: str
     if note:
         card["test_acc_note"] = note
     try:
-        os.makedirs(out, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out {out} ({e.strerror})") from None
     teacher.export(out, variables, card)

@@ -1,14 +1,19 @@
 """What a user sees during a run: progress lines, a JSON-lines metrics file, TensorBoard
 scalars (tensorboardX, no TensorFlow needed) and PNG grids of images."""
 
+import io
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from ddad_jax import workdir as workdir_lib
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -56,24 +61,29 @@ class Reporter:
         self.stream = stream or sys.stdout
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
         self._t0, self._step0 = None, start_step  # set at the first report: excludes compilation
-        self._tb = None
+        self._tb, self._tb_remote = None, None
         if not writes:
             return
-        os.makedirs(workdir, exist_ok=True)
+        workdir_lib.path(workdir).mkdir(parents=True, exist_ok=True)
         self._drop_records_after(start_step)  # a resumed run rewrites what came after its checkpoint
         writer = summary_writer_class()
-        self._tb = writer(os.path.join(workdir, "tb"), purge_step=start_step + 1 if start_step else None) \
-            if writer else None
+        tb_dir = os.path.join(workdir, "tb")
+        if writer and workdir_lib.is_remote(workdir):
+            # events are written here and each flushed file uploaded whole (``_upload_tb``): a
+            # bucket has no append, and tensorboardX's own gs:// writer re-sends its buffer even
+            # from a finaliser at exit
+            self._tb_remote, tb_dir = tb_dir, tempfile.mkdtemp(prefix="ddad_jax_tb.")
+        self._tb = writer(tb_dir, purge_step=start_step + 1 if start_step else None) if writer else None
 
     def _drop_records_after(self, step: int) -> None:
         """Keeps the records up to ``step`` (a resumed run rewrites what came after its
         checkpoint). A last line that is not valid JSON is a write torn by a kill: it is
         dropped with a warning. An unparsable line before it is not ours to judge and is
         kept as it is. The file is replaced atomically, so a kill here loses nothing."""
-        if not os.path.exists(self.jsonl_path):
+        jsonl = workdir_lib.path(self.jsonl_path)
+        if not jsonl.exists():
             return
-        with open(self.jsonl_path, "rb") as f:
-            raw = f.read()
+        raw = jsonl.read_bytes()
         lines = raw.decode("utf-8", errors="surrogateescape").split("\n")  # bytes kept as they are
         while lines and not lines[-1].strip():
             lines.pop()
@@ -93,21 +103,26 @@ class Reporter:
             record_step = record.get("step", 0) if isinstance(record, dict) else 0
             if not isinstance(record_step, (int, float)) or record_step <= step:
                 keep.append(line)
-        text = "".join(line + "\n" for line in keep)
-        if text.encode("utf-8", errors="surrogateescape") != raw:
-            tmp = f"{self.jsonl_path}.tmp"
-            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(text)
-            os.replace(tmp, self.jsonl_path)
+        text = "".join(line + "\n" for line in keep).encode("utf-8", errors="surrogateescape")
+        if text == raw:
+            return
+        if workdir_lib.is_remote(self.jsonl_path):
+            jsonl.write_bytes(text)  # one object upload: the old object or the new
+            return
+        tmp = f"{self.jsonl_path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(text)
+        os.replace(tmp, self.jsonl_path)
 
     def history(self, key: str) -> List[Tuple[int, float]]:
         """(step, value) of every record of ``key`` so far, oldest first: on resume, what
         the interrupted runs reported up to the checkpoint (e.g. to carry on a best-so-far)."""
         found = []
-        if not os.path.exists(self.jsonl_path):
+        jsonl = workdir_lib.path(self.jsonl_path)
+        if not jsonl.exists():
             return found
-        with open(self.jsonl_path, encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
+        with jsonl.open("rb") as f:
+            for line in f.read().decode("utf-8", errors="surrogateescape").splitlines():
                 try:
                     record = json.loads(line)
                 except ValueError:
@@ -120,12 +135,12 @@ class Reporter:
         if not self.writes:
             return
         metrics = {k: float(v) for k, v in metrics.items()}
-        with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+        workdir_lib.append_text(self.jsonl_path, json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, v, step)
             self._tb.flush()
+            self._upload_tb()
 
     def progress(self, step: int, metrics: Dict[str, float], prefix: str = "") -> None:
         if not self.writes:
@@ -140,9 +155,21 @@ class Reporter:
         parts += [f"{rate:.2f} steps/s" if math.isfinite(rate) else "? steps/s", f"ETA {_fmt_duration(eta)}"]
         print(" | ".join(parts), file=self.stream, flush=True)
 
+    def _upload_tb(self) -> None:
+        """A remote workdir's event files, copied whole from their local directory to ``tb/``."""
+        if self._tb_remote is None:
+            return
+        local = self._tb.logdir
+        for name in os.listdir(local):
+            with open(os.path.join(local, name), "rb") as f:
+                workdir_lib.path(os.path.join(self._tb_remote, name)).write_bytes(f.read())
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._upload_tb()
+            if self._tb_remote is not None:
+                shutil.rmtree(self._tb.logdir, ignore_errors=True)
 
 
 def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, scale: int = 2,
@@ -171,5 +198,8 @@ def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, 
             x, y = (2 + col * (w + 2)) * scale, (2 + r * (h + 2)) * scale
             draw.rectangle((x, y, x + 7 * len(str(int(label))) + 2, y + 11), fill=(0, 0, 0))
             draw.text((x + 1, y), str(int(label)), fill=(255, 255, 0))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(path)
+    png = io.BytesIO()
+    img.save(png, format="PNG")
+    target = workdir_lib.path(workdir_lib.absolute(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(png.getvalue())

@@ -76,8 +76,7 @@ def card_spec(teacher_dir: str, dataset: str) -> Optional[data.DatasetSpec]:
     with the teacher and no data at all knows a custom dataset's shape, classes and
     normalisation. Any problem with the card is left to ``load_teacher`` to report."""
     try:
-        with open(os.path.join(teacher_dir, TEACHER_META)) as f:
-            meta = json.load(f)
+        meta = json.loads(workdir_lib.path(os.path.join(teacher_dir, TEACHER_META)).read_text())
         if meta.get("dataset") == dataset and isinstance(meta.get("dataset_spec"), dict):
             return data.spec_from_dict(meta["dataset_spec"])
     except (OSError, ValueError, TypeError, AttributeError):
@@ -101,12 +100,11 @@ def load_teacher(teacher_dir: str, model_name: str, dataset: str,
                             f"but the config asks for '{model_name}' on '{dataset}'")
         return (model if bn_axis_name is None else model.clone(bn_axis_name=bn_axis_name)), variables, meta
     meta_path = os.path.join(teacher_dir, TEACHER_META)
-    if not teacher_dir or not os.path.exists(meta_path):
+    if not teacher_dir or not workdir_lib.path(meta_path).exists():
         raise UserError(f"no teacher checkpoint in '{teacher_dir}' (expected {TEACHER_META} and "
                         f"{TEACHER_SUBDIR}/); train one with configs/teacher.py or set --config.teacher_dir")
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
+        meta = json.loads(workdir_lib.path(meta_path).read_text())
         if not isinstance(meta, dict):
             raise ValueError(f"a JSON {type(meta).__name__}, not an object")
     except (OSError, ValueError) as e:

@@ -7,6 +7,12 @@
   (SIGKILL, power loss, a full disk) leaves the old content or the new, never a torn file;
   a torn ``run.json`` (an older version's) is rewritten with a warning.
 
+Workdirs and teacher directories may be cloud storage (``gs://bucket/run``: etils' epath
+through fsspec/gcsfs for plain files, orbax through tensorstore for checkpoints; ``pip install
+'ddad_jax[gcs]'``). ``path``/``absolute``/``is_remote`` are how the rest of the library names
+such locations. On a bucket, a write is one object upload (readers see the old object or the
+new, never a torn one) and an append rewrites the object: there is no append on GCS.
+
 The checkpoints themselves (orbax) are ``checkpoints.py``'s. In a multi-process run every
 process calls these functions alike, on a workdir they share; the plain files (``run.json``,
 summaries, exports) are written by process 0 alone.
@@ -22,11 +28,49 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
+from etils import epath
 
 from ddad_jax import parallel
 from ddad_jax.errors import UserError, reason
 
 RUN_RECORD = "run.json"
+
+
+def is_remote(location: Any) -> bool:
+    """Whether ``location`` names cloud storage (``gs://...``, ``s3://...``), not a local path."""
+    return "://" in os.fspath(location)
+
+
+def absolute(location: str) -> str:
+    """``location`` as an absolute path; a cloud storage URI as it is (``os.path.abspath`` would
+    turn ``gs://b/run`` into ``$PWD/gs:/b/run``)."""
+    return location if is_remote(location) else os.path.abspath(location)
+
+
+def path(location: Any) -> epath.Path:
+    """An ``epath.Path`` for ``location``, local or cloud storage; UserError when the file system
+    library its scheme needs is not installed (gcsfs for ``gs://``)."""
+    location = os.fspath(location)
+    if is_remote(location):
+        scheme = location.split("://", 1)[0]
+        try:
+            import fsspec  # pylint: disable=import-outside-toplevel
+            fsspec.get_filesystem_class(scheme)
+        except (ImportError, ValueError) as e:
+            raise UserError(f"{location}: {scheme}:// paths need their fsspec file system ({reason(e)}); "
+                            "pip install 'ddad_jax[gcs]' for gs://") from None
+    return epath.Path(location)
+
+
+def append_text(location: str, text: str) -> None:
+    """Appends ``text`` to the file at ``location`` (created if absent). On cloud storage, which
+    has no append, the object is rewritten whole (fine for a metrics log's few hundred lines)."""
+    if not is_remote(location):
+        with open(location, "a") as f:
+            f.write(text)
+        return
+    p = path(location)
+    p.write_text((p.read_text() if p.exists() else "") + text)
 
 
 def variables_fingerprint(variables: Any) -> str:
@@ -51,28 +95,32 @@ def _canonical(value: Any) -> str:
 
 
 def _make_workdir(workdir: str) -> None:
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
+    p = path(workdir)
+    if p.exists() and not p.is_dir():
         raise UserError(f"--workdir {workdir} is a file, not a directory; pick another --workdir")
     try:
-        os.makedirs(workdir, exist_ok=True)
+        p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --workdir {workdir} ({e.strerror or reason(e)})") from None
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Writes ``path`` through a temporary file and a rename: a kill leaves the old or the
+def write_atomically(target: str, text: str) -> None:
+    """Writes ``target`` through a temporary file and a rename: a kill leaves the old or the
     new content, never a torn file. With several processes only process 0 writes (every
     process has the same ``text``: it describes the one run they make together)."""
     if not parallel.is_primary():
         return
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
+    if is_remote(target):  # one object upload: all or nothing
+        path(target).write_text(text)
+        return
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target) or ".", prefix=f".{os.path.basename(target)}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -93,9 +141,9 @@ def guard_workdir(workdir: str, identity: dict) -> None:
     a state of another architecture.
     """
     _make_workdir(workdir)
-    path = os.path.join(workdir, RUN_RECORD)
+    record = os.path.join(workdir, RUN_RECORD)
     wanted = json.loads(_canonical(identity))
-    recorded = _read_record(path)
+    recorded = _read_record(record)
     if recorded is not None:
         for k in list(wanted) + [k for k in recorded if k not in wanted]:
             if k in wanted and k in recorded and _canonical(wanted[k]) == _canonical(recorded[k]):
@@ -110,24 +158,24 @@ def guard_workdir(workdir: str, identity: dict) -> None:
                             f"or remove {workdir} to start over (nothing was changed)")
         return
     try:
-        write_atomically(path, json.dumps(wanted, indent=2) + "\n")
+        write_atomically(record, json.dumps(wanted, indent=2) + "\n")
     except OSError as e:
-        raise UserError(f"cannot write {path} ({e.strerror or reason(e)})") from None
+        raise UserError(f"cannot write {record} ({e.strerror or reason(e)})") from None
 
 
-def _read_record(path: str) -> Optional[dict]:
+def _read_record(record: str) -> Optional[dict]:
     """run.json's content; None if absent or unparsable (then with a warning)."""
-    if not os.path.exists(path):
+    p = path(record)
+    if not p.exists():
         return None
     try:
-        with open(path, "rb") as f:
-            recorded = json.loads(f.read().decode("utf-8"))
+        recorded = json.loads(p.read_bytes().decode("utf-8"))
         if isinstance(recorded, dict):
             return recorded
         why = f"a JSON {type(recorded).__name__}, not an object"
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         why = reason(e)
     except OSError as e:
-        raise UserError(f"cannot read {path} ({e.strerror or reason(e)})") from None
-    print(f"warning: {path} is unreadable ({why}); rewriting it for this run", file=sys.stderr, flush=True)
+        raise UserError(f"cannot read {record} ({e.strerror or reason(e)})") from None
+    print(f"warning: {record} is unreadable ({why}); rewriting it for this run", file=sys.stderr, flush=True)
     return None

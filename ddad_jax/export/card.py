@@ -123,7 +123,7 @@ def save_student(workdir: str, variables, summary: dict, spec: Optional[data.Dat
     custom or in-memory one is not in the built-in table). ``generator``: a
     ``generator_entry`` (None: the run has no generator that made its training images)."""
     checkpoints.save_variables(os.path.join(workdir, STUDENT_SUBDIR), jax.device_get(variables))
-    card = {**student_card(summary, spec), "generator": generator, "run_dir": os.path.abspath(workdir)}
+    card = {**student_card(summary, spec), "generator": generator, "run_dir": workdir_lib.absolute(workdir)}
     write_card(workdir, card)
 
 
@@ -135,8 +135,7 @@ def write_card(directory: str, card: dict) -> None:
 def read_json(path: str, what: str) -> dict:
     """The JSON object in ``path``; UserError naming ``what`` when absent or unreadable."""
     try:
-        with open(path) as f:
-            value = json.load(f)
+        value = json.loads(workdir_lib.path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"no {what} at {path}") from None
     except (OSError, ValueError) as e:

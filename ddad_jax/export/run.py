@@ -24,7 +24,7 @@ CALIBRATION_KINDS = ("ddad",)  # run kinds with one generator that made every tr
 
 def read_run(run_dir: str) -> Tuple[dict, dict]:
     """(run.json, summary.json) of a finished distillation run; UserError otherwise."""
-    if not os.path.isdir(run_dir):
+    if not workdir_lib.path(run_dir).is_dir():
         raise UserError(f"--run {run_dir} is not a directory")
     identity = card_lib.read_json(os.path.join(run_dir, workdir_lib.RUN_RECORD), "run record (run.json)")
     kind = identity.get("kind")
@@ -36,7 +36,7 @@ def read_run(run_dir: str) -> Tuple[dict, dict]:
                         "network and is not exported")
     if kind not in EXPORTED_KINDS:
         raise UserError(f"--run {run_dir} is a '{kind}' run; only {', '.join(EXPORTED_KINDS)} runs are exported")
-    if not os.path.exists(os.path.join(run_dir, "summary.json")):
+    if not workdir_lib.path(os.path.join(run_dir, "summary.json")).exists():
         raise UserError(f"--run {run_dir} is not finished (no summary.json); rerun its command to finish it")
     return identity, card_lib.read_json(os.path.join(run_dir, "summary.json"), "run summary")
 
@@ -45,11 +45,11 @@ def final_state(run_dir: str) -> Tuple[int, Any]:
     """(step, state) of a run's latest checkpoint, restored as saved (nested dicts of numpy
     arrays, on one device whatever devices saved it): no config or data needed to read it."""
     directory = os.path.join(run_dir, "checkpoints")
-    if not os.path.isdir(directory):
+    if not workdir_lib.path(directory).is_dir():
         raise UserError(f"--run {run_dir} has no checkpoints/ to read the final state from")
     latest = checkpoints.restore_latest(directory)
     if latest is None:
-        raise UserError(f"--run {run_dir} has no checkpoint in {os.path.abspath(directory)}")
+        raise UserError(f"--run {run_dir} has no checkpoint in {workdir_lib.absolute(directory)}")
     return latest
 
 
@@ -63,8 +63,8 @@ def variables_of(tree: dict) -> dict:
 
 def saved_card(run_dir: str) -> Optional[dict]:
     """The card of the student the run exported at its end; None for a run made before that."""
-    if os.path.exists(os.path.join(run_dir, card_lib.STUDENT_CARD)) and \
-            os.path.isdir(os.path.join(run_dir, card_lib.STUDENT_SUBDIR)):
+    if workdir_lib.path(os.path.join(run_dir, card_lib.STUDENT_CARD)).exists() and \
+            workdir_lib.path(os.path.join(run_dir, card_lib.STUDENT_SUBDIR)).is_dir():
         return card_lib.read_card(run_dir)
     return None
 
@@ -75,11 +75,15 @@ def write_student(run_dir: str, summary: dict, dest: str) -> dict:
     summary and latest checkpoint (then without ``generator``)."""
     card = saved_card(run_dir)
     if card is not None:
-        shutil.copytree(os.path.join(run_dir, card_lib.STUDENT_SUBDIR), os.path.join(dest, card_lib.STUDENT_SUBDIR))
+        source, copy = os.path.join(run_dir, card_lib.STUDENT_SUBDIR), os.path.join(dest, card_lib.STUDENT_SUBDIR)
+        if workdir_lib.is_remote(source):  # the same arrays, read from the bucket and saved here
+            checkpoints.save_variables(copy, checkpoints.load_variables_as_saved(source))
+        else:
+            shutil.copytree(source, copy)
         return card
     step, state = final_state(run_dir)
     checkpoints.save_variables(os.path.join(dest, card_lib.STUDENT_SUBDIR), variables_of(state["student"]))
-    return {**card_lib.student_card(summary), "run_dir": os.path.abspath(run_dir), "from_checkpoint_step": step}
+    return {**card_lib.student_card(summary), "run_dir": workdir_lib.absolute(run_dir), "from_checkpoint_step": step}
 
 
 def calibration_generator(run_dir: str, identity: dict) -> Dict[str, Any]:

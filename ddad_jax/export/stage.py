@@ -7,6 +7,7 @@ import tempfile
 import time
 from typing import Any, Dict, Optional
 
+from ddad_jax import workdir as workdir_lib
 from ddad_jax.errors import UserError
 from ddad_jax.export import card as card_lib, evaluate, onnx as onnx_lib, run as run_lib
 
@@ -14,7 +15,12 @@ from ddad_jax.export import card as card_lib, evaluate, onnx as onnx_lib, run as
 def check_out_dir(run_dir: str, out_dir: str, force: bool) -> None:
     """UserError unless ``out_dir`` may receive the export: outside the run, and new, empty or
     (with ``force``) an earlier export."""
-    run, out = os.path.realpath(run_dir), os.path.realpath(out_dir)
+    if workdir_lib.is_remote(out_dir):
+        raise UserError(f"--out {out_dir}: an export is written to a local directory (staged beside it, then "
+                        "moved in); copy it to the bucket afterwards")
+    run, out = workdir_lib.absolute(run_dir), os.path.realpath(out_dir)
+    if not workdir_lib.is_remote(run):
+        run = os.path.realpath(run)
     if run == out or run.startswith(out + os.sep):
         raise UserError(f"--out {out_dir} holds the run itself; pick a directory outside {run_dir}")
     if os.path.exists(out) and not os.path.isdir(out):

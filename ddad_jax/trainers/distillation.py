@@ -6,7 +6,6 @@ images without a test split), the workdir identity and the exported student. Eac
 trainer adds only its states, its jitted step and what its summary adds."""
 
 import dataclasses
-import os
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -53,7 +52,7 @@ def summary(s: Setup, last_eval: Dict[str, float], wall_s: float, **extra) -> di
     """The summary keys every distillation run writes, with the method's own ``extra``."""
     c = s.config
     return {"method": s.method, "dataset": c.dataset, "teacher": c.teacher,
-            "teacher_dir": os.path.abspath(c.teacher_dir), "teacher_acc": s.teacher_acc, "student": c.student,
+            "teacher_dir": workdir_lib.absolute(c.teacher_dir), "teacher_acc": s.teacher_acc, "student": c.student,
             **eval_summary(last_eval), "generator_terms": objectives.terms_summary(s.terms), **extra,
             "wall_s": wall_s, "devices": s.mesh.size}
 
