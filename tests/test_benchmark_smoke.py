@@ -120,9 +120,18 @@ def test_profile_ops_smoke(smoke_env, tmp_path):
 
 @pytest.mark.slow
 def test_fmnist_ddad_smoke(smoke_env, tmp_path):
+    """Also the README's first two commands through the entry point on real Fashion-MNIST (a
+    smoke teacher, then DDAD from it): the script's two stages are exactly those commands."""
     run_smoke("fmnist_ddad", tmp_path, smoke_env)
     result = assert_shaped_like_published(tmp_path, "fmnist_ddad")
     assert result["seeds"] == [0] and len(result["student_acc"]) == 1
+    runs = tmp_path / "runs"
+    assert "[teacher] done: lenet5_bn on fashion_mnist: test accuracy" in (runs / "teacher_seed0.log").read_text()
+    out = (runs / "ddad_seed0.log").read_text()
+    assert "steps/s | ETA" in out and "[ddad] done" in out
+    summary = json.load(open(runs / "ddad_seed0" / "summary.json"))
+    assert summary["iterations"] == 4 and summary["teacher"] == "lenet5_bn"
+    assert summary["finetune_iterations"] == 2 and "[ddad] fine-tune epoch 3" in out
 
 
 @pytest.mark.slow
