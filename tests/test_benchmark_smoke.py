@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -50,6 +51,18 @@ def run_smoke(script, results, env, *args):
     assert "Traceback" not in proc.stderr, output
     assert published_files() == before, "README.md or benchmarks/results/ changed"
     return proc
+
+
+def out_with_teacher(tmp_path, teacher_dir):
+    """``--out`` for a script whose stages start from ``common.fmnist_teacher``, holding seed 0's
+    teacher already: a copy of the session's ``fmnist_smoke_teacher`` (the same
+    ``configs/teacher.py:fashion_mnist,smoke`` run, in-process), which ``fmnist_teacher`` collects
+    as an interrupted invocation's, so the script goes straight on to its own stages. The teacher
+    stage itself still runs end to end here: in test_fmnist_supervised_smoke (through
+    ``fmnist_teacher``) and test_fmnist_ddad_smoke (``fmnist_ddad.py``'s own stage)."""
+    out = tmp_path / "runs"
+    shutil.copytree(teacher_dir, out / "teacher_seed0")
+    return f"--out={out}"
 
 
 def keys(result):
@@ -107,9 +120,18 @@ def test_profile_ops_smoke(smoke_env, tmp_path):
 
 @pytest.mark.slow
 def test_fmnist_ddad_smoke(smoke_env, tmp_path):
+    """Also the README's first two commands through the entry point on real Fashion-MNIST (a
+    smoke teacher, then DDAD from it): the script's two stages are exactly those commands."""
     run_smoke("fmnist_ddad", tmp_path, smoke_env)
     result = assert_shaped_like_published(tmp_path, "fmnist_ddad")
     assert result["seeds"] == [0] and len(result["student_acc"]) == 1
+    runs = tmp_path / "runs"
+    assert "[teacher] done: lenet5_bn on fashion_mnist: test accuracy" in (runs / "teacher_seed0.log").read_text()
+    out = (runs / "ddad_seed0.log").read_text()
+    assert "steps/s | ETA" in out and "[ddad] done" in out
+    summary = json.load(open(runs / "ddad_seed0" / "summary.json"))
+    assert summary["iterations"] == 4 and summary["teacher"] == "lenet5_bn"
+    assert summary["finetune_iterations"] == 2 and "[ddad] fine-tune epoch 3" in out
 
 
 @pytest.mark.slow
@@ -120,24 +142,24 @@ def test_fmnist_supervised_smoke(smoke_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_fmnist_hybrid_smoke(smoke_env, tmp_path):
-    proc = run_smoke("fmnist_hybrid", tmp_path, smoke_env)
+def test_fmnist_hybrid_smoke(smoke_env, tmp_path, fmnist_smoke_teacher):
+    proc = run_smoke("fmnist_hybrid", tmp_path, smoke_env, out_with_teacher(tmp_path, fmnist_smoke_teacher))
     rows = assert_shaped_like_published(tmp_path, "fmnist_hybrid")
     assert [r["method"] for r in rows] == ["KD"]
     assert "ddad seed 0: not in fmnist_ddad.json" in proc.stdout  # read from --results, not the published one
 
 
 @pytest.mark.slow  # ~1-1.5 min alone on 2 cores
-def test_fmnist_datafree_smoke(smoke_env, tmp_path):
-    run_smoke("fmnist_datafree", tmp_path, smoke_env)
+def test_fmnist_datafree_smoke(smoke_env, tmp_path, fmnist_smoke_teacher):
+    run_smoke("fmnist_datafree", tmp_path, smoke_env, out_with_teacher(tmp_path, fmnist_smoke_teacher))
     rows = assert_shaped_like_published(tmp_path, "fmnist_datafree")
     assert [r["method"] for r in rows] == ["DDAD", "DDAD+ without the pool"]
     assert os.path.getsize(tmp_path / "fmnist_datafree.png") > 10_000
 
 
 @pytest.mark.slow  # ~1-1.5 min alone on 2 cores
-def test_fmnist_export_smoke(smoke_env, tmp_path):
-    run_smoke("fmnist_export", tmp_path, smoke_env)
+def test_fmnist_export_smoke(smoke_env, tmp_path, fmnist_smoke_teacher):
+    run_smoke("fmnist_export", tmp_path, smoke_env, out_with_teacher(tmp_path, fmnist_smoke_teacher))
     result = assert_shaped_like_published(tmp_path, "fmnist_export")
     assert result["calibration_images"] == 16 and result["test_examples"] == 500
 

@@ -14,19 +14,9 @@ def _ok(result):
     return result
 
 
-@pytest.mark.slow
-def test_fashion_mnist_teacher_then_ddad_on_real_data(tmp_path, fmnist_data_dir):
-    teacher_dir, ddad_dir = str(tmp_path / "teacher"), str(tmp_path / "ddad")
-    out = _ok(run_entry("fashion_mnist", "--config=configs/teacher.py:fashion_mnist,smoke",
-                        f"--workdir={teacher_dir}", f"--config.data_dir={fmnist_data_dir}")).stdout
-    assert "[teacher] done: lenet5_bn on fashion_mnist: test accuracy" in out
-    out = _ok(run_entry("fashion_mnist", "--config=configs/fmnist_lenet5.py:smoke",
-                        f"--workdir={ddad_dir}", f"--config.data_dir={fmnist_data_dir}",
-                        f"--config.teacher_dir={teacher_dir}")).stdout
-    assert "steps/s | ETA" in out and "[ddad] done" in out
-    summary = json.load(open(os.path.join(ddad_dir, "summary.json")))
-    assert summary["iterations"] == 4 and summary["teacher"] == "lenet5_bn"
-    assert summary["finetune_iterations"] == 2 and "[ddad] fine-tune epoch 3" in out
+# Fashion-MNIST's teacher then DDAD through the entry point on real data: the two stages of
+# benchmarks/fmnist_ddad.py --smoke, whose outputs tests/test_benchmark_smoke.py checks as this
+# file checks CIFAR's (one run of those commands in the suite instead of two).
 
 
 @pytest.mark.slow

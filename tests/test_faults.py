@@ -318,7 +318,10 @@ def test_workdir_that_is_a_file_and_bad_eval_batch_are_one_error_line(tmp_path, 
 # ---------------------------------------------------------------- SIGKILL and rerun
 
 KILLS = 2
-DDAD_ARGS = ("--config=configs/ddad.py:fashion_mnist,smoke", "--config.num_epochs=6", "--config.checkpoint_every=1")
+# the smoke run as it is (its compiled programs shared with the suite's other smoke DDAD runs),
+# a checkpoint after every iteration
+DDAD_ARGS = ("--config=configs/ddad.py:fashion_mnist,smoke", "--config.checkpoint_every=1")
+ITERATIONS = 6  # 2 epochs of 2 iterations, 1 fine-tuning epoch of 2
 
 
 def _ddad_command(workdir, teacher_dir, data_dir):
@@ -363,18 +366,19 @@ def test_sigkill_at_random_moments_then_rerun_ends_exactly_like_an_uninterrupted
     """Checks that a DDAD run SIGKILLed at seeded random moments (mid-iteration, while its
     metrics or checkpoint are written, in the final evaluation) and rerun with the same
     command each time ends with the very same student -- summary accuracy, every array of
-    the last checkpoint, the metrics records -- as the same run left alone. 14 iterations
-    (6 epochs + 1 fine-tuning epoch of 2), a checkpoint after each; 5 processes of ~10-20 s."""
+    the last checkpoint, the metrics records -- as the same run left alone. 6 iterations
+    (the smoke run's 2 epochs + 1 fine-tuning epoch of 2), a checkpoint after each; 4 processes
+    of ~10-20 s."""
     teacher = fmnist_smoke_teacher  # a smoke teacher run (configs/teacher.py:fashion_mnist,smoke)
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     result = subprocess.run(_ddad_command(straight, teacher, fmnist_data_dir), cwd=REPO, env=_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    # seeded random moments: after KILLS distinct iterations of the 14 (in order, each rerun
-    # resumes before its kill point), 0-0.6 s later (an iteration takes ~0.3 s)
+    # seeded random moments: after KILLS distinct iterations of the ITERATIONS (in order, each
+    # rerun resumes before its kill point), 0-0.6 s later (an iteration takes ~0.3 s)
     rng, log, statuses = np.random.default_rng(20261124), [], []
-    for step in sorted(rng.choice(np.arange(1, 15), KILLS, replace=False)):
+    for step in sorted(rng.choice(np.arange(1, ITERATIONS + 1), KILLS, replace=False)):
         statuses.append(_run_and_kill(_ddad_command(killed, teacher, fmnist_data_dir), step,
                                       float(rng.uniform(0.0, 0.6)), log))
     resumes = [line.strip() for line in log if "resuming from step" in line]
@@ -389,7 +393,7 @@ def test_sigkill_at_random_moments_then_rerun_ends_exactly_like_an_uninterrupted
     summaries = [json.load(open(os.path.join(w, "summary.json"))) for w in (straight, killed)]
     assert summaries[0]["student_acc"] == summaries[1]["student_acc"]
     (step_a, state_a), (step_b, state_b) = _latest_checkpoint(straight), _latest_checkpoint(killed)
-    assert step_a == step_b == 14
+    assert step_a == step_b == ITERATIONS
     leaves_a, leaves_b = jax.tree_util.tree_leaves_with_path(state_a), jax.tree_util.tree_leaves_with_path(state_b)
     assert [p for p, _ in leaves_a] == [p for p, _ in leaves_b]
     for (path, a), (_, b) in zip(leaves_a, leaves_b):

@@ -101,11 +101,11 @@ def test_resumed_inversion_run_equals_an_uninterrupted_one(tmp_path, fmnist_data
     interrupted.total_steps = 2  # as if killed after the first epoch's checkpoint
     loop.train(interrupted, part)
     loop.train(trainers.build(config), part)  # resumes at round 2
-    restore = lambda d: checkpoints.Checkpointer(os.path.join(d, "checkpoints")).restore(trainers.build(config).state)
+    fresh = trainers.build(config).state  # the restore target, and the state before any round
+    restore = lambda d: checkpoints.Checkpointer(os.path.join(d, "checkpoints")).restore(fresh)
     a, b = restore(whole), restore(part)
     assert int(a.step) == int(b.step) == 4
     # the meta-learned initialisation took its outer steps and the BN blend runs
-    fresh = trainers.build(config).state
     assert not np.allclose(fresh.generator.params["Dense_0"]["kernel"], a.generator.params["Dense_0"]["kernel"])
     assert np.any(jax.tree.leaves(a.bn_running)[0] != 0)
     chex.assert_trees_all_close(a.student.params, b.student.params, rtol=1e-5, atol=1e-6)
