@@ -56,7 +56,8 @@ def feature_distance(features: jnp.ndarray, axis_name=None) -> jnp.ndarray:
     norms = jnp.sum(c * c, axis=-1)
     sq = jnp.maximum(norms[:, None] + norms[None, :] - 2.0 * c @ c.T, 0.0)
     n = f.shape[0]
-    return jnp.sum(jnp.sqrt(sq + 1e-12) * (1.0 - jnp.eye(n))) / max(n * (n - 1), 1)
+    # the pair count as a float: an int beyond int32 (n > 46341) cannot enter a jitted program
+    return jnp.sum(jnp.sqrt(sq + 1e-12) * (1.0 - jnp.eye(n))) / float(max(n * (n - 1), 1))
 
 
 def collapse_warning(metrics: Mapping[str, float]) -> Optional[str]:

@@ -32,6 +32,28 @@ from ddad_jax import checkpoints, diversity, parallel, reporting, state as state
 from ddad_jax.errors import UserError
 
 
+# Where a step's metrics come from, in the order it computes them: a NaN spreads from the first
+# part that made one to everything after it, so that part is the one to name -- never a
+# diagnostic of the synthetic batch computed from it.
+_PARTS = (("synth/", "the synthesis of images"), ("gen/", "the generator step"), ("disc/", "the discriminator step"),
+          ("scratch/", "the scratch teacher's step"), ("student/", "the student step"), ("", "the training step"),
+          ("generated/", "a measure on the generated images"), ("diversity/", "a diagnostic of the synthetic batch"))
+
+
+def _part_index(key: str) -> int:
+    """``key``'s place in ``_PARTS``; a key of no listed part (a teacher's ``loss``) is the step's."""
+    return next((i for i, (prefix, _) in enumerate(_PARTS) if prefix and key.startswith(prefix)),
+                [p for p, _ in _PARTS].index(""))
+
+
+def _computed_order(key: str):
+    return _part_index(key), key
+
+
+def _part(key: str) -> str:
+    return _PARTS[_part_index(key)][1]
+
+
 class Every:
     """A periodic action: ``fn(step, state, metrics)`` every ``n`` steps and at the last one."""
 
@@ -44,7 +66,13 @@ class Every:
 
 
 def train(run: trainers.Run, workdir: str) -> dict:
-    """Steps ``run`` to its end in ``workdir`` (resuming there); returns the summary."""
+    """Steps ``run`` to its end in ``workdir`` (resuming there), holding the workdir's lock
+    (one run at a time); returns the summary."""
+    with workdir_lib.locked(workdir):
+        return _train(run, workdir)
+
+
+def _train(run: trainers.Run, workdir: str) -> dict:
     workdir_lib.guard_workdir(workdir, run.identity)
     ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
     restored = ckpt.restore(run.state)
@@ -63,9 +91,9 @@ def train(run: trainers.Run, workdir: str) -> dict:
 
     def log(step, state, metrics):
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        bad = sorted((k for k, v in metrics.items() if not np.isfinite(v)), key=_computed_order)
         if bad:
-            raise UserError(f"non-finite {bad[0]} at step {step}; stopping without saving "
+            raise UserError(f"non-finite {bad[0]} at step {step} ({_part(bad[0])}); stopping without saving "
                             "(the last good checkpoint is kept)")
         epoch = (step - 1) // run.steps_per_epoch + 1
         reporter.progress(step, metrics, prefix=f"[{run.name}] {run.phase(step)}epoch {epoch} ")
@@ -95,7 +123,8 @@ def train(run: trainers.Run, workdir: str) -> dict:
         epoch = -(-step // run.steps_per_epoch)
         images, labels = run.sample(state)  # on every process: it computes on the devices
         if primary:
-            reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), images, labels=labels)
+            reporting.save_image_grid(os.path.join(workdir, "samples", f"epoch_{epoch:04d}.png"), images, labels=labels,
+                                      class_names=run.class_names)
 
     def save(step, state, metrics):
         if not state_lib.all_finite(state):

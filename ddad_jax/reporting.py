@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -173,9 +173,10 @@ class Reporter:
 
 
 def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, scale: int = 2,
-                    labels: Optional[np.ndarray] = None) -> None:
+                    labels: Optional[np.ndarray] = None, class_names: Sequence[str] = ()) -> None:
     """Saves [0, 1] NHWC images (1 or 3 channels) as one PNG grid; ``labels`` (one int per
-    image, e.g. the teacher's predicted class) are written in each tile's corner."""
+    image, e.g. the teacher's predicted class) are written in each tile's corner, as their
+    ``class_names`` when given (cut to the tile's width), else as numbers."""
     from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
 
     images = np.asarray(images, np.float32)
@@ -193,13 +194,23 @@ def save_image_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, 
     if labels is not None:
         img = img.convert("RGB")
         draw = ImageDraw.Draw(img)
+        fits = max(1, (w * scale - 2) // 6)  # characters of PIL's default font across a tile
         for i, label in enumerate(np.asarray(labels)[:n]):
             r, col = divmod(i, ncols)
             x, y = (2 + col * (w + 2)) * scale, (2 + r * (h + 2)) * scale
-            draw.rectangle((x, y, x + 7 * len(str(int(label))) + 2, y + 11), fill=(0, 0, 0))
-            draw.text((x + 1, y), str(int(label)), fill=(255, 255, 0))
+            text = _label_text(int(label), class_names, fits)
+            draw.rectangle((x, y, x + int(draw.textlength(text)) + 2, y + 11), fill=(0, 0, 0))
+            draw.text((x + 1, y), text, fill=(255, 255, 0))
     png = io.BytesIO()
     img.save(png, format="PNG")
     target = workdir_lib.path(workdir_lib.absolute(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png.getvalue())
+
+
+def _label_text(label: int, class_names: Sequence[str], fits: int) -> str:
+    """A tile's label: its class name (cut to ``fits`` characters) when known, else the number."""
+    if 0 <= label < len(class_names):
+        name = str(class_names[label])
+        return name if len(name) <= fits else name[:max(1, fits - 1)] + "."
+    return str(label)

@@ -72,6 +72,19 @@ def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.9,
     raise ValueError(f"unknown optimizer '{name}' (use sgd or adam)")
 
 
+def first_non_finite(tree) -> Optional[str]:
+    """The first leaf of ``tree`` (in tree-path order) holding a NaN or infinity, as
+    ``"params/Conv_0/kernel (3 of 150 values)"``; None when every float leaf is finite."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        value = np.asarray(jax.device_get(leaf))
+        if np.issubdtype(value.dtype, np.inexact):
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+                return f"{name} ({bad} of {value.size} values)"
+    return None
+
+
 def all_finite(tree) -> bool:
     """Whether every float leaf is finite, checked on the host: no device computation, so no
     cross-device collective for sharded leaves (eager collectives on split CPU devices hung

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from ddad_jax import augment as augment_lib
-from ddad_jax import checkpoints, data, models, objectives, parallel, workdir as workdir_lib
+from ddad_jax import checkpoints, data, models, objectives, parallel, state as state_lib, workdir as workdir_lib
 from ddad_jax.errors import UserError
 
 TEACHER_SUBDIR, TEACHER_META = "teacher", "teacher.json"
@@ -98,6 +98,7 @@ def load_teacher(teacher_dir: str, model_name: str, dataset: str,
         if meta.get("model") != model_name or meta.get("dataset") != dataset:
             raise UserError(f"the provided teacher '{name}' is a '{meta.get('model')}' on '{meta.get('dataset')}', "
                             f"but the config asks for '{model_name}' on '{dataset}'")
+        _refuse_non_finite(variables, f"the provided teacher '{name}'")
         return (model if bn_axis_name is None else model.clone(bn_axis_name=bn_axis_name)), variables, meta
     meta_path = os.path.join(teacher_dir, TEACHER_META)
     if not teacher_dir or not workdir_lib.path(meta_path).exists():
@@ -125,4 +126,14 @@ def load_teacher(teacher_dir: str, model_name: str, dataset: str,
     except Exception as e:  # pylint: disable=broad-except
         raise UserError(f"teacher checkpoint in {teacher_dir} does not match a '{model_name}' "
                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    _refuse_non_finite(variables, f"the teacher in {teacher_dir}")
     return model, variables, meta
+
+
+def _refuse_non_finite(variables, what: str) -> None:
+    """UserError naming the first layer with a NaN or infinity: such a teacher would only show
+    up later as a non-finite loss, blamed on whatever the generator computed first."""
+    bad = state_lib.first_non_finite(variables)
+    if bad is not None:
+        raise UserError(f"{what} has non-finite values, first in {bad}; it cannot be distilled "
+                        "(retrain or re-export it)")

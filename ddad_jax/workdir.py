@@ -3,6 +3,10 @@
 * ``guard_workdir``: the record (``run.json``) of which run a workdir holds, compared on
   every resume; a different run is refused before anything is changed. A teacher enters that
   record by its ``variables_fingerprint``.
+* ``locked``: one run per workdir at a time. A lock file (``run.lock``: process id, host,
+  start time) is created before anything else is written; a second launch into the same
+  workdir (a scheduler's retry while the first attempt runs) is refused naming the holder; a
+  lock whose holder is gone (killed on this host) is taken over with a warning.
 * ``write_atomically``: a file replaced through a temporary file and a rename, so a kill
   (SIGKILL, power loss, a full disk) leaves the old content or the new, never a torn file;
   a torn ``run.json`` (an older version's) is rewritten with a warning.
@@ -19,12 +23,14 @@ summaries, exports) are written by process 0 alone.
 """
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
+import socket
 import sys
 import tempfile
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
@@ -34,6 +40,7 @@ from ddad_jax import parallel
 from ddad_jax.errors import UserError, reason
 
 RUN_RECORD = "run.json"
+LOCK = "run.lock"
 
 
 def is_remote(location: Any) -> bool:
@@ -179,3 +186,95 @@ def _read_record(record: str) -> Optional[dict]:
         raise UserError(f"cannot read {record} ({e.strerror or reason(e)})") from None
     print(f"warning: {record} is unreadable ({why}); rewriting it for this run", file=sys.stderr, flush=True)
     return None
+
+
+# --- one run per workdir ---------------------------------------------------------------------
+
+def _process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None: with the pid,
+    it tells a live holder from a new process that reuses a dead holder's pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _holder_alive(holder: dict) -> Optional[bool]:
+    """Whether the process a lock names still runs: True/False on this host, None (unknown)
+    for another host's."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return None
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    recorded, now = holder.get("process_start"), _process_start(holder["pid"])
+    return recorded is None or now is None or recorded == now
+
+
+def _describe(holder: dict) -> str:
+    return (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} since "
+            f"{holder.get('started', '?')}")
+
+
+def _create_lock(lock: str, me: dict) -> Optional[dict]:
+    """Creates ``lock`` holding ``me``; None when created, else what the existing lock holds
+    ({} if it cannot be read). Local: O_EXCL, so of two launches exactly one creates it. On a
+    bucket (no exclusive create through gcsfs): check, then write -- a narrow race left open."""
+    text = json.dumps(me) + "\n"
+    if is_remote(lock):
+        p = path(lock)
+        if p.exists():
+            return _read_lock(lock)
+        p.write_text(text)
+        return None
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return _read_lock(lock)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return None
+
+
+def _read_lock(lock: str) -> dict:
+    try:
+        holder = json.loads(path(lock).read_text())
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}  # being written right now, or torn by a kill
+
+
+@contextlib.contextmanager
+def locked(workdir: str) -> Iterator[None]:
+    """Holds ``workdir``'s lock (``run.lock``) for the block: the workdir is created if needed,
+    then the lock, before anything else is written. UserError naming the holder when another
+    live run holds it; a lock left by a process that is gone (this host) is taken over with a
+    warning. With several processes, process 0 takes the lock for all, and all of them stop
+    when it cannot."""
+    _make_workdir(workdir)
+    lock = os.path.join(workdir, LOCK)
+    holder = None
+    if parallel.is_primary():
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "argv": sys.argv}
+        holder = _create_lock(lock, me)
+        if holder is not None and _holder_alive(holder) is False:
+            print(f"warning: {lock} was left by {_describe(holder)}, which is gone; taking it over",
+                  file=sys.stderr, flush=True)
+            with contextlib.suppress(FileNotFoundError):
+                path(lock).unlink()
+            holder = _create_lock(lock, me)  # None, unless a third launch took it in between
+    if not parallel.same_on_all_processes(holder is None):
+        held_by = _describe(holder) if holder else "another run (process 0 could not take the lock)"
+        raise UserError(f"--workdir {workdir} is in use by {held_by} (lock {lock}); wait for it to finish, use "
+                        f"another --workdir, or remove {lock} if that run is gone (nothing was changed)")
+    try:
+        yield
+    finally:
+        if parallel.is_primary() and _read_lock(lock).get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                path(lock).unlink()

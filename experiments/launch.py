@@ -9,6 +9,7 @@ writes nothing itself: the workdir is created by the run, once its config is val
 import errno
 import re
 import sys
+from typing import Optional
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -45,12 +46,35 @@ def _config_file_problem(e: BaseException):
     return None
 
 
-def _one_line(e: BaseException) -> str:
+def _unknown_override(e: BaseException, argv) -> Optional[str]:
+    """The line for an override of a field the config does not have below an existing one
+    (``--config.generator_terms.bogus=1``): ml_collections says only ``'bogus'``."""
+    key = re.fullmatch(r"""["']*(\w+)["']*""", str(e.args[0]) if e.args else "")
+    if not key or not (isinstance(e, KeyError) or isinstance(e.__context__, KeyError)):
+        return None
+    for arg in argv[1:]:
+        field = re.match(r"--config\.([\w.]+)=", arg)
+        if field and field.group(1).split(".")[-1] == key.group(1):
+            name = field.group(1)
+            if name.startswith("generator_terms."):
+                from ddad_jax import objectives  # pylint: disable=import-outside-toplevel
+                return (f"unknown config field '{name}': this config's generator_terms has no '{key.group(1)}' "
+                        f"(generator terms: {', '.join(objectives.GENERATOR_TERMS)}; a term the config lacks is "
+                        "added in a config file of your own, docs/extending.md)")
+            return f"unknown config field '{name}'"
+    return None
+
+
+def _one_line(e: BaseException, argv=()) -> str:
     """A flag/config exception as one readable line (ml_collections nests its messages)."""
-    problem = _config_file_problem(e)
+    problem = _config_file_problem(e) or _unknown_override(e, argv)
     if problem:
         return problem
     msg = re.sub(r"\s+", " ", str(e).replace("\\n", "\n"))
+    scalar = re.search(r"Attribute <class '(\w+)'>\.\w+ does not exist.*lookup: ([\w.]+)", msg)
+    if scalar:  # --config.generator_terms.bn.weight=2 where bn is a plain number
+        parent = scalar.group(2).rsplit(".", 1)[0]
+        return f"unknown config field '{scalar.group(2)}' ({parent} is a {scalar.group(1)}, not a group of fields)"
     typo = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', msg)
     if typo:
         return f"unknown config field '{typo.group(2)}' (did you mean '{typo.group(1)}'?)"
@@ -70,7 +94,7 @@ def _parse_flags(argv):
         getattr(FLAGS.config, "kind", None)
         return rest
     except Exception as e:  # pylint: disable=broad-except
-        _fail(_one_line(e))
+        _fail(_one_line(e, argv))
 
 
 def _run(config, workdir):

@@ -152,6 +152,24 @@ def test_image_grid_with_labels_writes_them_in_each_tile(tmp_path):
         assert tile(plain, r, c).max() == 0 and tile(labelled, r, c)[..., 0].max() > 200  # yellow text
 
 
+def test_image_grid_labels_are_class_names_where_known(tmp_path):
+    from PIL import Image
+    from ddad_jax.data import classes
+    images, labels = np.zeros((2, 32, 32, 1)), np.array([8, 0])
+    for name, names in (("numbers", ()), ("names", classes.FASHION_MNIST)):
+        reporting.save_image_grid(str(tmp_path / f"{name}.png"), images, labels=labels, class_names=names)
+    numbers, names = (np.asarray(Image.open(str(tmp_path / f"{n}.png")).convert("RGB"))[..., 0] > 200
+                      for n in ("numbers", "names"))
+    width = lambda text, col: np.flatnonzero(text[4:26, (2 + col * 34) * 2:(2 + col * 34 + 32) * 2].any(0)).max()
+    assert width(names, 0) > 2 * width(numbers, 0)  # "bag" is wider than "8"
+    # a name longer than the 64-pixel tile is cut to fit; an unknown label stays a number
+    assert reporting._label_text(0, classes.FASHION_MNIST, 10) == "t-shirt/t."  # pylint: disable=protected-access
+    assert reporting._label_text(8, classes.FASHION_MNIST, 10) == "bag"  # pylint: disable=protected-access
+    assert reporting._label_text(12, classes.FASHION_MNIST, 10) == "12"  # pylint: disable=protected-access
+    assert data.get_spec("fashion_mnist").class_names == classes.FASHION_MNIST
+    assert len(data.get_spec("cifar100").class_names) == 100 and data.get_spec("cifar10").class_names[3] == "cat"
+
+
 def test_tensorboard_writer_is_imported_without_torch(tmp_path):
     """tensorboardX imports torch when it is installed (2.3 s of every launch); the reporter
     imports it with torch hidden, and torch stays importable afterwards."""

@@ -389,6 +389,9 @@ def test_sigkill_at_random_moments_then_rerun_ends_exactly_like_an_uninterrupted
     assert result.returncode == 0, result.stderr[-3000:]
     assert "error:" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert any("resuming from step" in line for line in log + result.stdout.splitlines()), "".join(log)
+    if statuses[-1] == -signal.SIGKILL:  # the killed run's lock is taken over, not obeyed
+        assert "which is gone; taking it over" in result.stderr, result.stderr[-3000:]
+    assert not os.path.exists(os.path.join(killed, "run.lock"))
 
     summaries = [json.load(open(os.path.join(w, "summary.json"))) for w in (straight, killed)]
     assert summaries[0]["student_acc"] == summaries[1]["student_acc"]

@@ -47,6 +47,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, fmnist_smo
 
     interrupted = str(tmp_path / "interrupted")
     run = trainers.build(config)
+    assert run.class_names[8] == "bag"  # the sample grids' labels
     step = run.step
 
     def crash_at_5(n, state):

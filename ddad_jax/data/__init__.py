@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddad_jax.data import classes
 from ddad_jax.errors import UserError
 
 
@@ -31,6 +32,7 @@ class DatasetSpec:
     std: Tuple[float, ...]
     augment: bool  # random crop + flip for supervised training
     prepare_hint: str
+    class_names: Tuple[str, ...] = ()  # in label order; () when unknown
 
 
 DATASETS = {
@@ -40,13 +42,13 @@ DATASETS = {
     "fashion_mnist": DatasetSpec(
         "fashion_mnist", "fashion_mnist_offline", 10, 1, 28, 32, (0.2190,), (0.3318,), False,
         "prepare it offline with `python -m ddad_jax.data.prepare fashion_mnist` "
-        "(needs `apt-get install dataset-fashion-mnist`)"),
+        "(needs `apt-get install dataset-fashion-mnist`)", classes.FASHION_MNIST),
     "cifar10": DatasetSpec(
         "cifar10", "cifar10", 10, 3, 32, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), True,
-        "prepare it with `python -m ddad_jax.data.prepare cifar10` (needs network and tensorflow)"),
+        "prepare it with `python -m ddad_jax.data.prepare cifar10` (needs network and tensorflow)", classes.CIFAR10),
     "cifar100": DatasetSpec(
         "cifar100", "cifar100", 100, 3, 32, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
-        "prepare it with `python -m ddad_jax.data.prepare cifar100` (needs network and tensorflow)"),
+        "prepare it with `python -m ddad_jax.data.prepare cifar100` (needs network and tensorflow)", classes.CIFAR100),
 }
 
 
@@ -100,7 +102,8 @@ def spec_from_card(card: dict) -> DatasetSpec:
     """The spec of a prepared custom dataset, from its card."""
     return DatasetSpec(card["name"], card["tfds_name"], int(card["num_classes"]), int(card["channels"]),
                        int(card["source_size"]), int(card["image_size"]), tuple(map(float, card["mean"])),
-                       tuple(map(float, card["std"])), False, custom_hint(card["name"]))
+                       tuple(map(float, card["std"])), False, custom_hint(card["name"]),
+                       tuple(map(str, card.get("class_names", ()))))
 
 
 def read_card(name: str, data_dir: Optional[str] = None) -> Optional[dict]:

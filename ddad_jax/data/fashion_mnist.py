@@ -13,10 +13,11 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ddad_jax.data import classes
+
 DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
 NAME = "fashion_mnist_offline"
-CLASS_NAMES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
-               "sandal", "shirt", "sneaker", "bag", "ankle boot")
+CLASS_NAMES = classes.FASHION_MNIST
 _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 

@@ -31,13 +31,9 @@ GENERATOR_KEYS = tuple(f"generator.{k}" for k in (  # what drawing the run's gen
 
 
 def class_names(dataset: str) -> Optional[list]:
-    """The dataset's class names in label order, where ddad_jax knows them (None otherwise)."""
-    if dataset == "fashion_mnist":
-        from ddad_jax.data.fashion_mnist import CLASS_NAMES  # pylint: disable=import-outside-toplevel
-        return list(CLASS_NAMES)
-    if dataset == "cifar10":
-        return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    return None
+    """A built-in dataset's class names in label order (None for another dataset)."""
+    spec = data.DATASETS.get(dataset)
+    return list(spec.class_names) if spec and spec.class_names else None
 
 
 def preprocessing(spec: data.DatasetSpec) -> Dict[str, Any]:
@@ -107,7 +103,7 @@ def student_card(summary: dict, spec: Optional[data.DatasetSpec] = None) -> Dict
                   "dtype": "float32"},
         "preprocessing": preprocessing(spec),
         "num_classes": spec.num_classes,
-        "class_names": class_names(summary["dataset"]),
+        "class_names": list(spec.class_names) or None,
         "output": "logits (num_classes), no softmax",
         "method": summary.get("method"),
         "student_acc": summary.get("student_acc"),

@@ -3,7 +3,7 @@ every config field before anything is written, the workdir identity, and small c
 
 import dataclasses
 import json
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ class Run:
     summarize: Callable[[Any, Dict[str, float], float], dict]  # (state, last evaluation, wall s)
     phase: Callable[[int], str] = lambda step: ""  # e.g. 'fine-tune ' for a step
     sample: Optional[Callable[[Any], Any]] = None  # state -> ([0, 1] images, teacher's classes) for a PNG grid
+    class_names: Tuple[str, ...] = ()  # the grid's labels, when the dataset's names are known
     export: Optional[Callable[[str, Any, dict], None]] = None  # (workdir, state, summary): deliverables
     report: Callable[[dict], str] = lambda summary: ""  # the closing line, from the summary
     log_every: int = 10

@@ -9,7 +9,7 @@ import optax
 from ddad_jax import config_fields, models, objectives, parallel, state as state_lib, synthesis
 from ddad_jax.export import card as card_lib
 from ddad_jax.methods import ddad
-from ddad_jax.trainers import distillation
+from ddad_jax.trainers import distillation, sizes
 from ddad_jax.trainers.common import (AGREEMENT_BATCHES, Run, compute_dtype, generator_agreement, grid_sampler,
                                       kd_params, resolved_pool_size, student_result, teacher_result)
 
@@ -87,14 +87,22 @@ def build_ddad(config) -> Run:
                                      bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     student_f32 = student.clone(dtype=jnp.float32)  # evaluation always in float32
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    adversarial_total = config.num_epochs * config.iters_per_epoch
+    total = (config.num_epochs + config.finetune_epochs) * config.iters_per_epoch
+    sizes.check_int32(**{"(num_epochs + finetune_epochs) * iters_per_epoch": total})
+    sizes.check_step_memory(hp.batch_size, mesh, {
+        f"teacher {config.teacher}": (teacher_model.clone(bn_axis_name=None), image_shape, {}),
+        f"student {config.student}": (student.clone(bn_axis_name=None), image_shape, {}),
+        "the generator": (generator.clone(bn_axis_name=None), (hp.latent_dim + hp.num_classes,), {"train": True})},
+        extra_bytes_per_device=sizes.pool_bytes_per_device(hp.pool_size, hp.batch_size, image_shape, spec.num_classes,
+                                                           mesh.size))
     rng = jax.random.key(config.seed)
     state = create_ddad_state(config, hp, spec, generator, student, rng, teacher_model, teacher_vars)
     teacher_vars = parallel.replicate(teacher_vars, mesh)
     iteration = ddad.make_iteration(teacher_model.clone(dtype=dtype), hp, mesh)
     finetune = ddad.make_iteration(teacher_model.clone(dtype=dtype), dataclasses.replace(
         hp, student_objective=config.finetune_objective), mesh, adversarial=False) if config.finetune_epochs else None
-    adversarial_total = config.num_epochs * config.iters_per_epoch
-    total = (config.num_epochs + config.finetune_epochs) * config.iters_per_epoch
 
     sample_z, _ = synthesis.draw_latents(jax.random.fold_in(rng, 3), hp.latent_dim, 0, (config.sample_grid,))
     if hp.num_classes:  # a conditional generator's grid goes through the classes in order
@@ -118,7 +126,6 @@ def build_ddad(config) -> Run:
             iterations=adversarial_total, finetune_iterations=total - adversarial_total,
             student_objective=hp.student_objective, pool_size=hp.pool_size)
 
-    image_shape = (spec.image_size, spec.image_size, spec.channels)
     return distillation.run(
         shared, state=state, place=lambda st: place_ddad_state(st, hp, mesh),
         step=lambda n, st: (iteration if n <= adversarial_total else finetune)(st, teacher_vars, rng),

@@ -70,7 +70,7 @@ def run(s: Setup, *, state, place: Callable, step: Callable, total_steps: int, s
         evaluate=lambda st: {AGREEMENT: agreement(st)} if s.eval_set is None else {
             "test/student_accuracy": evaluate(student_eval, state_lib.variables_of(st.student), s.eval_set),
             "test/teacher_accuracy": s.teacher_acc},
-        summarize=summarize, report=report, phase=phase, sample=sample,
+        summarize=summarize, report=report, phase=phase, sample=sample, class_names=s.spec.class_names,
         export=lambda workdir, st, summ: card_lib.save_student(workdir, state_lib.variables_of(st.student), summ, s.spec,
                                                                generator=generator_card),
         log_every=c.log_every, checkpoint_every=c.checkpoint_every)

@@ -100,5 +100,5 @@ def build_hidfd(config) -> Run:
         summarize=summarize, phase=lambda n: "gan " if n <= config.gan_iterations else "student ",
         report=lambda sm: f"student {sm['student']} (classifier-sharing) test accuracy {sm['student_acc']:.4f} "
                           f"from {sm['real_images']} real images (teacher {sm['teacher']} {sm['teacher_acc']:.4f})",
-        sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if grid else None,
+        sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if grid else None, class_names=spec.class_names,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -13,7 +13,7 @@ from ddad_jax.methods import inversion
 from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_features
 from ddad_jax.models.gan import ContrastHead
 from ddad_jax.objectives import contrastive
-from ddad_jax.trainers import distillation
+from ddad_jax.trainers import distillation, sizes
 from ddad_jax.trainers.common import Run, kd_params, resolved_pool_size, student_result, teacher_result
 from ddad_jax.trainers.ddad import bn_statistics_zeros
 
@@ -40,6 +40,12 @@ def build_inversion(config) -> Run:
     generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
                                      bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
+    networks = {f"teacher {config.teacher}": (teacher_model.clone(bn_axis_name=None), image_shape, {}),
+                f"student {config.student}": (student.clone(bn_axis_name=None), image_shape, {})}
+    if config.synthesizer != "pixels":
+        networks["the generator"] = (generator.clone(bn_axis_name=None), (config.latent_dim,), {"train": True})
+    sizes.check_step_memory(config.batch_size, mesh, networks, extra_bytes_per_device=sizes.pool_bytes_per_device(
+        hp.pool_size, config.batch_size, image_shape, spec.num_classes, mesh.size))
     rng = jax.random.key(config.seed)
     rounds = config.num_epochs * config.iters_per_epoch
     distil_rounds = rounds - config.warmup_rounds

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from ddad_jax import data, models, parallel, state as state_lib
 from ddad_jax import teacher as teacher_lib
+from ddad_jax.trainers import sizes
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, no_eval_reason
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
@@ -15,6 +16,8 @@ def build_teacher(config) -> Run:
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     model = models.get_classifier(config.model, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
+    sizes.check_step_memory(config.batch_size, mesh, {config.model: (
+        model.clone(bn_axis_name=None), (spec.image_size, spec.image_size, spec.channels), {})})
     train_x, train_y = data.load_split(spec, "train", config.data_dir or None)
     eval_set = make_eval_set(config, spec, mesh, optional=True)  # None: no test split (a custom dataset may have none)
     if eval_set is None:
