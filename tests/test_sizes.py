@@ -37,6 +37,8 @@ def test_a_step_that_cannot_fit_is_refused_with_the_number_computed():
 
 
 @pytest.mark.parametrize("config, needs_teacher", [("configs/ddad.py:fashion_mnist,smoke", True),
+                                                   ("configs/cmi.py:fashion_mnist,smoke", True),
+                                                   ("configs/kd.py:fashion_mnist,smoke", False),
                                                    ("configs/teacher.py:fashion_mnist,smoke", False)])
 def test_a_batch_of_a_million_ends_in_seconds_as_one_line(tmp_path, fmnist_smoke_teacher, fmnist_data_dir, config,
                                                         needs_teacher):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from ddad_jax import augment, data, models, parallel, state as state_lib, workdir as workdir_lib
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.export import card as card_lib
+from ddad_jax.trainers import sizes
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import kd
@@ -18,6 +19,11 @@ def build_kd(config) -> Run:
     hp = kd.KDHyper(student_objective=config.student_objective, kd=kd_params(config),
                     augment=teacher_lib.SUPERVISED_AUGMENT if spec.augment else augment.Augment())
     uses = hp.uses
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    sizes.check_step_memory(config.batch_size, mesh, {
+        f"{role} {name}": (models.get_classifier(name, spec.num_classes), image_shape, {})
+        for role, name, used in (("student", config.student, True), ("teacher", config.teacher, uses["teacher"]),
+                                 ("scratch teacher", config.teacher, uses["scratch"])) if used})
     teacher_model = teacher_vars = None
     teacher_acc = None
     train_x, train_y = data.load_split(spec, "train", config.data_dir or None)
