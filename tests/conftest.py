@@ -85,6 +85,23 @@ def fmnist_smoke_teacher(tmp_path_factory, fmnist_data_dir):
     return workdir
 
 
+def train_until_interrupted(run, workdir, at_step):
+    """``loop.train(run, workdir)`` interrupted (KeyboardInterrupt) as step ``at_step`` begins:
+    what an interrupted run leaves behind, for a rerun to resume."""
+    import pytest
+    from ddad_jax import loop
+    step = run.step
+
+    def interrupted(n, state):
+        if n == at_step:
+            raise KeyboardInterrupt
+        return step(n, state)
+
+    run.step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(run, workdir)
+
+
 def tiny_ddad(config, num_devices=1, rng=0):
     """A tiny Fashion-MNIST-shaped DDAD setup for unit tests: (mesh, hp, teacher model, teacher
     variables (a random LeNet-5 BN with non-trivial running statistics), generator, student,

@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 from etils import epath
 
+from conftest import train_until_interrupted
 from configs import ddad as ddad_config
 from configs import teacher as teacher_config
 from ddad_jax import export, loop, trainers, workdir as workdir_lib
@@ -110,17 +111,7 @@ def test_teacher_run_resume_and_export_on_a_bucket_equal_the_same_on_disk(bucket
 
     # the same run in the bucket, killed inside fine-tuning (after the checkpoint of step 4), rerun
     workdir = f"{bucket}/runs/ddad"
-    run = trainers.build(config)
-    step = run.step
-
-    def crash_at_5(n, state):
-        if n == 5:
-            raise KeyboardInterrupt
-        return step(n, state)
-
-    run.step = crash_at_5
-    with pytest.raises(KeyboardInterrupt):
-        loop.train(run, workdir)
+    train_until_interrupted(trainers.build(config), workdir, at_step=5)
     assert _final_checkpoint(workdir)[0] == 4
     resumed = loop.train_and_evaluate(config, workdir)
     (step_a, state_a), (step_b, state_b) = _final_checkpoint(on_disk), _final_checkpoint(workdir)

@@ -17,6 +17,7 @@ from configs import ddad as ddad_config
 from configs import teacher as teacher_config
 from ddad_jax import trainers, data, loop, models
 from ddad_jax.errors import UserError
+from conftest import train_until_interrupted
 
 
 def _config(teacher_dir, data_dir, **overrides):
@@ -48,16 +49,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, fmnist_smo
     interrupted = str(tmp_path / "interrupted")
     run = trainers.build(config)
     assert run.class_names[8] == "bag"  # the sample grids' labels
-    step = run.step
-
-    def crash_at_5(n, state):
-        if n == 5:
-            raise KeyboardInterrupt  # inside the fine-tuning phase, after the checkpoint of step 4
-        return step(n, state)
-
-    run.step = crash_at_5
-    with pytest.raises(KeyboardInterrupt):
-        loop.train(run, interrupted)
+    train_until_interrupted(run, interrupted, at_step=5)  # inside fine-tuning, after the checkpoint of step 4
     assert _checkpoint(interrupted)[0] == 4
     resumed = loop.train_and_evaluate(config, interrupted)
     (step_a, state_a), (step_b, state_b) = _checkpoint(straight), _checkpoint(interrupted)
