@@ -83,13 +83,12 @@ def test_a_lock_whose_holder_is_gone_is_taken_over_with_a_warning(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_the_same_command_launched_twice_at_once_runs_once(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
+def test_the_same_command_launched_twice_at_once_runs_once(tmp_path, fmnist_data_dir):
     workdir = str(tmp_path / "run")
-    # 30 epochs (an evaluation and a checkpoint each): the winner holds the lock for many
-    # seconds after both have started, so the loser meets it whatever the machine's load
-    command = [sys.executable, "-m", "experiments.fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
-               f"--workdir={workdir}", f"--config.teacher_dir={fmnist_smoke_teacher}",
-               f"--config.data_dir={fmnist_data_dir}", "--config.num_epochs=30"]
+    # a smoke teacher run of 40 epochs (an evaluation and a checkpoint each): the winner holds
+    # the lock for many seconds after both have started, so the loser meets it whatever the load
+    command = [sys.executable, "-m", "experiments.fashion_mnist", "--config=configs/teacher.py:fashion_mnist,smoke",
+               f"--workdir={workdir}", f"--config.data_dir={fmnist_data_dir}", "--config.num_epochs=40"]
     env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
     procs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
