@@ -27,8 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ((16, 12, 12, 5), (3, 3, 5, 7), (1, 1), "SAME"),
     ((12, 11, 11, 4), (5, 5, 4, 3), (1, 1), "VALID"),  # batch 12: chunks of 6
     ((16, 9, 9, 3), (3, 3, 3, 4), (2, 2), ((1, 1), (1, 1))),
-    ((7, 8, 8, 2), (1, 1, 2, 3), (1, 1), "SAME"),  # prime batch: one chunk per image
-])
+])  # (test_chunk_size_divides_the_batch covers the chunk sizes of other batches)
 @pytest.mark.slow
 def test_chunked_weight_gradient_equals_xla(monkeypatch, shape, kernel, strides, padding):
     monkeypatch.setattr(cpu, "FEW_CHANNELS", 0)  # these shapes would take the few-channel path
@@ -61,10 +60,8 @@ def _conv_grads(conv_fn, x, w, strides, padding, seed=1):
 
 @pytest.mark.parametrize("shape,kernel,padding,path", [
     ((4, 12, 12, 1), (5, 5, 1, 6), "VALID", "patches"),  # LeNet's first layer
-    ((3, 10, 9, 16), (3, 3, 16, 1), ((1, 1), (1, 1)), "taps"),  # the generator's last layer
-    ((2, 8, 8, 3), (3, 3, 3, 8), "SAME", "patches"),  # a ResNet stem
     ((2, 7, 9, 6), (2, 3, 6, 2), ((2, 0), (1, 3)), "taps"),  # uneven kernel and padding
-])
+])  # (the models' stems and the generator's last layer: test_models' cpu-ops-equal-flax test)
 @pytest.mark.slow
 def test_few_channel_conv_equals_xla_with_gradients(shape, kernel, padding, path):
     """Layers with few input or output channels run as windows + matmul on CPU (not XLA's
@@ -97,7 +94,6 @@ def test_few_channel_conv_is_used_only_where_it_applies():
 
 @pytest.mark.parametrize("x_shape,kernel,strides,padding,path", [
     ((8, 10, 10, 1), (5, 5, 1, 6), (1, 1), "VALID", "few_channel"),
-    ((8, 4, 4, 128), (3, 3, 128, 16), (1, 1), ((1, 1), (1, 1)), "patches"),
     ((8, 8, 8, 128), (3, 3, 128, 8), (2, 2), "SAME", "patches"),
     # 16 images a device: the weight gradient is summed over two chunks of 8 on each
     ((128, 8, 8, 16), (3, 3, 16, 8), (1, 1), "SAME", "chunked"),
@@ -127,11 +123,9 @@ def test_custom_weight_gradients_are_summed_over_devices(x_shape, kernel, stride
 
 
 @pytest.mark.parametrize("shape,kernel,strides,padding", [
-    ((3, 4, 4, 128), (3, 3, 128, 24), (1, 1), ((1, 1), (1, 1))),  # ResNet-18's last stage, scaled down
     ((3, 8, 8, 128), (3, 3, 128, 10), (2, 2), "SAME"),  # strided, uneven padding (0, 1)
-    ((3, 8, 8, 1024), (1, 1, 1024, 10), (2, 2), "VALID"),  # a 1x1 projection shortcut
     ((2, 11, 11, 48), (5, 5, 48, 7), (1, 1), "VALID"),  # 5x5 kernel, 7x7 output
-])
+])  # (a ResNet's stride-1 3x3 layers at 2x2 and 4x4: test_models' cpu-ops-equal-flax test)
 @pytest.mark.slow
 def test_patches_weight_gradient_equals_xla(shape, kernel, strides, padding):
     """Convolutions with small output maps and large patches take their weight gradient as
