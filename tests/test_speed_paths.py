@@ -173,13 +173,14 @@ def test_upsample_conv_equals_upsampling_then_conv(shape, features, use_bias):
         variables = jax.tree.map(lambda p: p + 0.1, variables)
     ct = jax.random.normal(jax.random.key(2), (shape[0], 2 * shape[1], 2 * shape[2], features))
     f_ref = lambda v, x: jnp.sum(jnp.sin(reference.apply(v, up(x))) * ct)
-    for module_def in (layers.UpsampleConv, cpu.UpsampleConv3x3):
+    ref_y, ref_g = jax.jit(lambda v, x: (reference.apply(v, up(x)), jax.grad(f_ref, (0, 1))(v, x)))(variables, x)
+    for module_def in (layers.UpsampleConv, cpu.UpsampleConv3x3):  # compiled: eager ops dispatch one by one
         module = module_def(features, use_bias=use_bias)
         chex.assert_trees_all_equal(module.init(jax.random.key(1), x), reference.init(jax.random.key(1), up(x)))
         f = lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)) * ct)
-        chex.assert_trees_all_close(module.apply(variables, x), reference.apply(variables, up(x)), rtol=1e-5, atol=1e-5)
-        chex.assert_trees_all_close(jax.grad(f, (0, 1))(variables, x), jax.grad(f_ref, (0, 1))(variables, x),
-                                    rtol=1e-4, atol=1e-4)
+        y, g = jax.jit(lambda v, x: (module.apply(v, x), jax.grad(f, (0, 1))(v, x)))(variables, x)
+        chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
+        chex.assert_trees_all_close(g, ref_g, rtol=1e-4, atol=1e-4)
 
 
 def test_max_pool_equals_flax_with_gradients():
@@ -284,8 +285,9 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32_losses():
 def test_bfloat16_models_compute_in_bfloat16():
     for model, x in [(models.get_classifier("wrn16_1", 10, dtype=jnp.bfloat16), jnp.ones((2, 32, 32, 3))),
                      (models.get_generator(8, 32, 1, dtype=jnp.bfloat16), jnp.ones((2, 16)))]:
-        variables = model.init(jax.random.key(0), x)
-        jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables))
+        variables = jax.eval_shape(model.init, jax.random.key(0), x)  # dtypes are the point: no compute
+        train = lambda v: model.apply(v, x, train=True, mutable=["batch_stats"])
+        jaxpr = str(jax.make_jaxpr(train)(variables))
         assert "conv_general_dilated" in jaxpr and "bf16[" in jaxpr
-        out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        out, _ = jax.eval_shape(train, variables)
         assert out.dtype == jnp.float32
