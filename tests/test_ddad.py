@@ -18,6 +18,9 @@ from ddad_jax.models.bn_stats import apply_with_bn_stats
 def _config(**overrides):
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.batch_size, config.student_steps_per_generator_step = 32, 1
+    # test_torch_reference's settings (what is checked here does not depend on them): its
+    # generator step is the program the generator-update test below compiles, a cache hit in the suite
+    config.lr_schedule, config.generator_lr_schedule, config.student_weight_decay = "constant", "constant", 0.05
     config.update(overrides)
     return config
 
