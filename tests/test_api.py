@@ -102,6 +102,7 @@ def test_distill_a_user_module_end_to_end(tmp_path):
     net = UserNet(classes=10)
     variables = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), training=False)
     config = common.smoke(ddad.base())
+    config.num_epochs = 1  # one epoch: what runs is the point
     summary = api.distill(net, variables, workdir=str(tmp_path / "run"), input_shape=(32, 32, 1), num_classes=10,
                           mean=(0.5,), std=(0.5,), call_kwargs={"training": False}, config=config,
                           student="lenet5_half", num_devices=1, sample_grid=0)

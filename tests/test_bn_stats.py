@@ -34,8 +34,8 @@ def test_captured_bn_statistics_equal_direct_computation():
 def test_captured_statistics_mirror_nested_batch_stats():
     model = models.get_classifier("wrn16_1", 10)
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    variables = model.init(jax.random.key(1), x)
-    _, stats = apply_with_bn_stats(model, variables, x)
+    variables = jax.eval_shape(model.init, jax.random.key(1), x)  # the tree's structure and shapes: no compute
+    _, stats = jax.eval_shape(lambda v: apply_with_bn_stats(model, v, x), variables)
     chex.assert_trees_all_equal_shapes(stats, variables["batch_stats"])
 
 
@@ -45,8 +45,8 @@ def test_statistics_over_a_sharded_batch_are_global():
     mesh = parallel.make_mesh()
     model = models.get_classifier("lenet5_bn", 10)
     x = jax.random.normal(jax.random.key(0), (16, 32, 32, 1)) * 3 + 1
-    variables = model.init(jax.random.key(1), x)
-    _, expected = apply_with_bn_stats(model, variables, x)
+    variables = jax.jit(model.init)(jax.random.key(1), x)  # compiled: eager ops dispatch one by one
+    _, expected = jax.jit(lambda v, x: apply_with_bn_stats(model, v, x))(variables, x)
 
     def per_replica(v, xs):
         return apply_with_bn_stats(model, v, xs, axis_name=parallel.BATCH_AXIS)[1]

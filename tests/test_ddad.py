@@ -18,6 +18,9 @@ from ddad_jax.models.bn_stats import apply_with_bn_stats
 def _config(**overrides):
     config = ddad_config.get_config("fashion_mnist,smoke")
     config.batch_size, config.student_steps_per_generator_step = 32, 1
+    # test_torch_reference's settings (what is checked here does not depend on them): its
+    # generator step is the program the generator-update test below compiles, a cache hit in the suite
+    config.lr_schedule, config.generator_lr_schedule, config.student_weight_decay = "constant", "constant", 0.05
     config.update(overrides)
     return config
 
@@ -76,11 +79,11 @@ def _one_iteration(adversarial=True, **overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["l1", "kl"])
-def test_student_step_minimises_its_objective_on_fresh_synthetic_images(objective):
-    before, after, metrics, by_hand = _one_iteration(student_objective=objective)
+def test_student_step_minimises_its_objective_on_fresh_synthetic_images():
+    """L1 here; KL through the same ``ddad.student_step``: the finetune test below."""
+    before, after, metrics, by_hand = _one_iteration(student_objective="l1")
     assert abs(by_hand["l1"] - by_hand["kl"]) > 0.1  # the two objectives are told apart here
-    np.testing.assert_allclose(metrics["student/loss"], by_hand[objective], rtol=1e-4)
+    np.testing.assert_allclose(metrics["student/loss"], by_hand["l1"], rtol=1e-4)
     assert {"gen/loss", "gen/bn", "gen/adversarial"} <= set(metrics)  # the generator played too
     assert int(after.step) == int(before.step) + 1
 
@@ -89,6 +92,7 @@ def test_student_step_minimises_its_objective_on_fresh_synthetic_images(objectiv
 def test_finetune_iteration_trains_the_student_alone():
     before, after, metrics, by_hand = _one_iteration(adversarial=False, student_objective="kl")
     assert set(metrics) == {"student/loss"}
+    assert abs(by_hand["l1"] - by_hand["kl"]) > 0.1  # the two objectives are told apart here
     np.testing.assert_allclose(metrics["student/loss"], by_hand["kl"], rtol=1e-4)
     chex.assert_trees_all_equal(after.generator, before.generator)  # params, BN statistics, Adam state
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), after.student.params, before.student.params)

@@ -36,8 +36,8 @@ def test_feature_distance_hand_computed():
 def test_a_collapsed_generator_is_flagged_and_a_healthy_one_is_not():
     from ddad_jax import models
     teacher = models.get_classifier("lenet5_bn", 10)
-    t_vars = teacher.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
-    run = lambda x: apply_with_features(teacher, t_vars, x)
+    t_vars = jax.jit(teacher.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))  # compiled, not op by op
+    run = jax.jit(lambda x: apply_with_features(teacher, t_vars, x))
     collapsed = jnp.tile(jax.random.normal(jax.random.key(1), (1, 32, 32, 1)), (64, 1, 1, 1))  # one image, 64 times
     logits, feats, _ = run(collapsed)
     metrics = {"diversity/class_entropy": float(diversity.class_entropy(logits)),
