@@ -57,8 +57,8 @@ KEYS = (*PER_SEED_ROW, "time_to_80_s", "synthetic_images_per_seed", "curve", "pe
 
 def _classes():
     """Fashion-MNIST's class names, from the library's one table of them."""
-    from ddad_jax.export import card  # pylint: disable=import-outside-toplevel
-    return card.class_names("fashion_mnist")
+    from ddad_jax.data import classes  # pylint: disable=import-outside-toplevel
+    return list(classes.FASHION_MNIST)
 
 
 def _method(name, *extra):

@@ -40,10 +40,12 @@ _PARTS = (("synth/", "the synthesis of images"), ("gen/", "the generator step"),
           ("generated/", "a measure on the generated images"), ("diversity/", "a diagnostic of the synthetic batch"))
 
 
+_STEP = [prefix for prefix, _ in _PARTS].index("")  # a metric of no listed part (a teacher's ``loss``)
+
+
 def _part_index(key: str) -> int:
-    """``key``'s place in ``_PARTS``; a key of no listed part (a teacher's ``loss``) is the step's."""
-    return next((i for i, (prefix, _) in enumerate(_PARTS) if prefix and key.startswith(prefix)),
-                [p for p, _ in _PARTS].index(""))
+    """``key``'s place in ``_PARTS``."""
+    return next((i for i, (prefix, _) in enumerate(_PARTS) if prefix and key.startswith(prefix)), _STEP)
 
 
 def _computed_order(key: str):

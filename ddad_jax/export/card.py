@@ -30,12 +30,6 @@ GENERATOR_KEYS = tuple(f"generator.{k}" for k in (  # what drawing the run's gen
     "base_channels", "image_shape_hwc", "latent_dim", "num_classes", "balanced_targets", "batch_size"))
 
 
-def class_names(dataset: str) -> Optional[list]:
-    """A built-in dataset's class names in label order (None for another dataset)."""
-    spec = data.DATASETS.get(dataset)
-    return list(spec.class_names) if spec and spec.class_names else None
-
-
 def preprocessing(spec: data.DatasetSpec) -> Dict[str, Any]:
     """How raw uint8 pixels become the model's input, as ``data.normalize`` computes it."""
     pad = (spec.image_size - spec.source_size) // 2
