@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,43 @@ from typing import Any, Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
+
+
+def cpu_description() -> str:
+    """The host CPU's model name and the widest x86 vector ISA it offers (``AMD EPYC, AVX-512``):
+    XLA compiles for the host's instruction set, and a float result's last bits follow it
+    (docs/reproducibility.md), so every figure names the CPU that computed it."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+                if flag in flags), None)
+    return f"{model}, {isa}" if isa else model
+
+
+def machine(devices: Optional[int] = None) -> str:
+    """What computed a benchmark's figures: architecture, CPU model and ISA, cores, the number of
+    JAX devices (when given) and the jax/jaxlib/flax versions -- the figures reproduce to the
+    digit on the same CPU class with the same versions (docs/reproducibility.md)."""
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    versions = []
+    for package in ("jax", "jaxlib", "flax"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    parts = [f"{platform.machine()} ({cpu_description()})", f"{os.cpu_count()} CPU cores"]
+    if devices is not None:
+        parts.append(f"{devices} JAX device(s)")
+    return ", ".join(parts + versions)
 
 
 def update_readme(key: str, table: str) -> None:

@@ -38,13 +38,12 @@ its Markdown, the README table between the ``fmnist_datafree`` markers and
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (PER_SEED_ROW, REPO, RESULTS, commit, fmnist_teacher, load_rows,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (PER_SEED_ROW, REPO, RESULTS, commit, fmnist_teacher, load_rows, machine,  # noqa: E402  pylint: disable=wrong-import-position
                                mean_std, merge_rows, parse_args, provenance, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_datafree", "The data-free family on Fashion-MNIST, equal wall-clock budgets"
@@ -352,7 +351,7 @@ def main():
         return
     os.makedirs(args.out, exist_ok=True)
     run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
-    commit_id, machine = commit(), f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    commit_id, host = commit(), machine()
     for seed in args.seeds:
         teacher_dir = fmnist_teacher(args.out, seed)
         teacher_acc = json.load(open(os.path.join(teacher_dir, "summary.json")))["test_acc"]
@@ -373,7 +372,7 @@ def main():
                       "stopped_at_step": summary.get("stopped_at_step")}  # None: the schedule finished
             print(f"{key} seed {seed}: student {summary['student_acc']:.4f} (teacher {teacher_acc:.4f}) in "
                   f"{wall / 60:.1f} min", flush=True)
-            rows = merge_rows(rows, label, DATA, seed, values, {"machine": machine, "budget_s": budget}, KEYS)
+            rows = merge_rows(rows, label, DATA, seed, values, {"machine": host, "budget_s": budget}, KEYS)
             for r in rows:
                 counts = [n for n in r.get("synthetic_images_per_seed", []) if n is not None]
                 r["synthetic_images"] = int(statistics.median(counts)) if counts else 0

@@ -24,13 +24,12 @@ again; the DDAD overrides must match the file's.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, commit, mean_std, parse_args, publish,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (REPO, commit, machine, mean_std, parse_args, publish,  # noqa: E402  pylint: disable=wrong-import-position
                                run_stage)
 
 TUNED_SEEDS, HELDOUT_SEEDS = (0, 1, 2), (3, 4, 5)
@@ -196,7 +195,7 @@ def main():
                                                               else "") + "".join(f" {o}" for o in args.ddad_overrides),
             "teacher": "lenet5_bn", "student": summary["student"], "iterations": summary["iterations"],
             "finetune_iterations": summary.get("finetune_iterations", 0),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {summary['devices']} JAX device(s)"})
+            "machine": machine(summary['devices'])})
         publish(args.name, TITLE, markdown(result), result, "fmnist_ddad" if args.name == "fmnist_ddad" else None,
                 directory=args.results, readme_table=readme_markdown(result))
     print(markdown(result))

@@ -22,20 +22,19 @@ results go to ``benchmarks/results``).
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import REPO, commit, fmnist_teacher, parse_args, publish, run_once, run_stage  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import REPO, commit, fmnist_teacher, machine, parse_args, publish, run_once, run_stage  # noqa: E402  pylint: disable=wrong-import-position
 
 NAME, TITLE = "fmnist_export", "The distilled Fashion-MNIST student as ONNX, fp32 and int8"
-KEYS = ("acc_jax", "acc_onnx_fp32", "acc_onnx_int8", "bytes_fp32", "bytes_int8", "latency_ms_fp32",
-        "latency_ms_int8", "max_abs_logit_diff_fp32")
+KEYS = ("seed", "acc_jax", "acc_onnx_fp32", "acc_onnx_int8", "bytes_fp32", "bytes_int8", "latency_ms_fp32",
+        "latency_ms_int8", "max_abs_logit_diff_fp32")  # in every per-seed row
 WARMUP = 20
 # --smoke: few calibration images, test images and timed runs; each stage at its config's smoke size
-SMOKE = {"calibration_images": 16, "repeats": 20, "eval_examples": 500}
+SMOKE = {"seeds": [0], "calibration_images": 16, "repeats": 20, "eval_examples": 500}
 LATENCY = "batch 1, onnxruntime CPUExecutionProvider with 1 intra-op thread, median of {repeats} runs after {warmup} warm-up runs"
 
 
@@ -104,62 +103,120 @@ def measure(run_dir: str, export_dir: str, data_dir, calibration_images: int, re
         "export_dir": os.path.abspath(export_dir),
         "calibration_images": calibration_images,
         "calibration": "images of the run's final generator (no real images); int8 weights per channel, QDQ",
+        "calibration_method": result["calibration_method"],
+        "int8_top1_agreement_with_fp32_generator_by_calibration":
+            card["exports"]["onnx_int8"]["top1_agreement_with_fp32_by_calibration"],
         "latency_method": LATENCY.format(repeats=repeats, warmup=WARMUP),
         "onnxruntime": onnxruntime.__version__,
     }
 
 
+def int8_change(row: dict) -> float:
+    """ONNX int8's test accuracy minus ONNX fp32's, in points."""
+    return 100.0 * (row["acc_onnx_int8"] - row["acc_onnx_fp32"])
+
+
+def summarise(rows: list) -> dict:
+    """The per-seed rows' figures over seeds: the fp32 -> int8 change (mean, sample std, the
+    worst seed's) and the medians of what does not depend on the seed's weights (sizes, latency)."""
+    changes = [int8_change(r) for r in rows]
+    median = lambda k: statistics.median(r[k] for r in rows)
+    return {
+        "int8_change_points": changes,
+        "int8_change_mean": statistics.mean(changes),
+        "int8_change_std": statistics.stdev(changes) if len(changes) > 1 else None,
+        "int8_change_worst": min(changes, key=lambda c: (-abs(c), c)),
+        **{k: median(k) for k in ("bytes_fp32", "bytes_int8", "latency_ms_fp32", "latency_ms_int8")},
+        "max_abs_logit_diff_fp32": max(r["max_abs_logit_diff_fp32"] for r in rows),
+    }
+
+
 def markdown(r: dict) -> str:
+    rows = r["rows"]
     pct = lambda v: f"{100 * v:.2f}"
     kb = lambda b: f"{b / 1024:.1f}"
+    seeds = ", ".join(str(row["seed"]) for row in rows)
+    spread = (f"{r['int8_change_mean']:+.2f} ± {r['int8_change_std']:.2f}" if r["int8_change_std"] is not None
+              else f"{r['int8_change_mean']:+.2f} (1 seed)")
     lines = [
-        f"Protocol: Fashion-MNIST, the DDAD student ({r['student']}) of a LeNet-5 (BN) teacher "
-        f"({pct(r['teacher_acc']) if r.get('teacher_acc') is not None else '?'} %), exported with "
-        "`python -m ddad_jax.export --int8`; accuracy on the "
-        f"{r['test_examples']} real test images. The int8 model is calibrated on {r['calibration_images']} images "
-        "of the run's own generator (no real data).",
+        f"Protocol: Fashion-MNIST; per seed ({seeds}) a LeNet-5 (BN) teacher and its DDAD student "
+        f"({rows[0]['student']}), the README's pipeline, exported with `python -m ddad_jax.export --int8`; "
+        f"accuracy on the {rows[0]['test_examples']} real test images. The int8 model is calibrated on "
+        f"{r['calibration_images']} images of the run's own generator (no real data); the calibration is chosen "
+        "per student by top-1 agreement with fp32 on other generator images, never by test accuracy "
+        "(docs/export.md).",
         "",
-        "| student | file size (KB) | test accuracy (%) | latency, batch 1 (ms) |",
-        "|---|---:|---:|---:|",
-        f"| JAX (Flax, float32) | – | {pct(r['acc_jax'])} | – |",
-        f"| ONNX fp32 | {kb(r['bytes_fp32'])} | {pct(r['acc_onnx_fp32'])} | {r['latency_ms_fp32']:.3f} |",
-        f"| ONNX int8 (static, QDQ, per-channel) | {kb(r['bytes_int8'])} | {pct(r['acc_onnx_int8'])} "
-        f"| {r['latency_ms_int8']:.3f} |",
+        "| seed | teacher (%) | JAX student (%) | ONNX fp32 (%) | ONNX int8 (%) | int8 − fp32 (points) | calibration |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        teacher = pct(row["teacher_acc"]) if row.get("teacher_acc") is not None else "?"
+        lines.append(f"| {row['seed']} | {teacher} | {pct(row['acc_jax'])} | {pct(row['acc_onnx_fp32'])} "
+                     f"| {pct(row['acc_onnx_int8'])} | {int8_change(row):+.2f} | {row['calibration_method']} |")
+    lines += [
         "",
-        f"Largest |logit difference|, JAX vs ONNX fp32, on the test images: {r['max_abs_logit_diff_fp32']:.1e}. "
-        f"int8 and fp32 agree on the top-1 class of {pct(r['int8_top1_agreement_with_fp32_test'])} % of the test "
-        f"images. Latency: {r['latency_method']} (onnxruntime {r['onnxruntime']}). "
-        f"Code: commit {r['commit']}; machine: {r['machine']}.",
+        f"fp32 → int8 over the {len(rows)} seed(s): **{spread} points** (mean ± sample std; worst seed "
+        f"{r['int8_change_worst']:+.2f}).",
+        "",
+        "| model | file size (KB) | latency, batch 1 (ms) |",
+        "|---|---:|---:|",
+        f"| ONNX fp32 | {kb(r['bytes_fp32'])} | {r['latency_ms_fp32']:.3f} |",
+        f"| ONNX int8 (static, QDQ, per-channel) | {kb(r['bytes_int8'])} | {r['latency_ms_int8']:.3f} |",
+        "",
+        f"Sizes and latencies are medians over the seeds. Largest |logit difference|, JAX vs ONNX fp32, on the "
+        f"test images: {r['max_abs_logit_diff_fp32']:.1e}. Latency: {r['latency_method']} (onnxruntime "
+        f"{r['onnxruntime']}). Code: commit {r['commit']}; machine: {r['machine']}.",
         "",
         "Regenerate: `python benchmarks/fmnist_export.py`",
     ]
     return "\n".join(lines)
 
 
+def run_seed(run_dir: str) -> int:
+    """The seed a finished DDAD run was launched with (its ``run.json``)."""
+    import json  # pylint: disable=import-outside-toplevel
+    path = os.path.join(run_dir, "run.json")
+    if not os.path.exists(path):
+        sys.exit(f"error: {run_dir} is not a finished DDAD run (no run.json)")
+    with open(path) as f:
+        return int(json.load(f)["seed"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help="a finished DDAD run on Fashion-MNIST (default: run the README's pipeline)")
+    parser.add_argument("--runs", nargs="+", metavar="RUN",
+                        help="finished DDAD runs on Fashion-MNIST, one per seed (default: run the README's pipeline "
+                             "for each of --seeds)")
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", "export-" + time.strftime("%Y%m%d-%H%M%S")))
-    parser.add_argument("--seed", type=int, default=0, help="the teacher's and DDAD's seed (without --run)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="the teachers' and DDAD's seeds (without --runs); the int8 change is reported per seed")
     parser.add_argument("--calibration_images", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=1000, help="timed runs per model (batch 1)")
     parser.add_argument("--data_dir", default=None, help="where Fashion-MNIST is prepared (default: tfds's)")
     parser.add_argument("--eval_examples", type=int, default=-1, help="-1 = the whole test split")
     args = parse_args(parser, SMOKE, argv)
     os.makedirs(args.out, exist_ok=True)
-    if args.run is None:
+    if args.runs is None:
         run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
-        run_dir = distil(args.out, args.seed)
-    else:
-        run_dir = args.run
     from ddad_jax.errors import UserError  # pylint: disable=import-outside-toplevel
-    try:
-        result = measure(run_dir, os.path.join(args.out, "export"), args.data_dir, args.calibration_images,
-                         args.repeats, args.eval_examples)
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    result.update(commit=commit(), machine=f"{platform.machine()}, {os.cpu_count()} CPU cores")
-    missing = [k for k in KEYS if k not in result]
+    rows = []
+    for i, seed in enumerate(args.seeds if args.runs is None else range(len(args.runs))):
+        run_dir = distil(args.out, seed) if args.runs is None else args.runs[i]
+        seed = seed if args.runs is None else run_seed(run_dir)
+        try:
+            row = measure(run_dir, os.path.join(args.out, f"export_seed{seed}"), args.data_dir,
+                          args.calibration_images, args.repeats, args.eval_examples)
+        except UserError as e:
+            sys.exit(f"error: {e}")
+        rows.append({"seed": seed, **row, "int8_change_points": int8_change(row)})
+        print(f"seed {seed}: JAX {100 * row['acc_jax']:.2f} %, ONNX fp32 {100 * row['acc_onnx_fp32']:.2f} %, "
+              f"int8 {100 * row['acc_onnx_int8']:.2f} % ({int8_change(row):+.2f}; {row['calibration_method']})",
+              flush=True)
+    result = {"rows": rows, **summarise(rows), "calibration_images": args.calibration_images,
+              "latency_method": rows[0]["latency_method"], "onnxruntime": rows[0]["onnxruntime"],
+              "commit": commit(), "machine": machine(),
+              "command": "python benchmarks/fmnist_export.py"}
+    missing = [k for k in KEYS for row in rows if k not in row]
     assert not missing, missing
     print(publish(NAME, TITLE, markdown(result), result, NAME, directory=args.results))
     return result

@@ -31,12 +31,11 @@ Markdown and the README table between the ``fmnist_hybrid`` markers.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, mean_std, parse_args,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (REPO, RESULTS, commit, fmnist_teacher, load_rows, machine, mean_std, parse_args,  # noqa: E402  pylint: disable=wrong-import-position
                                provenance, merge_rows, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_hybrid", "Fashion-MNIST with a few real images or none"
@@ -123,7 +122,7 @@ def main():
         return
     os.makedirs(args.out, exist_ok=True)
     run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
-    commit_id, machine = commit(), f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    commit_id, host = commit(), machine()
     for seed in args.seeds:
         for key in args.rows:
             method, data, config_args = ROWS[key]
@@ -143,7 +142,7 @@ def main():
                           "commit": commit_id}
             print(f"{key} seed {seed}: student {values['student_acc']:.4f} in {values['wall_s'] / 60:.1f} min",
                   flush=True)
-            rows = merge_rows(rows, method, data, seed, values, {"machine": machine})
+            rows = merge_rows(rows, method, data, seed, values, {"machine": host})
             rows.sort(key=lambda r: order.index((r["method"], r["data"])) if (r["method"], r["data"]) in order
                       else len(order))
             publish(NAME, TITLE, markdown(rows), rows, NAME, directory=args.results)  # after every run: an interruption keeps it

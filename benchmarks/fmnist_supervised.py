@@ -24,12 +24,11 @@ its Markdown and the README table between the ``fmnist_supervised`` markers.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (REPO, commit, fmnist_teacher, load_rows, mean_std, parse_args, provenance,  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks.common import (REPO, commit, fmnist_teacher, load_rows, machine, mean_std, parse_args, provenance,  # noqa: E402  pylint: disable=wrong-import-position
                                merge_rows, publish, run_once, run_stage)
 
 NAME, TITLE = "fmnist_supervised", "Fashion-MNIST with its training data: KD objectives"
@@ -76,7 +75,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     run_stage(["-m", "ddad_jax.data.prepare", "fashion_mnist"], os.path.join(args.out, "prepare.log"))
     commit_id = commit()
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    host = machine()
     for seed in args.seeds:
         teacher_dir = fmnist_teacher(args.out, seed)
         for method in args.methods:
@@ -90,7 +89,7 @@ def main():
                   f"in {wall / 60:.1f} min", flush=True)
             rows = merge_rows(rows, method, DATA, seed, {"student_acc": summary["student_acc"], "wall_s": wall,
                                                          "teacher_acc": teacher_acc, "commit": commit_id},
-                              {"machine": machine})
+                              {"machine": host})
             rows.sort(key=lambda r: METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS))
             publish(NAME, TITLE, markdown(rows), rows, NAME, directory=args.results)  # after every run: an interruption keeps it
     print(markdown(rows))

@@ -4,6 +4,7 @@ generator only), refuses to overwrite, and the export benchmark writes every fig
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,10 @@ def test_onnx_fp32_equals_jax_and_int8_mostly_agrees_on_generator_images(ddad_ru
     quantized = {n.op_type for n in onnx.load(os.path.join(out, export_onnx.INT8_ONNX)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= quantized
     assert card["exports"]["onnx_int8"]["calibration"]["images"] == CALIBRATION
+    by_calibration = card["exports"]["onnx_int8"]["top1_agreement_with_fp32_by_calibration"]
+    assert list(by_calibration) == list(export_onnx.CALIBRATIONS)  # "auto" by default: each tried
+    assert result["int8_top1_agreement_with_fp32"] == max(by_calibration.values())
+    assert by_calibration[result["calibration_method"]] == max(by_calibration.values())
     # the plain and the CPU-backend networks give the same logits (the export uses the plain one)
     plain = models.get_classifier("lenet5_half", 10, ops=backends.PLAIN)
     np.testing.assert_allclose(plain.apply(variables, images), want, atol=1e-5)
@@ -105,7 +110,9 @@ def test_onnx_fp32_equals_jax_and_int8_mostly_agrees_on_generator_images(ddad_ru
 
 def test_int8_is_calibrated_on_the_generator_images_only(ddad_run, exported):
     _, _, seen = exported
-    assert len(seen) == 1 and seen[0].shape == (CALIBRATION, 32, 32, 1)
+    # one reader per calibration "auto" tries, each over the same generator images
+    assert len(seen) == len(export_onnx.CALIBRATIONS) and seen[0].shape == (CALIBRATION, 32, 32, 1)
+    assert all(np.array_equal(images, seen[0]) for images in seen)
     drawn, source = export_run.generator_images(ddad_run, 2 * CALIBRATION, seed=0)
     np.testing.assert_allclose(seen[0], drawn[:CALIBRATION], atol=1e-5)
     assert source["source"] == "generator" and source["checkpoint_step"] == 6
@@ -117,6 +124,40 @@ def test_int8_is_calibrated_on_the_generator_images_only(ddad_run, exported):
         batches.append(batch[export_onnx.INPUT_NAME])
     assert [len(b) for b in batches] == [2, 2, 1]
 
+
+
+def test_auto_calibration_keeps_the_first_of_the_best_agreeing_and_a_named_one_is_used_alone(exported, tmp_path,
+                                                                                              monkeypatch):
+    """``write_int8(method="auto")`` quantizes with each calibration and keeps the one with the
+    highest top-1 agreement with fp32 on the held-out images, the first of equals (agreements
+    set by hand here: minmax 0.90, percentile 0.95, entropy 0.95 -> percentile); a named one is
+    the only one tried; an unknown one is an error naming those that exist."""
+    out, _, seen = exported
+    shutil.copy(os.path.join(out, export_onnx.FP32_ONNX), tmp_path / export_onnx.FP32_ONNX)
+    images = seen[0]
+    tried, agreement = [], {"minmax": 0.90, "percentile": 0.95, "entropy": 0.95}
+    quantize = export_onnx.quantize_int8
+
+    def recording(fp32_path, int8_path, calibration, method="minmax"):
+        tried.append(method)
+        quantize(fp32_path, int8_path, calibration, method)
+        with open(tmp_path / f"{method}.onnx", "wb") as f:
+            f.write(open(int8_path, "rb").read())
+
+    monkeypatch.setattr(export_onnx, "quantize_int8", recording)
+    monkeypatch.setattr(export_onnx, "top1_agreement", lambda a, b, x: agreement[tried[-1]])
+    entry = export_onnx.write_int8(str(tmp_path), images, images, {"source": "generator"})
+    assert tried == ["minmax", "percentile", "entropy"]
+    assert entry["calibration"]["method"] == "percentile" and entry["top1_agreement_with_fp32"] == 0.95
+    assert entry["top1_agreement_with_fp32_by_calibration"] == agreement
+    assert open(tmp_path / export_onnx.INT8_ONNX, "rb").read() == open(tmp_path / "percentile.onnx", "rb").read()
+    assert sorted(os.listdir(tmp_path)) == sorted([export_onnx.FP32_ONNX, export_onnx.INT8_ONNX, "minmax.onnx",
+                                                   "percentile.onnx", "entropy.onnx"])  # no candidate left over
+    tried.clear()
+    entry = export_onnx.write_int8(str(tmp_path), images, images, {"source": "generator"}, method="entropy")
+    assert tried == ["entropy"] and entry["calibration"]["method"] == "entropy"
+    with pytest.raises(UserError, match="unknown int8 calibration 'kl'; known: auto, minmax, percentile, entropy"):
+        export_onnx.write_int8(str(tmp_path), images, images, {}, method="kl")
 
 
 def test_the_card_records_the_generator_as_the_run_built_it(ddad_run):
@@ -162,7 +203,7 @@ def test_int8_export_needs_no_trainers(ddad_run, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "ONNX int8: calibrated on 8 generator images" in result.stdout
+    assert re.search(r"ONNX int8: (minmax|percentile|entropy) calibration on 8 generator images", result.stdout)
     assert sorted(os.listdir(out)) == ["student", "student.json", "student_fp32.onnx", "student_int8.onnx"]
 
 
@@ -266,16 +307,22 @@ def test_a_run_made_before_students_were_exported_is_exported_from_its_last_chec
 def test_export_benchmark_writes_every_figure(ddad_run, exported, fmnist_data_dir, tmp_path):
     from benchmarks import common, fmnist_export
     readme = open(os.path.join(common.REPO, "README.md")).read()
-    fmnist_export.main([f"--run={ddad_run}", f"--out={tmp_path / 'bench'}", "--calibration_images=16",
+    fmnist_export.main([f"--runs={ddad_run}", f"--out={tmp_path / 'bench'}", "--calibration_images=16",
                         "--repeats=5", f"--data_dir={fmnist_data_dir}", "--eval_examples=200",
                         f"--results={tmp_path / 'results'}"])
     result = json.load(open(tmp_path / "results" / "fmnist_export.json"))
+    [row] = result["rows"]
     for key in fmnist_export.KEYS:
-        assert isinstance(result[key], (int, float)), key
-    assert result["acc_jax"] == result["acc_onnx_fp32"] and result["max_abs_logit_diff_fp32"] < 1e-4
-    assert result["bytes_int8"] < result["bytes_fp32"] and result["calibration_images"] == 16
-    assert result["test_examples"] == 200 and "1 intra-op thread" in result["latency_method"]
-    assert "ONNX int8" in (tmp_path / "results" / "fmnist_export.md").read_text()
+        assert isinstance(row[key], (int, float)), key
+    assert row["seed"] == 0 and row["acc_jax"] == row["acc_onnx_fp32"] and row["max_abs_logit_diff_fp32"] < 1e-4
+    change = 100 * (row["acc_onnx_int8"] - row["acc_onnx_fp32"])
+    assert result["int8_change_points"] == [row["int8_change_points"]] and abs(row["int8_change_points"] - change) < 1e-9
+    assert result["int8_change_mean"] == row["int8_change_points"] and result["int8_change_std"] is None
+    assert row["bytes_int8"] < row["bytes_fp32"] and result["calibration_images"] == 16
+    assert row["calibration_method"] in export_onnx.CALIBRATIONS
+    assert row["test_examples"] == 200 and "1 intra-op thread" in result["latency_method"]
+    markdown = (tmp_path / "results" / "fmnist_export.md").read_text()
+    assert f"| 0 | " in markdown and f"{change:+.2f} (1 seed)" in markdown and "ONNX int8" in markdown
     assert open(os.path.join(common.REPO, "README.md")).read() == readme  # only benchmarks/results fills the README
 
 
@@ -331,9 +378,11 @@ def test_cli_report_says_what_was_written_and_measured():
     result = {"student_acc": 0.8057, "architecture": "lenet5_half", "out_dir": "/x/out",
               "files": {"card": "/x/out/student.json", "onnx_int8": "/x/out/student_int8.onnx"},
               "max_abs_logit_diff_fp32": 3.8e-6, "int8_top1_agreement_with_fp32": 0.9864, "calibration_images": 512,
+              "calibration_method": "percentile",
               "test_accuracy": {"examples": 10000, "jax": 0.8057, "onnx_int8": 0.7861}}
     assert cli.report(result) == [
         "exported lenet5_half (test accuracy 0.8057) to /x/out: student.json, student_int8.onnx",
         "  ONNX fp32: max |logit - JAX logit| = 3.80e-06",
-        "  ONNX int8: calibrated on 512 generator images; top-1 agrees with fp32 on 98.6 % of other generator images",
+        "  ONNX int8: percentile calibration on 512 generator images; top-1 agrees with fp32 on 98.6 % of other "
+        "generator images",
         "  on 10000 test images: JAX 80.57 %, ONNX int8 78.61 %"]

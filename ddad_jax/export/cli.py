@@ -1,5 +1,5 @@
 """``python -m ddad_jax.export --run=RUN --out=DIR [--onnx] [--int8] [--calibration_images=N]
-[--seed=S] [--force] [--evaluate [--data_dir=D]]``: ``stage.export_student`` from the command
+[--calibration=auto] [--seed=S] [--force] [--evaluate [--data_dir=D]]``: ``stage.export_student`` from the command
 line; a mistake is one ``error:`` line and exit status 2, with nothing changed."""
 
 import argparse
@@ -21,6 +21,9 @@ def parse_args(argv):
     parser.add_argument("--int8", action="store_true", help="also student_int8.onnx (implies --onnx)")
     parser.add_argument("--calibration_images", type=int, default=512,
                         help="generator images the int8 ranges are calibrated on")
+    parser.add_argument("--calibration", default="auto", help="how int8 activation ranges are calibrated: "
+                        "minmax, percentile, entropy, or auto (each; kept: the best top-1 agreement with fp32 on "
+                        "other generator images)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration and check images")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--evaluate", action="store_true",
@@ -39,7 +42,8 @@ def report(result: Dict[str, Any]) -> List[str]:
     if "max_abs_logit_diff_fp32" in result:
         lines.append(f"  ONNX fp32: max |logit - JAX logit| = {result['max_abs_logit_diff_fp32']:.2e}")
     if "int8_top1_agreement_with_fp32" in result:
-        lines.append(f"  ONNX int8: calibrated on {result['calibration_images']} generator images; top-1 agrees "
+        lines.append(f"  ONNX int8: {result['calibration_method']} calibration on {result['calibration_images']} "
+                     "generator images; top-1 agrees "
                      f"with fp32 on {100 * result['int8_top1_agreement_with_fp32']:.1f} % of other generator images")
     if "test_accuracy" in result:
         t = result["test_accuracy"]
@@ -54,6 +58,7 @@ def main(argv=None) -> int:
     try:
         result = stage.export_student(args.run, args.out, onnx=args.onnx, int8=args.int8,
                                       calibration_images=args.calibration_images, force=args.force, seed=args.seed,
+                                      calibration=args.calibration,
                                       test_data_dir=args.data_dir if args.evaluate else None)
     except UserError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)

@@ -54,14 +54,17 @@ def replace_dir(staging: str, out_dir: str) -> None:
 
 def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = False,
                    calibration_images: int = 512, force: bool = False, seed: int = 0,
-                   check_images: int = 64, test_data_dir: Optional[str] = None) -> Dict[str, Any]:
+                   check_images: int = 64, test_data_dir: Optional[str] = None,
+                   calibration: str = onnx_lib.AUTO) -> Dict[str, Any]:
     """Exports the final student of ``run_dir`` into ``out_dir`` (a new directory, or an
     existing one replaced only with ``force``; written elsewhere first, then moved in).
 
     Always ``student/`` + ``student.json``. ``onnx``: ``student_fp32.onnx``, its logits
     compared with JAX's on ``check_images`` random inputs. ``int8`` (implies ``onnx``):
     ``student_int8.onnx`` calibrated on ``calibration_images`` images of the run's final
-    generator; its top-1 agreement with fp32 measured on as many other generator images.
+    generator by ``calibration`` (``onnx.CALIBRATIONS``, or "auto": each, keeping the one whose
+    top-1 agreement with fp32 on as many other generator images is highest); that agreement is
+    recorded.
     ``test_data_dir`` (not None; '' = tfds's default): each exported model's accuracy on the
     dataset's prepared test split there -- after the fact, for a run that had no data (it is
     an error, before anything is written, when the split is not there).
@@ -69,6 +72,7 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
     onnx = onnx or int8
     if int8 and calibration_images < 1:
         raise UserError(f"--calibration_images must be >= 1, got {calibration_images}")
+    onnx_lib.check_calibration(calibration)
     check_out_dir(run_dir, out_dir, force)
     identity, summary = run_lib.read_run(run_dir)
     if int8:  # the generator the card describes, before anything is written
@@ -79,7 +83,7 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=os.path.dirname(out_dir))
     try:
         result = _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_images, seed,
-                               check_images, test_set)
+                               check_images, test_set, calibration)
         replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -90,7 +94,7 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
 
 
 def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_images, seed, check_images,
-                  test_set=None):
+                  test_set=None, calibration=onnx_lib.AUTO):
     """Writes the export into ``staging``; returns what ``export_student`` returns."""
     card = run_lib.write_student(run_dir, summary, staging)
     result: Dict[str, Any] = {"files": [card_lib.STUDENT_SUBDIR, card_lib.STUDENT_CARD],
@@ -106,10 +110,11 @@ def _write_export(run_dir, staging, identity, summary, onnx, int8, calibration_i
         # one draw: the first half calibrates, the second measures the agreement with fp32
         images, source = run_lib.generator_images(run_dir, 2 * calibration_images, seed=seed)
         exports["onnx_int8"] = onnx_lib.write_int8(staging, images[:calibration_images], images[calibration_images:],
-                                                   source, started=t0)
+                                                   source, started=t0, method=calibration)
         result["files"].append(onnx_lib.INT8_ONNX)
         result["calibration_images"] = calibration_images
         result["int8_top1_agreement_with_fp32"] = exports["onnx_int8"]["top1_agreement_with_fp32"]
+        result["calibration_method"] = exports["onnx_int8"]["calibration"]["method"]
     card = {**card, "exports": exports, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if test_set is not None:  # measured at export on the real test split: {jax, onnx_fp32, onnx_int8}
         card["test_accuracy"] = result["test_accuracy"] = evaluate.accuracies(staging, card, test_set)
