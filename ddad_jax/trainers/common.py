@@ -15,6 +15,7 @@ from ddad_jax.config_fields import Rule
 from ddad_jax.errors import UserError
 from ddad_jax.methods import ddad, hidfd, inversion
 from ddad_jax.evaluation import EvalSet
+from ddad_jax.trainers import sizes
 
 # Fields that do not change a run's trajectory: they may differ when a run is resumed.
 NOT_TRAJECTORY = frozenset({"data_dir", "teacher_dir", "num_devices", "cpu_devices", "log_every", "time_budget_s",
@@ -134,10 +135,13 @@ def dataset_spec(config) -> data.DatasetSpec:
         return spec
 
 
-def eval_set(config, spec, mesh, optional: bool = False) -> Optional[EvalSet]:
+def eval_set(config, spec, mesh, optional: bool = False, evaluated: Optional[Dict[str, Any]] = None) -> Optional[EvalSet]:
     """The test split, placed for ``evaluation.evaluate``. ``optional`` (data-free runs): None
     when ``eval_examples`` is 0 or the split is not prepared -- the run then reports the
-    student's agreement with the teacher on generated images instead (``no_eval_reason``)."""
+    student's agreement with the teacher on generated images instead (``no_eval_reason``).
+    ``evaluated``: the networks evaluated on it ({name: model}), whose activations for one
+    evaluation chunk are checked against the memory there is (``sizes.check_eval_memory``)
+    before anything compiles."""
     if optional and no_eval_reason(config, spec):
         return None
     if config.eval_examples == 0:
@@ -145,6 +149,11 @@ def eval_set(config, spec, mesh, optional: bool = False) -> Optional[EvalSet]:
                         "split: use -1 (all of it) or a number of examples")
     test_x, test_y = data.load_split(spec, "test", config.data_dir or None,  # this host's share of them
                                      num_examples=config.eval_examples if config.eval_examples > 0 else None)
+    if evaluated:
+        shape = (spec.image_size, spec.image_size, spec.channels)
+        sizes.check_eval_memory(config.eval_batch_size, len(test_x), mesh, {
+            name: (model.clone(bn_axis_name=None) if hasattr(model, "bn_axis_name") else model, shape, {"train": False})
+            for name, model in evaluated.items()})
     return EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Optional
 
 import jax
 
-from ddad_jax import data, objectives, parallel, state as state_lib, teacher as teacher_lib, workdir as workdir_lib
+from ddad_jax import data, models, objectives, parallel, state as state_lib, teacher as teacher_lib, workdir as workdir_lib
 from ddad_jax.evaluation import EvalSet, evaluate
 from ddad_jax.export import card as card_lib
 from ddad_jax.trainers.common import (AGREEMENT, Run, dataset_spec, eval_set as make_eval_set, eval_summary,
@@ -42,7 +42,9 @@ def setup(config, method: str) -> Setup:
         config.teacher_dir, config.teacher, config.dataset, bn_axis_name=parallel.BATCH_AXIS, spec=spec)
     terms = objectives.parse_terms(config.generator_terms)
     require_batchnorm(teacher_vars, terms, config.teacher)
-    eval_set = make_eval_set(config, spec, mesh, optional=True)
+    eval_set = make_eval_set(config, spec, mesh, optional=True, evaluated={
+        f"teacher {config.teacher}": teacher_model,
+        f"student {config.student}": models.get_classifier(config.student, spec.num_classes)})
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
     print(f"[{method}] {teacher_line(config, spec, teacher_acc)}", flush=True)
     return Setup(config, method, spec, mesh, teacher_model, teacher_vars, teacher_meta, terms, eval_set, teacher_acc)

@@ -6,6 +6,7 @@ import optax
 
 from ddad_jax import config_fields, data, models, parallel, state as state_lib, synthesis, workdir as workdir_lib
 from ddad_jax import teacher as teacher_lib
+from ddad_jax.trainers import sizes
 from ddad_jax.trainers.common import Run, eval_set as make_eval_set, grid_sampler, identity, train_subset
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
@@ -32,7 +33,16 @@ def build_hidfd(config) -> Run:
     train_x, train_y = data.load_split(spec, "train", config.data_dir or None, shard_index=0, shard_count=1)
     keep = train_subset(config, spec, train_y)
     train_x, train_y = train_x[keep], train_y[keep]  # the few real images: nothing else of the split is kept
-    eval_set = make_eval_set(config, spec, mesh)
+    image_shape = (spec.image_size, spec.image_size, spec.channels)
+    sizes.check_int32(**{"gan_iterations + student_iterations": config.gan_iterations + config.student_iterations})
+    sizes.check_step_memory(config.batch_size, mesh, {
+        f"teacher {config.teacher}": (models.get_classifier(config.teacher, spec.num_classes), image_shape, {}),
+        f"student {config.student}": (models.get_classifier(config.student, spec.num_classes), image_shape, {}),
+        "the generator": (models.get_generator(config.generator_channels, spec.image_size, spec.channels),
+                          (config.latent_dim + spec.num_classes,), {"train": True})})
+    eval_set = make_eval_set(config, spec, mesh, evaluated={
+        f"teacher {config.teacher}": models.get_classifier(config.teacher, spec.num_classes),
+        f"student {config.student}": models.get_classifier(config.student, spec.num_classes)})
     teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset, spec=spec)
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
     print(f"[hidfd] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}; "

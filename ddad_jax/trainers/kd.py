@@ -29,7 +29,9 @@ def build_kd(config) -> Run:
     train_x, train_y = data.load_split(spec, "train", config.data_dir or None)
     keep = train_subset(config, spec, train_y)
     train_x, train_y = train_x[keep], train_y[keep]  # nothing else of the split is kept
-    eval_set = make_eval_set(config, spec, mesh)
+    eval_set = make_eval_set(config, spec, mesh, evaluated={
+        f"{role} {name}": models.get_classifier(name, spec.num_classes)
+        for role, name, used in (("student", config.student, True), ("teacher", config.teacher, uses["teacher"])) if used})
     if uses["teacher"]:
         teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset, spec=spec)
         teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)

@@ -44,23 +44,34 @@ def memory_limit(mesh) -> Tuple[int, str, int]:
 
 def check_step_memory(images_per_step: int, mesh, networks: Dict[str, Tuple[Any, Tuple[int, ...], dict]],
                       extra_bytes_per_device: int = 0, field: str = "batch_size",
-                      limit: Optional[Tuple[int, str, int]] = None) -> int:
+                      limit: Optional[Tuple[int, str, int]] = None, passes: int = 2) -> int:
     """UserError when the activations of ``images_per_step`` images (shared over the mesh)
-    through ``networks`` ({name: (model, input shape, call kwargs)}), plus
-    ``extra_bytes_per_device`` (e.g. a pool of past batches), exceed the memory they get;
-    returns the estimate per device. ``limit``: (bytes, whose, devices sharing them), for tests."""
+    through ``networks`` ({name: (model, input shape, call kwargs)}), ``passes`` times (2: the
+    activations and their gradients; 1: forward only), plus ``extra_bytes_per_device`` (e.g. a
+    pool of past batches), exceed the memory they get; returns the estimate per device.
+    ``limit``: (bytes, whose, devices sharing them), for tests."""
     per_image = sum(activation_bytes(model, shape, **kwargs) for model, shape, kwargs in networks.values())
-    per_device = -(-images_per_step // mesh.size) * 2 * per_image + extra_bytes_per_device
+    per_device = -(-images_per_step // mesh.size) * passes * per_image + extra_bytes_per_device
     total_bytes, whose, sharing = limit or memory_limit(mesh)
     if per_device * sharing > total_bytes:
         names = ", ".join(networks)
         raise UserError(
             f"a step needs about {per_device * sharing / GiB:.1f} GiB ({field}={images_per_step}: "
-            f"{-(-images_per_step // mesh.size)} images per device x 2 x {per_image / 2 ** 10:.0f} KiB of activations "
+            f"{-(-images_per_step // mesh.size)} images per device x {passes} x {per_image / 2 ** 10:.0f} KiB of activations "
             f"per image in {names}" + (f", plus {extra_bytes_per_device / GiB:.1f} GiB kept per device"
                                         if extra_bytes_per_device else "")
             + f"), more than {whose} {total_bytes / GiB:.1f} GiB of memory; lower {field}")
     return per_device
+
+
+def check_eval_memory(eval_batch_size: int, num_examples: int, mesh,
+                      networks: Dict[str, Tuple[Any, Tuple[int, ...], dict]],
+                      limit: Optional[Tuple[int, str, int]] = None) -> int:
+    """``check_step_memory`` for one evaluation chunk: the batch ``evaluation.EvalSet.build``
+    makes of ``eval_batch_size`` (capped at ``num_examples``, rounded up to the device count)
+    through ``networks`` in inference (forward only: one pass)."""
+    batch = -(-max(1, min(eval_batch_size, num_examples)) // mesh.size) * mesh.size
+    return check_step_memory(batch, mesh, networks, field="eval_batch_size", limit=limit, passes=1)
 
 
 def pool_bytes_per_device(pool_size: int, batch_size: int, image_shape: Tuple[int, ...], num_classes: int,
@@ -78,4 +89,5 @@ def check_int32(**counts: int) -> None:
                             "lower it")
 
 
-__all__ = ["activation_bytes", "check_int32", "check_step_memory", "memory_limit", "pool_bytes_per_device"]
+__all__ = ["activation_bytes", "check_eval_memory", "check_int32", "check_step_memory", "memory_limit",
+           "pool_bytes_per_device"]
