@@ -322,7 +322,7 @@ def test_export_benchmark_writes_every_figure(ddad_run, exported, fmnist_data_di
     assert row["calibration_method"] in export_onnx.CALIBRATIONS
     assert row["test_examples"] == 200 and "1 intra-op thread" in result["latency_method"]
     markdown = (tmp_path / "results" / "fmnist_export.md").read_text()
-    assert f"| 0 | " in markdown and f"{change:+.2f} (1 seed)" in markdown and "ONNX int8" in markdown
+    assert "| 0 | " in markdown and f"{change:+.2f} (1 seed)" in markdown and "ONNX int8" in markdown
     assert open(os.path.join(common.REPO, "README.md")).read() == readme  # only benchmarks/results fills the README
 
 
