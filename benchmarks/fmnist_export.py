@@ -1,23 +1,26 @@
-"""The distilled Fashion-MNIST student out, edge-ready: ONNX fp32 and int8 against JAX.
+"""The distilled Fashion-MNIST student out, edge-ready: ONNX fp32 and int8 against JAX, over seeds.
 
-    python benchmarks/fmnist_export.py                 # the README's pipeline (teacher, DDAD) into --out, then export
-    python benchmarks/fmnist_export.py --run=RUN       # a finished DDAD run instead
+    python benchmarks/fmnist_export.py                 # seeds 0-2: the README's pipeline (teacher, DDAD) into --out, then export
+    python benchmarks/fmnist_export.py --runs R0 R1 R2 # finished DDAD runs instead (each run's seed from its run.json)
     python benchmarks/fmnist_export.py --out DIR       # collect an interrupted invocation
-    python benchmarks/fmnist_export.py --smoke         # end to end in a minute at tiny sizes: results into
+    python benchmarks/fmnist_export.py --smoke         # end to end in a minute at tiny sizes (seed 0): results into
                                                        # --results DIR (default a temp dir), never the README
 
-Without ``--run`` it trains the seeded LeNet-5 (BN) teacher (``configs/teacher.py:fashion_mnist``)
-and distils it with DDAD (``configs/fmnist_lenet5.py``), as the README's quick start and
-``benchmarks/fmnist_ddad.py`` do. Then ``ddad_jax.export.export_student(RUN, OUT/export,
-int8=True)``: the student as ``student_fp32.onnx`` and ``student_int8.onnx`` (static int8,
-calibrated on ``--calibration_images`` images of the run's own generator: no real image).
+Without ``--runs`` it trains, for each of ``--seeds``, the seeded LeNet-5 (BN) teacher
+(``configs/teacher.py:fashion_mnist``) and distils it with DDAD (``configs/fmnist_lenet5.py``), as
+the README's quick start and ``benchmarks/fmnist_ddad.py`` do. Then per run
+``ddad_jax.export.export_student(RUN, OUT/export_seedS, int8=True)``: the student as
+``student_fp32.onnx`` and ``student_int8.onnx`` (static int8, calibrated on
+``--calibration_images`` images of the run's own generator, no real image; the calibration
+chosen by top-1 agreement with fp32 on other generator images, ``--calibration=auto``).
 
-Measured on the real Fashion-MNIST test split: top-1 accuracy of the JAX student, of ONNX
-fp32 and of ONNX int8; the largest |logit difference| between JAX and ONNX fp32; the file
-sizes; latency: one image (batch 1), onnxruntime's CPU provider with 1 intra-op thread, median
-of ``--repeats`` runs after 20 warm-up runs. Writes ``benchmarks/results/fmnist_export.json``,
-its Markdown and the README table between the ``fmnist_export`` markers (only when the
-results go to ``benchmarks/results``).
+Measured per seed on the real Fashion-MNIST test split: top-1 accuracy of the JAX student, of
+ONNX fp32 and of ONNX int8, and the fp32 -> int8 change; over the seeds its mean ± sample std.
+Also the largest |logit difference| between JAX and ONNX fp32, the file sizes, and latency: one
+image (batch 1), onnxruntime's CPU provider with 1 intra-op thread, median of ``--repeats`` runs
+after 20 warm-up runs. Writes ``benchmarks/results/fmnist_export.json`` (a per-seed row each:
+``seed``, ``acc_jax``, ``acc_onnx_fp32``, ``acc_onnx_int8``, ...), its Markdown and the README
+table between the ``fmnist_export`` markers (only when the results go to ``benchmarks/results``).
 """
 
 import argparse
@@ -155,8 +158,8 @@ def markdown(r: dict) -> str:
                      f"| {pct(row['acc_onnx_int8'])} | {int8_change(row):+.2f} | {row['calibration_method']} |")
     lines += [
         "",
-        f"fp32 → int8 over the {len(rows)} seed(s): **{spread} points** (mean ± sample std; worst seed "
-        f"{r['int8_change_worst']:+.2f}).",
+        f"fp32 → int8 over the {len(rows)} seed(s): **{spread} points** (mean ± sample std; the largest "
+        f"change {r['int8_change_worst']:+.2f}).",
         "",
         "| model | file size (KB) | latency, batch 1 (ms) |",
         "|---|---:|---:|",
@@ -165,7 +168,8 @@ def markdown(r: dict) -> str:
         "",
         f"Sizes and latencies are medians over the seeds. Largest |logit difference|, JAX vs ONNX fp32, on the "
         f"test images: {r['max_abs_logit_diff_fp32']:.1e}. Latency: {r['latency_method']} (onnxruntime "
-        f"{r['onnxruntime']}). Code: commit {r['commit']}; machine: {r['machine']}.",
+        f"{r['onnxruntime']}). Code: students trained at commit {r['trained_at']}, exported and measured at commit "
+        f"{r['commit']}; machine: {r['machine']}.",
         "",
         "Regenerate: `python benchmarks/fmnist_export.py`",
     ]
@@ -188,6 +192,8 @@ def main(argv=None):
                         help="finished DDAD runs on Fashion-MNIST, one per seed (default: run the README's pipeline "
                              "for each of --seeds)")
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "benchmarks", "export-" + time.strftime("%Y%m%d-%H%M%S")))
+    parser.add_argument("--runs_commit", default=None,
+                        help="the commit --runs were trained at, recorded beside the figures (default: unknown)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="the teachers' and DDAD's seeds (without --runs); the int8 change is reported per seed")
     parser.add_argument("--calibration_images", type=int, default=512)
@@ -215,6 +221,7 @@ def main(argv=None):
     result = {"rows": rows, **summarise(rows), "calibration_images": args.calibration_images,
               "latency_method": rows[0]["latency_method"], "onnxruntime": rows[0]["onnxruntime"],
               "commit": commit(), "machine": machine(),
+              "trained_at": commit() if args.runs is None else (args.runs_commit or "unknown (--runs)"),
               "command": "python benchmarks/fmnist_export.py"}
     missing = [k for k in KEYS for row in rows if k not in row]
     assert not missing, missing
