@@ -8,6 +8,8 @@ shapes alone: ``jax.eval_shape``, nothing runs), twice (the activations and thei
 for every image a device holds -- against a device's memory limit (GPU, TPU) or, on the CPU,
 the host's physical memory. It is an estimate, and a lenient one (XLA fuses some of these
 buffers away and the optimiser state is left out), so only a step sure not to fit is refused.
+Also left out: the batch-squared pairwise distances of the diversity diagnostics (64 MiB at a
+batch of 4096), far below the activations of any batch this check lets through.
 """
 
 import os
