@@ -1,6 +1,6 @@
 """``python -m ddad_jax.export --run=RUN --out=DIR [--onnx] [--int8] [--calibration_images=N]
-[--calibration=auto] [--seed=S] [--force] [--evaluate [--data_dir=D]]``: ``stage.export_student`` from the command
-line; a mistake is one ``error:`` line and exit status 2, with nothing changed."""
+[--calibration=auto] [--seed=S] [--force] [--evaluate [--data_dir=D]]``: ``stage.export_student``
+from the command line; a mistake is one ``error:`` line and exit status 2, with nothing changed."""
 
 import argparse
 import os

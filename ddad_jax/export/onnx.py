@@ -158,17 +158,18 @@ def write_int8(directory: str, calibration: np.ndarray, held_out: np.ndarray, so
     t0 = time.time() if started is None else started
     fp32_path, int8_path = os.path.join(directory, FP32_ONNX), os.path.join(directory, INT8_ONNX)
     agreement: Dict[str, float] = {}
+    chosen = None
     for name in CALIBRATIONS if method == AUTO else (method,):
         candidate = f"{int8_path}.{name}"
         try:
             quantize_int8(fp32_path, candidate, calibration, name)
             agreement[name] = top1_agreement(fp32_path, candidate, held_out)
-            if agreement[name] > max((v for k, v in agreement.items() if k != name), default=-1.0):
+            if chosen is None or agreement[name] > agreement[chosen]:  # strictly better: the first of equals stays
                 os.replace(candidate, int8_path)
+                chosen = name
         finally:
             if os.path.exists(candidate):
                 os.remove(candidate)
-    chosen = max(agreement, key=lambda k: (agreement[k], -list(agreement).index(k)))
     return {"file": INT8_ONNX, "bytes": os.path.getsize(int8_path),
             "quantization": "onnxruntime quantize_static: QDQ, int8 weights per channel, int8 activations, "
                             f"{chosen} calibration",
