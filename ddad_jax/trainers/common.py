@@ -152,8 +152,7 @@ def eval_set(config, spec, mesh, optional: bool = False, evaluated: Optional[Dic
     if evaluated:
         shape = (spec.image_size, spec.image_size, spec.channels)
         sizes.check_eval_memory(config.eval_batch_size, len(test_x), mesh, {
-            name: (model.clone(bn_axis_name=None) if hasattr(model, "bn_axis_name") else model, shape, {"train": False})
-            for name, model in evaluated.items()})
+            name: (model, shape, {"train": False}) for name, model in evaluated.items()})
     return EvalSet.build(test_x, test_y, spec, config.eval_batch_size, mesh)
 
 

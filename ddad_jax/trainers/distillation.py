@@ -43,7 +43,7 @@ def setup(config, method: str) -> Setup:
     terms = objectives.parse_terms(config.generator_terms)
     require_batchnorm(teacher_vars, terms, config.teacher)
     eval_set = make_eval_set(config, spec, mesh, optional=True, evaluated={
-        f"teacher {config.teacher}": teacher_model,
+        f"teacher {config.teacher}": teacher_model.clone(bn_axis_name=None),
         f"student {config.student}": models.get_classifier(config.student, spec.num_classes)})
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set) if eval_set else None
     print(f"[{method}] {teacher_line(config, spec, teacher_acc)}", flush=True)

@@ -35,14 +35,13 @@ def build_hidfd(config) -> Run:
     train_x, train_y = train_x[keep], train_y[keep]  # the few real images: nothing else of the split is kept
     image_shape = (spec.image_size, spec.image_size, spec.channels)
     sizes.check_int32(**{"gan_iterations + student_iterations": config.gan_iterations + config.student_iterations})
+    classifiers = {f"{role} {name}": models.get_classifier(name, spec.num_classes)
+                   for role, name in (("teacher", config.teacher), ("student", config.student))}
     sizes.check_step_memory(config.batch_size, mesh, {
-        f"teacher {config.teacher}": (models.get_classifier(config.teacher, spec.num_classes), image_shape, {}),
-        f"student {config.student}": (models.get_classifier(config.student, spec.num_classes), image_shape, {}),
+        **{name: (model, image_shape, {}) for name, model in classifiers.items()},
         "the generator": (models.get_generator(config.generator_channels, spec.image_size, spec.channels),
                           (config.latent_dim + spec.num_classes,), {"train": True})})
-    eval_set = make_eval_set(config, spec, mesh, evaluated={
-        f"teacher {config.teacher}": models.get_classifier(config.teacher, spec.num_classes),
-        f"student {config.student}": models.get_classifier(config.student, spec.num_classes)})
+    eval_set = make_eval_set(config, spec, mesh, evaluated=classifiers)
     teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset, spec=spec)
     teacher_acc = evaluate(teacher_model, teacher_vars, eval_set)
     print(f"[hidfd] teacher {config.teacher} from {config.teacher_dir}: test accuracy {teacher_acc:.4f}; "
@@ -110,5 +109,6 @@ def build_hidfd(config) -> Run:
         summarize=summarize, phase=lambda n: "gan " if n <= config.gan_iterations else "student ",
         report=lambda sm: f"student {sm['student']} (classifier-sharing) test accuracy {sm['student_acc']:.4f} "
                           f"from {sm['real_images']} real images (teacher {sm['teacher']} {sm['teacher_acc']:.4f})",
-        sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if grid else None, class_names=spec.class_names,
+        sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if grid else None,
+        class_names=spec.class_names,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every)

@@ -16,10 +16,12 @@ def build_teacher(config) -> Run:
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     model = models.get_classifier(config.model, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
+    unsharded = model.clone(bn_axis_name=None)  # shapes only: no `batch` axis outside the step
     sizes.check_step_memory(config.batch_size, mesh, {config.model: (
-        model.clone(bn_axis_name=None), (spec.image_size, spec.image_size, spec.channels), {})})
+        unsharded, (spec.image_size, spec.image_size, spec.channels), {})})
     train_x, train_y = data.load_split(spec, "train", config.data_dir or None)
-    eval_set = make_eval_set(config, spec, mesh, optional=True, evaluated={config.model: model})  # None: no test split (a custom dataset may have none)
+    # None: no test split (a custom dataset may have none)
+    eval_set = make_eval_set(config, spec, mesh, optional=True, evaluated={config.model: unsharded})
     if eval_set is None:
         print(f"[teacher] {no_eval_reason(config, spec)}: no test accuracy (the progress lines show the training "
               "batches' accuracy)", flush=True)
