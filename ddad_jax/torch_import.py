@@ -26,6 +26,16 @@ each Linear ``<m>.weight``/``<m>.bias``, each BatchNorm2d ``<m>.weight``, ``.bia
 * ``wrn16_1`` ... ``wrn40_2``: the Wide ResNet of ZSKT / CMI (Fast-Datafree ``wresnet.py``):
   ``conv1, block{1-3}.layer.{j}.{bn1,conv1,bn2,conv2}``, ``convShortcut`` where a block
   changes width or stride, then ``bn1`` and ``fc``.
+* ``resnet18_imagenet``, ``resnet34_imagenet``, ``resnet50_imagenet``: torchvision's
+  ``resnet18/34/50`` (``torchvision/models/resnet.py``): ``conv1, bn1,
+  layer{1-4}.{j}.{conv1,bn1,conv2,bn2}`` (and ``conv3, bn3`` in ResNet-50's Bottleneck), the 1x1
+  projection ``layer{i}.0.downsample.0`` (conv) and ``.downsample.1`` (BN), and ``fc``.
+* ``mobilenet_v2``, ``mobilenet_v2_050``, ``mobilenet_v2_035``: torchvision's ``mobilenet_v2``
+  (``width_mult`` 1.0, 0.5, 0.35; ``torchvision/models/mobilenetv2.py``): the stem
+  ``features.0.{0,1}``; blocks ``features.{1-17}.conv.*`` (``conv.0.{0,1}`` the 1x1 expansion,
+  ``conv.1.{0,1}`` the depthwise convolution, ``conv.2`` the projection, ``conv.3`` its BN;
+  block 1 has no expansion, so its depthwise pair is ``conv.0`` and its projection ``conv.1,
+  conv.2``); ``features.18.{0,1}``; the classifier ``classifier.1``.
 
 Conv kernels go from OIHW to HWIO, Linear weights from (out, in) to (in, out); BN ``weight,
 bias, running_mean, running_var`` become ``scale, bias`` (params) and ``mean, var``
@@ -105,7 +115,46 @@ def _wrn_layers(model, params, sequential) -> Iterator[Layer]:
     yield "fc", ("Dense_0",), DENSE
 
 
-_LAYOUTS = {models.LeNet5: _lenet_layers, models.CifarResNet: _resnet_layers, models.WideResNet: _wrn_layers}
+def _torchvision_resnet_layers(model, params, sequential) -> Iterator[Layer]:
+    yield "conv1", ("Conv_0",), CONV
+    yield "bn1", ("BatchNorm_0",), BN
+    block_type, convs = ("Bottleneck", 3) if model.bottleneck else ("BasicBlock", 2)
+    k = 0
+    for i, blocks in enumerate(model.stage_sizes):
+        for j in range(blocks):
+            block, name = f"{block_type}_{k}", f"layer{i + 1}.{j}"
+            for c in range(convs):
+                yield f"{name}.conv{c + 1}", (block, f"Conv_{c}"), CONV
+                yield f"{name}.bn{c + 1}", (block, f"BatchNorm_{c}"), BN
+            if f"Conv_{convs}" in params[block]:  # the 1x1 projection where width or stride change
+                yield f"{name}.downsample.0", (block, f"Conv_{convs}"), CONV
+                yield f"{name}.downsample.1", (block, f"BatchNorm_{convs}"), BN
+            k += 1
+    yield "fc", ("Dense_0",), DENSE
+
+
+def _mobilenet_v2_layers(model, params, sequential) -> Iterator[Layer]:
+    yield "features.0.0", ("Conv_0",), CONV
+    yield "features.0.1", ("BatchNorm_0",), BN
+    k = 0
+    while f"InvertedResidual_{k}" in params:
+        block, name = f"InvertedResidual_{k}", f"features.{k + 1}.conv"
+        # with expansion: conv.0 (1x1) and conv.1 (depthwise) are conv+BN pairs, then conv.2, conv.3;
+        # without (the first block): conv.0 (depthwise) is a pair, then conv.1, conv.2
+        pairs = 2 if "Conv_2" in params[block] else 1
+        for c in range(pairs):
+            yield f"{name}.{c}.0", (block, f"Conv_{c}"), CONV
+            yield f"{name}.{c}.1", (block, f"BatchNorm_{c}"), BN
+        yield f"{name}.{pairs}", (block, f"Conv_{pairs}"), CONV
+        yield f"{name}.{pairs + 1}", (block, f"BatchNorm_{pairs}"), BN
+        k += 1
+    yield f"features.{k + 1}.0", ("Conv_1",), CONV
+    yield f"features.{k + 1}.1", ("BatchNorm_1",), BN
+    yield "classifier.1", ("Dense_0",), DENSE
+
+
+_LAYOUTS = {models.LeNet5: _lenet_layers, models.CifarResNet: _resnet_layers, models.WideResNet: _wrn_layers,
+            models.ResNet: _torchvision_resnet_layers, models.MobileNetV2: _mobilenet_v2_layers}
 
 
 def _torch_shape(kind: str, flax_shape: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -191,6 +240,43 @@ def _also_fits(state_dict, model_name: str, dataset: str) -> List[str]:
     return fits
 
 
+# torchvision's classifiers that import, as registry models
+TORCHVISION_MODELS = {"resnet18": "resnet18_imagenet", "resnet34": "resnet34_imagenet",
+                      "resnet50": "resnet50_imagenet", "mobilenet_v2": "mobilenet_v2"}
+_RESNET_DEPTHS = {((2, 2, 2, 2), False): "resnet18", ((3, 4, 6, 3), False): "resnet34",
+                  ((3, 4, 6, 3), True): "resnet50", ((3, 4, 23, 3), True): "resnet101",
+                  ((3, 8, 36, 3), True): "resnet152"}
+
+
+def torchvision_model(state_dict: Mapping[str, Any]) -> Optional[str]:
+    """The torchvision classifier whose key layout ``state_dict`` has (e.g. 'resnet101',
+    'mobilenet_v3_small', 'vgg16'), or None: for the error message when it is not one that
+    imports."""
+    names = set(state_dict)
+    shape = lambda n: tuple(np.shape(state_dict[n])) if n in names else None
+    if {"conv1.weight", "layer1.0.conv1.weight", "fc.weight"} <= names:
+        blocks = tuple(len({n.split(".")[1] for n in names if n.startswith(f"layer{i}.")}) for i in range(1, 5))
+        bottleneck = "layer1.0.conv3.weight" in names
+        name = _RESNET_DEPTHS.get((blocks, bottleneck))
+        conv2 = shape("layer1.0.conv2.weight")
+        if name and bottleneck and conv2 and conv2[1] != conv2[0]:
+            return name.replace("resnet", "resnext")  # grouped 3x3 convolutions
+        if name and bottleneck and conv2 and conv2[0] != 64:
+            return "wide_" + name + "_2"
+        return name
+    if "features.1.conv.0.0.weight" in names and "classifier.1.weight" in names:
+        return "mobilenet_v2"
+    if "features.1.block.0.0.weight" in names:
+        return "mobilenet_v3_large" if "features.16.0.weight" in names else "mobilenet_v3_small"
+    if "features.1.0.block.0.0.weight" in names:
+        return "an efficientnet"
+    if any(n.startswith("features.denseblock1.") for n in names):
+        return "a densenet"
+    if "classifier.6.weight" in names and "features.0.weight" in names:
+        return "a vgg"
+    return None
+
+
 def convert_state_dict(state_dict: Mapping[str, Any], model_name: str, dataset: str) -> Dict[str, Any]:
     """The Flax variables ``{"params", "batch_stats"}`` of registry model ``model_name`` (for
     ``dataset``: classes, channels, image size) from a PyTorch ``state_dict`` in its layout
@@ -214,6 +300,10 @@ def convert_state_dict(state_dict: Mapping[str, Any], model_name: str, dataset: 
                 ".downsample." in n or ".shortcut." in n for n in arrays):
             hint = ("; ddad_jax's resnet20/resnet110 have 1x1-convolution shortcuts (layerN.0.downsample.*, "
                     "as in RepDistiller/CMI): He et al.'s parameter-free option-A shortcut is not supported")
+        guess = torchvision_model(arrays)
+        if guess and guess not in TORCHVISION_MODELS:
+            hint = (f"; it looks like torchvision's {guess}, which ddad_jax does not import (it imports "
+                    f"{', '.join(TORCHVISION_MODELS)})")
         raise UserError(f"state_dict does not fit '{model_name}': {misfit}{hint}")
     variables: Dict[str, Any] = {"params": {}, "batch_stats": {}}
     for name, (collection, path, kind, _) in expected.items():

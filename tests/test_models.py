@@ -3,8 +3,10 @@ import glob
 import os
 import subprocess
 import sys
+from typing import Any
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from ddad_jax import backends, models, state as state_lib
 from ddad_jax.backends import cpu
 from ddad_jax.errors import UserError
-from ddad_jax.models import layers
+from ddad_jax.models import imagenet, layers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,6 +112,18 @@ def test_generator_parameters_are_the_same_on_every_backend(size, channels):
     chex.assert_trees_all_equal_shapes_and_dtypes(plain, fast)
 
 
+class _InvertedResiduals(nn.Module):
+    """A stride-2 stem and two of MobileNetV2's blocks (one strided, one dilated by 2)."""
+    conv: Any = nn.Conv
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = imagenet.InvertedResidual(8, 2, 1, conv=self.conv)(x, train)
+        x = imagenet.InvertedResidual(16, 2, 6, conv=self.conv)(x, train)
+        x = imagenet.InvertedResidual(16, 1, 6, dilation=2, conv=self.conv)(x, train)
+        return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
 def _outputs_and_grads(model, variables, x):
     """Train-mode outputs, new BN statistics, and gradients of a loss w.r.t. params and input."""
     def loss(params, x):
@@ -128,7 +142,9 @@ def _outputs_and_grads(model, variables, x):
     (lambda ops: models.CifarResNet((1, 1, 1, 1), conv=ops.conv), (16, 16, 16, 3)),
     (lambda ops: models.get_classifier("wrn16_1", 10, ops=ops), (16, 16, 16, 3)),
     (lambda ops: models.get_generator(8, 16, 1, ops=ops), (16, 12)),
-], ids=["lenet5_bn", "resnet_1111", "wrn16_1", "generator"])
+    # MobileNetV2's parts: strided explicit-padding, depthwise (grouped) and dilated convolutions
+    (lambda ops: _InvertedResiduals(conv=ops.conv), (16, 16, 16, 3)),
+], ids=["lenet5_bn", "resnet_1111", "wrn16_1", "generator", "inverted_residuals"])
 @pytest.mark.slow
 def test_cpu_ops_compute_what_plain_flax_computes(build, x_shape):
     """The same variables give the same outputs, BN statistics and gradients with PLAIN and
@@ -158,3 +174,21 @@ def test_models_do_not_depend_on_parallel():
     code = ("import sys; import ddad_jax.backends.cpu; import ddad_jax.models; "
             "assert 'ddad_jax.parallel' not in sys.modules, sorted(m for m in sys.modules if 'ddad' in m)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("model,strides", [
+    (models.ResNet((1, 1, 1, 1)), (4, 8, 16, 32)),
+    (models.ResNet((1, 1, 1, 1), bottleneck=True, replace_stride_with_dilation=(False, True, True)), (4, 8, 8, 8)),
+    (models.MobileNetV2(width=0.35), (4, 8, 16, 32)),
+    (models.MobileNetV2(width=0.35, output_stride=16), (4, 8, 16, 16)),
+])
+@pytest.mark.parametrize("size", [64, 96, 224])
+def test_imagenet_backbones_take_any_size_and_dilate_instead_of_striding(model, strides, size):
+    """Logits for any input size (global pooling); each stage's map (the sown ``attention``
+    features) at the output stride torchvision's dilation options give."""
+    x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    logits, sown = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["features"]), variables, x)
+    assert logits.shape == (2, 1000)
+    maps = [sown["features"][f"attention{i + 1}"].shape[1] for i in range(4)]
+    assert maps == [-(-size // s) for s in strides], maps

@@ -16,6 +16,7 @@ import torch
 from ddad_jax import torch_layouts
 from conftest import REPO, one_line_error
 from ddad_jax import data, models, teacher, torch_import
+from ddad_jax.models import bn_stats
 from ddad_jax.errors import UserError
 
 
@@ -61,6 +62,75 @@ def test_imported_teacher_computes_what_the_pytorch_one_does(tmp_path, name, dat
         assert np.abs(want - 1).max() > 0.05, "the PyTorch statistics should be non-trivial"
         got = [v for v in stats if v.shape == want.shape and np.allclose(v, want)]
         assert got, f"{last}.running_var not among the imported statistics"
+
+
+TORCHVISION = {"resnet18_imagenet": ("resnet18", {}), "resnet34_imagenet": ("resnet34", {}),
+               "resnet50_imagenet": ("resnet50", {}), "mobilenet_v2": ("mobilenet_v2", {}),
+               "mobilenet_v2_050": ("mobilenet_v2", {"width_mult": 0.5})}
+
+
+def _torchvision_net(name, size, seed=0):
+    """torchvision's own network (its key layout, its padding) with random weights and
+    non-trivial BatchNorm statistics, 10 classes."""
+    torchvision = pytest.importorskip("torchvision")
+    builder, kwargs = TORCHVISION[name]
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, builder)(num_classes=10, **kwargs)
+    return torch_layouts.randomize(net, seed, passes=2, input_shape=(4, 3, size, size))
+
+
+@pytest.mark.parametrize("name,size", [
+    ("resnet18_imagenet", 64), ("resnet50_imagenet", 64), ("mobilenet_v2_050", 64),
+    pytest.param("resnet34_imagenet", 128, marks=pytest.mark.slow),
+    pytest.param("mobilenet_v2_050", 128, marks=pytest.mark.slow),
+    pytest.param("resnet18_imagenet", 224, marks=pytest.mark.slow),
+    pytest.param("mobilenet_v2", 224, marks=pytest.mark.slow)])
+def test_torchvision_teacher_imports_with_its_logits_and_statistics(name, size):
+    """torchvision's resnet18/34/50 and mobilenet_v2 (two widths) at 64, 128 and 224 pixels:
+    the imported network's logits equal PyTorch's, and so does every BatchNorm layer's
+    train-mode batch statistics on the same images (what DDAD's BN term compares)."""
+    net = _torchvision_net(name, size)
+    variables = torch_import.convert_state_dict(_numpy_state_dict(net), name, "cifar10")
+    model = models.get_classifier(name, 10)
+    x = 1.5 * np.random.default_rng(1).normal(size=(2, size, size, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(model.apply(variables, x), expected, rtol=1e-4, atol=1e-4)
+    # each BN layer's batch mean and variance on x, in PyTorch (forward hooks, by module name)
+    # and here (bn_stats, by the Flax path the layout maps that name to)
+    torch_stats = {}
+
+    def record(name):
+        def hook(module, inputs, output):  # returns None: the output is left as it is
+            torch_stats[name] = (inputs[0].mean((0, 2, 3)).numpy(), inputs[0].var((0, 2, 3), unbiased=False).numpy())
+        return hook
+    hooks = [m.register_forward_hook(record(n)) for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    for h in hooks:
+        h.remove()
+    _, ours = bn_stats.apply_with_bn_stats(model, variables, x)
+    paths = {n[:-len(".running_mean")]: p[:-1] for n, (_, p, _, _) in
+             torch_import.expected_tensors(name, "cifar10").items() if n.endswith(".running_mean")}
+    assert set(paths) == set(torch_stats) and len(paths) >= 20
+    for torch_name, path in paths.items():
+        got = ours
+        for key in path:
+            got = got[key]
+        np.testing.assert_allclose(got["mean"], torch_stats[torch_name][0], rtol=1e-4, atol=1e-4, err_msg=torch_name)
+        np.testing.assert_allclose(got["var"], torch_stats[torch_name][1], rtol=1e-4, atol=1e-4, err_msg=torch_name)
+
+
+def test_unsupported_torchvision_model_is_named_in_one_line():
+    torchvision = pytest.importorskip("torchvision")
+    resnet101 = _numpy_state_dict(torchvision.models.resnet101(num_classes=10))
+    with pytest.raises(UserError, match=r"^state_dict does not fit 'resnet50_imagenet': unexpected tensor "
+                                        r"layer3\.6\.conv1\.weight .*torchvision's resnet101, which ddad_jax does "
+                                        r"not import \(it imports resnet18, resnet34, resnet50, mobilenet_v2\)"):
+        torch_import.convert_state_dict(resnet101, "resnet50_imagenet", "cifar10")
+    mnv3 = _numpy_state_dict(torchvision.models.mobilenet_v3_small(num_classes=10))
+    with pytest.raises(UserError, match=r"torchvision's mobilenet_v3_small, which ddad_jax does not import"):
+        torch_import.convert_state_dict(mnv3, "mobilenet_v2", "cifar10")
 
 
 def test_lenet5_in_fast_datafree_sequential_layout_is_recognised():

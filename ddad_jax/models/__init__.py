@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from ddad_jax import backends
 from ddad_jax.errors import UserError
 from ddad_jax.models.generator import Generator
+from ddad_jax.models.imagenet import MobileNetV2, ResNet
 from ddad_jax.models.lenet import LeNet5
 from ddad_jax.models.resnet import CifarResNet
 from ddad_jax.models.wrn import WideResNet
@@ -35,6 +36,13 @@ _CLASSIFIERS: Dict[str, Callable[..., nn.Module]] = {
     "wrn16_2": functools.partial(WideResNet, depth=16, widen_factor=2),
     "wrn40_1": functools.partial(WideResNet, depth=40, widen_factor=1),
     "wrn40_2": functools.partial(WideResNet, depth=40, widen_factor=2),
+    # ImageNet-style, torchvision's structure and names (any input size; models/imagenet.py)
+    "resnet18_imagenet": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2)),
+    "resnet34_imagenet": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3)),
+    "resnet50_imagenet": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), bottleneck=True),
+    "mobilenet_v2": functools.partial(MobileNetV2, width=1.0),
+    "mobilenet_v2_050": functools.partial(MobileNetV2, width=0.5),
+    "mobilenet_v2_035": functools.partial(MobileNetV2, width=0.35),
 }
 
 CLASSIFIERS = tuple(sorted(_CLASSIFIERS))
@@ -64,4 +72,5 @@ def get_generator(base_channels: int, image_size: int, channels: int, bn_axis_na
                      **_op_fields(Generator, ops))
 
 
-__all__ = ["CLASSIFIERS", "Generator", "get_classifier", "get_generator", "LeNet5", "CifarResNet", "WideResNet"]
+__all__ = ["CLASSIFIERS", "Generator", "get_classifier", "get_generator", "LeNet5", "CifarResNet", "WideResNet",
+           "ResNet", "MobileNetV2"]
