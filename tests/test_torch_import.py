@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from ddad_jax import torch_layouts
 from conftest import REPO, one_line_error
@@ -72,7 +73,6 @@ TORCHVISION = {"resnet18_imagenet": ("resnet18", {}), "resnet34_imagenet": ("res
 def _torchvision_net(name, size, seed=0):
     """torchvision's own network (its key layout, its padding) with random weights and
     non-trivial BatchNorm statistics, 10 classes."""
-    torchvision = pytest.importorskip("torchvision")
     builder, kwargs = TORCHVISION[name]
     torch.manual_seed(seed)
     net = getattr(torchvision.models, builder)(num_classes=10, **kwargs)
@@ -122,7 +122,6 @@ def test_torchvision_teacher_imports_with_its_logits_and_statistics(name, size):
 
 
 def test_unsupported_torchvision_model_is_named_in_one_line():
-    torchvision = pytest.importorskip("torchvision")
     resnet101 = _numpy_state_dict(torchvision.models.resnet101(num_classes=10))
     with pytest.raises(UserError, match=r"^state_dict does not fit 'resnet50_imagenet': unexpected tensor "
                                         r"layer3\.6\.conv1\.weight .*torchvision's resnet101, which ddad_jax does "
