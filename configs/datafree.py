@@ -53,6 +53,7 @@ def inversion(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     KD at T = 20, SGD 0.1 (weight decay 1e-4) on a cosine schedule, batch 256."""
     from configs import kd  # pylint: disable=import-outside-toplevel
     c.generator_channels = 64
+    c.generator_arch = "dafl"  # or 'dfad_large' (ddad_jax/models/generator.py)
     c.latent_dim = 256
     c.synthesis_lr, c.latent_lr = 1e-3, 1e-3
     c.bn_momentum = 0.0

@@ -25,6 +25,10 @@ def base() -> ml_collections.ConfigDict:
     c = common.run_fields(ml_collections.ConfigDict(), "ddad", "cifar10")  # only the test split is read, if there
     common.distillation_fields(c, "resnet34", "resnet18")
     c.generator_channels = 64  # DFAD's generator
+    # 'dafl': DAFL/DFAD's upsample-and-convolve generator, its doublings following the image
+    # size; 'dfad_large': DFAD's transposed-convolution generator for 128x128 (Caltech101,
+    # segmentation) -- ddad_jax/models/generator.py
+    c.generator_arch = "dafl"
     c.latent_dim = 256
 
     # The generator's objective: weighted named terms (ddad_jax/objectives/generator.py).

@@ -29,6 +29,7 @@ def base() -> ml_collections.ConfigDict:
     # feature integration and teacher balance weighted 0.1, class-balanced weights with beta
     # 0.99 on counts smoothed with momentum 0.5.
     c.generator_channels = 64
+    c.generator_arch = "dafl"  # or 'dfad_large' (ddad_jax/models/generator.py)
     c.latent_dim = 128
     c.discriminator_width = 64
     c.gan_lr = 2e-4

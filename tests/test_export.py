@@ -172,7 +172,7 @@ def test_the_card_records_the_generator_as_the_run_built_it(ddad_run):
     hp = trainers.hyper(config, spec)
     assert card["format"] == card_lib.CARD_FORMAT == "ddad_jax student card v2"
     g = card["generator"]
-    assert g == card_lib.generator_entry(config.generator_channels, (32, 32, 1), hp.latent_dim, hp.num_classes,
+    assert g == card_lib.generator_entry(config.generator_channels, "dafl", (32, 32, 1), hp.latent_dim, hp.num_classes,
                                          hp.balanced_targets, config.batch_size)
     assert (g["base_channels"], g["latent_dim"], g["batch_size"]) == (8, 16, 16)  # the smoke settings
     assert g["num_classes"] == 0 and not g["class_conditional"] and g["targets"] is None  # no `ce` term
@@ -232,7 +232,7 @@ def test_a_card_of_an_older_ddad_jax_exports_and_int8_names_what_is_missing(ddad
 
 
 def test_generator_entry_of_a_conditional_generator_feeds_one_hot_classes():
-    entry = card_lib.generator_entry(8, (8, 8, 3), 5, 4, True, 6)
+    entry = card_lib.generator_entry(8, "dafl", (8, 8, 3), 5, 4, True, 6)
     assert json.loads(json.dumps(entry)) == entry  # stored as it is
     assert entry["class_conditional"] and entry["targets"] and entry["image_shape_hwc"] == [8, 8, 3]
     assert export_run.check_generator(entry, "card") is entry
@@ -252,7 +252,7 @@ def test_missing_card_keys_and_bad_generator_values_are_named():
     assert card_lib.missing_keys(card, card_lib.STUDENT_KEYS) == ["num_classes"]
     assert card_lib.missing_keys(card, card_lib.GENERATOR_KEYS) == list(card_lib.GENERATOR_KEYS)
     assert card_lib.missing_keys({"input": [1]}, ["input.shape_hwc"]) == ["input.shape_hwc"]
-    bad = {**card_lib.generator_entry(8, (8, 8, 3), 5, 0, False, 6), "latent_dim": 0, "balanced_targets": "yes",
+    bad = {**card_lib.generator_entry(8, "dafl", (8, 8, 3), 5, 0, False, 6), "latent_dim": 0, "balanced_targets": "yes",
            "image_shape_hwc": [6, 6, 1]}
     with pytest.raises(UserError, match=r"latent_dim=0, balanced_targets='yes', image_shape_hwc=\[6, 6, 1\]"):
         export_run.check_generator(bad, "student.json")

@@ -57,15 +57,16 @@ def code_version() -> Dict[str, Optional[str]]:
     return {"version": ddad_jax.__version__, "commit": commit}
 
 
-def generator_entry(base_channels: int, image_shape_hwc: Sequence[int], latent_dim: int, num_classes: int,
+def generator_entry(base_channels: int, arch: str, image_shape_hwc: Sequence[int], latent_dim: int, num_classes: int,
                     balanced_targets: bool, batch_size: int) -> Dict[str, Any]:
-    """The card's ``generator``: ``models.get_generator(base_channels, H, C)`` fed latents as
+    """The card's ``generator``: ``models.get_generator(base_channels, H, C, arch=arch)`` fed latents as
     ``synthesis.draw_latents(rng, latent_dim, num_classes, (batch_size,), balanced_targets)``
     draws them in training -- Gaussian noise, followed by one-hot classes when ``num_classes``
     > 0 (a class-conditional generator) -- with BatchNorm over batches of ``batch_size``."""
     conditional = int(num_classes) > 0
     return {
         "base_channels": int(base_channels),
+        "arch": str(arch),
         "image_shape_hwc": [int(v) for v in image_shape_hwc],
         "latent_dim": int(latent_dim),
         "num_classes": int(num_classes),

@@ -133,7 +133,7 @@ def draw_images(entry: Dict[str, Any], variables, num_images: int, seed: int) ->
     drawn as in training: latents from ``synthesis.draw_latents`` (with classes for a
     conditional generator), BatchNorm on batches of the run's batch size."""
     size, _, channels = entry["image_shape_hwc"]
-    generator = models.get_generator(entry["base_channels"], size, channels)
+    generator = models.get_generator(entry["base_channels"], size, channels, arch=entry.get("arch", "dafl"))
     batch = entry["batch_size"]
     draw = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"])[0])
     rng, out = jax.random.key(seed), []

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from ddad_jax import backends
 from ddad_jax.errors import UserError
-from ddad_jax.models.generator import Generator
+from ddad_jax.models.generator import GENERATORS, MAX_IMAGE_SIZE, Generator, LargeGenerator
 from ddad_jax.models.imagenet import MobileNetV2, ResNet
 from ddad_jax.models.lenet import LeNet5
 from ddad_jax.models.resnet import CifarResNet
@@ -66,11 +66,17 @@ def get_classifier(name: str, num_classes: int, bn_axis_name: Optional[str] = No
 
 
 def get_generator(base_channels: int, image_size: int, channels: int, bn_axis_name: Optional[str] = None,
-                  dtype: Any = jnp.float32, ops: Optional[backends.Ops] = None) -> Generator:
-    """The DAFL/DFAD ``Generator``, its layers from ``ops`` (default ``backends.ops_for()``)."""
-    return Generator(base_channels, image_size, channels, bn_axis_name=bn_axis_name, dtype=dtype,
-                     **_op_fields(Generator, ops))
+                  dtype: Any = jnp.float32, ops: Optional[backends.Ops] = None, arch: str = "dafl") -> nn.Module:
+    """The generator ``arch`` (``GENERATORS``: ``dafl``, DAFL/DFAD's, its doublings following
+    ``image_size``; ``dfad_large``, DFAD's transposed-convolution generator for 128x128), its
+    layers from ``ops`` (default ``backends.ops_for()``)."""
+    if arch not in GENERATORS:
+        raise UserError(f"unknown generator '{arch}'; choose one of {', '.join(GENERATORS)}")
+    if not 4 <= image_size <= MAX_IMAGE_SIZE:
+        raise UserError(f"image size {image_size} is outside what the generators make (4 to {MAX_IMAGE_SIZE})")
+    cls = GENERATORS[arch]
+    return cls(base_channels, image_size, channels, bn_axis_name=bn_axis_name, dtype=dtype, **_op_fields(cls, ops))
 
 
-__all__ = ["CLASSIFIERS", "Generator", "get_classifier", "get_generator", "LeNet5", "CifarResNet", "WideResNet",
+__all__ = ["CLASSIFIERS", "GENERATORS", "Generator", "LargeGenerator", "get_classifier", "get_generator", "LeNet5", "CifarResNet", "WideResNet",
            "ResNet", "MobileNetV2"]

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddad_jax import config_fields, data, objectives, state as state_lib
+from ddad_jax import config_fields, data, models, objectives, state as state_lib
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.config_fields import Rule
 from ddad_jax.errors import UserError
@@ -67,7 +67,7 @@ RUN_FIELDS: Dict[str, Rule] = {
     "pool_pixels": _BOOL, "optimizer": Rule(choices=("sgd", "adam")), "student_optimizer": Rule(choices=("sgd", "adam")),
     "schedule": Rule(choices=state_lib.SCHEDULES), "lr_schedule": Rule(choices=state_lib.SCHEDULES),
     "generator_lr_schedule": Rule(choices=("", *state_lib.SCHEDULES)),
-    "compute_dtype": Rule(choices=("float32", "bfloat16")),
+    "compute_dtype": Rule(choices=("float32", "bfloat16")), "generator_arch": Rule(choices=tuple(models.GENERATORS)),
     "finetune_objective": Rule(choices=tuple(objectives.STUDENT_OBJECTIVES)),
 }
 FIELD_RULES = config_fields.rules((ddad.DDADHyper, inversion.InversionHyper, hidfd.HiDFDHyper, objectives.KDParams),
@@ -121,6 +121,17 @@ def compute_dtype(config):
     """The networks' compute dtype: with bfloat16, convolutions and matmuls run in bf16 while
     parameters, optimiser state, BatchNorm statistics and every loss stay float32."""
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
+
+
+def generator_arch(config) -> str:
+    """The run's generator architecture (``models.GENERATORS``); 'dafl' for configs without one."""
+    return config.get("generator_arch", "dafl")
+
+
+def make_generator(config, spec: data.DatasetSpec, bn_axis_name=None, dtype=jnp.float32):
+    """The run's generator for ``spec``'s images: ``generator_arch`` with ``generator_channels``."""
+    return models.get_generator(config.generator_channels, spec.image_size, spec.channels, bn_axis_name=bn_axis_name,
+                                dtype=dtype, arch=generator_arch(config))
 
 
 def dataset_spec(config) -> data.DatasetSpec:

@@ -10,8 +10,9 @@ from ddad_jax import config_fields, models, objectives, parallel, state as state
 from ddad_jax.export import card as card_lib
 from ddad_jax.methods import ddad
 from ddad_jax.trainers import distillation, sizes
-from ddad_jax.trainers.common import (AGREEMENT_BATCHES, Run, compute_dtype, generator_agreement, grid_sampler,
-                                      kd_params, resolved_pool_size, student_result, teacher_result)
+from ddad_jax.trainers.common import (AGREEMENT_BATCHES, Run, compute_dtype, generator_agreement, generator_arch,
+                                      grid_sampler, kd_params, make_generator, resolved_pool_size, student_result,
+                                      teacher_result)
 
 
 def hyper(config, spec) -> ddad.DDADHyper:
@@ -83,8 +84,7 @@ def build_ddad(config) -> Run:
     hp = hyper(config, spec)
 
     dtype = compute_dtype(config)
-    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
-                                     bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
+    generator = make_generator(config, spec, bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS, dtype=dtype)
     student_f32 = student.clone(dtype=jnp.float32)  # evaluation always in float32
     image_shape = (spec.image_size, spec.image_size, spec.channels)
@@ -134,5 +134,5 @@ def build_ddad(config) -> Run:
         phase=lambda n: "" if n <= adversarial_total else "fine-tune ",
         sample=grid_sampler(generator, teacher_model, teacher_vars, spec, sample_z) if config.sample_grid else None,
         # what the export rebuilds the generator from (its int8 calibration images, drawn as here)
-        generator_card=card_lib.generator_entry(config.generator_channels, image_shape, hp.latent_dim, hp.num_classes,
-                                                hp.balanced_targets, hp.batch_size))
+        generator_card=card_lib.generator_entry(config.generator_channels, generator_arch(config), image_shape,
+                                                hp.latent_dim, hp.num_classes, hp.balanced_targets, hp.batch_size))

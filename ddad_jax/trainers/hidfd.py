@@ -7,7 +7,7 @@ import optax
 from ddad_jax import config_fields, data, models, parallel, state as state_lib, synthesis, workdir as workdir_lib
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.trainers import sizes
-from ddad_jax.trainers.common import Run, eval_set as make_eval_set, grid_sampler, identity, train_subset
+from ddad_jax.trainers.common import Run, eval_set as make_eval_set, grid_sampler, identity, make_generator, train_subset
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import hidfd
@@ -39,7 +39,7 @@ def build_hidfd(config) -> Run:
                    for role, name in (("teacher", config.teacher), ("student", config.student))}
     sizes.check_step_memory(config.batch_size, mesh, {
         **{name: (model, image_shape, {}) for name, model in classifiers.items()},
-        "the generator": (models.get_generator(config.generator_channels, spec.image_size, spec.channels),
+        "the generator": (make_generator(config, spec),
                           (config.latent_dim + spec.num_classes,), {"train": True})})
     eval_set = make_eval_set(config, spec, mesh, evaluated=classifiers)
     teacher_model, teacher_vars, _ = teacher_lib.load_teacher(config.teacher_dir, config.teacher, config.dataset, spec=spec)
@@ -51,8 +51,7 @@ def build_hidfd(config) -> Run:
     real_count = real_per_batch(config, len(train_x), mesh.size)
     hp = config_fields.from_config(hidfd.HiDFDHyper, config, real_per_batch=real_count, num_classes=spec.num_classes)
     rng = jax.random.key(config.seed)
-    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
-                                     bn_axis_name=parallel.BATCH_AXIS)
+    generator = make_generator(config, spec, bn_axis_name=parallel.BATCH_AXIS)
     discriminator = gan_models.Discriminator(spec.num_classes, feature_dim, config.discriminator_width)
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
     backbone = student.clone(penultimate=True)

@@ -14,7 +14,7 @@ from ddad_jax.models.bn_stats import INSTANCE, apply_with_bn_stats, instance_fea
 from ddad_jax.models.gan import ContrastHead
 from ddad_jax.objectives import contrastive
 from ddad_jax.trainers import distillation, sizes
-from ddad_jax.trainers.common import Run, kd_params, resolved_pool_size, student_result, teacher_result
+from ddad_jax.trainers.common import Run, kd_params, make_generator, resolved_pool_size, student_result, teacher_result
 from ddad_jax.trainers.ddad import bn_statistics_zeros
 
 
@@ -37,8 +37,7 @@ def build_inversion(config) -> Run:
     spec, mesh, teacher_model, teacher_vars = shared.spec, shared.mesh, shared.teacher_model, shared.teacher_vars
     hp = inversion_hyper(config, spec)
     image_shape = (spec.image_size, spec.image_size, spec.channels)
-    generator = models.get_generator(config.generator_channels, spec.image_size, spec.channels,
-                                     bn_axis_name=parallel.BATCH_AXIS)
+    generator = make_generator(config, spec, bn_axis_name=parallel.BATCH_AXIS)
     student = models.get_classifier(config.student, spec.num_classes, bn_axis_name=parallel.BATCH_AXIS)
     networks = {f"teacher {config.teacher}": (teacher_model.clone(bn_axis_name=None), image_shape, {}),
                 f"student {config.student}": (student.clone(bn_axis_name=None), image_shape, {})}
