@@ -25,20 +25,24 @@ def torch_padding(kernel: int, dilation: int = 1) -> Tuple[Tuple[int, int], Tupl
 
 
 def _conv(conv: ModuleDef, features: int, kernel: int, stride: int = 1, dilation: int = 1, groups: int = 1,
-          dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Module:
+          dtype: Any = jnp.float32) -> nn.Module:
+    """A bias-free ``kernel`` x ``kernel`` convolution padded as PyTorch pads it."""
     return conv(features, (kernel, kernel), strides=stride, padding=torch_padding(kernel, dilation),
-                kernel_dilation=dilation, feature_group_count=groups, use_bias=False, dtype=dtype, name=name)
+                kernel_dilation=dilation, feature_group_count=groups, use_bias=False, dtype=dtype)
 
 
-class BasicBlock(nn.Module):
-    """torchvision's BasicBlock: two 3x3 convolutions, a 1x1 projection where the shape changes."""
+class _Block(nn.Module):
+    """The fields torchvision's two ResNet blocks share (one signature for ``ResNet``)."""
     features: int
     stride: int = 1
-    dilation: int = 1  # unused (torchvision's BasicBlock has none); keeps one block signature
+    dilation: int = 1  # the 3x3 convolution's; BasicBlock has none, as in torchvision
     bn_axis_name: Optional[str] = None
     dtype: Any = jnp.float32
     conv: ModuleDef = nn.Conv
-    expansion = 1
+
+
+class BasicBlock(_Block):
+    """torchvision's BasicBlock: two 3x3 convolutions, a 1x1 projection where the shape changes."""
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -50,21 +54,14 @@ class BasicBlock(nn.Module):
         return nn.relu(x + y)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """torchvision's Bottleneck (ResNet v1.5: the stride sits on the 3x3 convolution): 1x1 down
     to ``features``, 3x3 (strided or dilated), 1x1 up to 4x ``features``."""
-    features: int
-    stride: int = 1
-    dilation: int = 1
-    bn_axis_name: Optional[str] = None
-    dtype: Any = jnp.float32
-    conv: ModuleDef = nn.Conv
-    expansion = 4
 
     @nn.compact
     def __call__(self, x, train: bool):
         bn = lambda: batch_norm(train, self.bn_axis_name, dtype=self.dtype)
-        out = self.features * self.expansion
+        out = 4 * self.features
         y = nn.relu(bn()(_conv(self.conv, self.features, 1, dtype=self.dtype)(x)))
         y = nn.relu(bn()(_conv(self.conv, self.features, 3, self.stride, self.dilation, dtype=self.dtype)(y)))
         y = bn()(_conv(self.conv, out, 1, dtype=self.dtype)(y))
