@@ -4,7 +4,7 @@ The argument after a config file's colon is ``DATASET[,PAIR][,smoke]`` for a met
 (``configs/ddad.py:fashion_mnist,smoke``, ``configs/fast.py:cifar10,wrn40_2-wrn16_1``) and
 ``[smoke]`` for a protocol file (``configs/fmnist_lenet5.py:smoke``):
 
-* ``DATASET``: fashion_mnist, cifar10, cifar100, or a dataset of your own prepared with
+* ``DATASET``: fashion_mnist, cifar10, cifar100, caltech101, or a dataset of your own prepared with
   ``python -m ddad_jax.data.prepare`` (it gets the CIFAR protocol);
 * ``PAIR``: one of the data-free CIFAR tables' teacher-student pairs (``PAIRS``), for the
   configs that take one;
@@ -17,7 +17,7 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 import ml_collections
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "caltech101")
 PAIRS = ("resnet34-resnet18", "wrn40_2-wrn16_1", "wrn40_2-wrn16_2", "wrn40_2-wrn40_1")
 
 

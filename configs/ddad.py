@@ -17,7 +17,7 @@ from configs import common, kd
 
 # The protocol file each dataset name stands for.
 PROTOCOLS = {"fashion_mnist": "fmnist_lenet5", "cifar10": "cifar10_resnet34_resnet18",
-             "cifar100": "cifar100_resnet34_resnet18"}
+             "cifar100": "cifar100_resnet34_resnet18", "caltech101": "caltech101_resnet34_resnet18"}
 
 
 def base() -> ml_collections.ConfigDict:

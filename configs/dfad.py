@@ -24,6 +24,9 @@ def config(dataset: str, pair: str) -> ml_collections.ConfigDict:
         # sized to the data-free benchmark's 12 minutes on 2 CPU cores (docs/datafree.md, "Sizing")
         c.student_lr, c.student_weight_decay, c.lr_schedule = 0.01, 1e-4, "constant"
         c.num_epochs, c.iters_per_epoch = 110, 25
+    elif dataset == "caltech101":
+        from configs import caltech101_resnet34_resnet18  # pylint: disable=import-outside-toplevel
+        caltech101_resnet34_resnet18.caltech101(c)  # DFAD's own Caltech101 protocol
     return c
 
 

@@ -98,7 +98,8 @@ def distill(teacher: nn.Module, variables: Any, *, workdir: str, input_shape: Se
         require_batchnorm(wrapped, objectives.parse_terms(terms), model_name,
                           remedy="pass adversarial_only=True to distil it by the adversarial game alone (DFAD)")
     teacher_dir = teacher_lib.provide(name, model, wrapped, {"model": model_name, "dataset": spec.name,
-                                                             "test_acc": None, "source": "flax"})
+                                                             "test_acc": None, "source": "flax",
+                                                             "dataset_spec": data.spec_to_dict(spec)})
     with config.unlocked():
         config.dataset, config.teacher, config.teacher_dir = spec.name, model_name, teacher_dir
         config.generator_terms = terms

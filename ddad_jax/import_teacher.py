@@ -11,10 +11,19 @@ the test accuracy measured here on the prepared test split, or null with a note 
 split is not prepared). The layouts it reads, and how, are in ``ddad_jax/torch_import.py``;
 ``.pt``/``.pth`` files need PyTorch (``pip install 'ddad_jax[torch]'``) and are loaded with
 ``weights_only=True``. An existing OUT is refused unless ``--force``.
+
+A teacher trained on other preprocessing than ddad_jax's for its dataset states its own, and
+the card records it (``dataset_spec``): evaluation, distillation (the BN term sees the
+teacher's input), the generator's images and the exported student all follow it.
+
+    # DFAD's Fashion-MNIST LeNet-5: resized to 32x32, MNIST's normalisation
+    python -m ddad_jax.import_teacher --state_dict=lenet5.pt --model=lenet5 --dataset=fashion_mnist \\
+        --resize=32 --mean=0.1307 --std=0.3081 --out=teachers/lenet5_dfad
 """
 
 import os
 import sys
+from typing import Optional
 
 from absl import app, flags, logging
 
@@ -38,13 +47,24 @@ def _measure(model, variables, spec, data_dir):
     return acc, len(labels), None
 
 
+def teacher_spec(dataset: str, mean=None, std=None, resize=None, pad=None) -> data.DatasetSpec:
+    """``dataset``'s spec with the teacher's own preprocessing: ``mean``/``std`` per channel (of
+    images in [0, 1]), and ``resize`` (bilinear) or ``pad`` (zeros, centred) to that size."""
+    if resize is not None and pad is not None:
+        raise UserError("pass one of --resize and --pad: the teacher's images were either resized or padded")
+    size = resize if resize is not None else pad
+    return data.with_preprocessing(data.get_spec(dataset), image_size=size,
+                                   resize=None if size is None else resize is not None, mean=mean, std=std)
+
+
 def import_teacher(state_dict_path: str, model_name: str, dataset: str, out: str, force: bool = False,
-                   data_dir=None) -> dict:
-    """Converts, measures and writes the teacher; returns its card. Nothing is written when
+                   data_dir=None, spec: Optional[data.DatasetSpec] = None) -> dict:
+    """Converts, measures and writes the teacher; returns its card. ``spec``: the teacher's
+    preprocessing (``teacher_spec``; default the dataset's own). Nothing is written when
     anything is wrong with the input (UserError)."""
     from ddad_jax import models, teacher, torch_import, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
 
-    spec = data.get_spec(dataset)
+    spec = spec or data.get_spec(dataset)
     if model_name not in models.CLASSIFIERS:
         models.get_classifier(model_name, spec.num_classes)  # the registry's error, with the known names
     target = workdir_lib.path(out)
@@ -54,12 +74,13 @@ def import_teacher(state_dict_path: str, model_name: str, dataset: str, out: str
         raise UserError(f"--out {out} exists; pass --force to replace its {teacher.TEACHER_SUBDIR}/ and "
                         f"{teacher.TEACHER_META}, or choose another --out")
     state_dict = torch_import.read_state_dict(state_dict_path)
-    variables = torch_import.convert_state_dict(state_dict, model_name, dataset)
+    variables = torch_import.convert_state_dict(state_dict, model_name, dataset, spec.image_size)
     model = models.get_classifier(model_name, spec.num_classes)
     acc, examples, note = _measure(model, variables, spec, data_dir or data.default_data_dir())
     card = {"model": model_name, "dataset": dataset, "test_acc": acc, "test_examples": examples,
             "source": "pytorch", "state_dict": os.path.abspath(state_dict_path),
-            "sha256": torch_import.file_sha256(state_dict_path)}
+            "sha256": torch_import.file_sha256(state_dict_path),
+            "preprocessing": data.describe_preprocessing(spec), "dataset_spec": data.spec_to_dict(spec)}
     if note:
         card["test_acc_note"] = note
     try:
@@ -77,9 +98,24 @@ def define_flags():
     flags.DEFINE_string("model", None, "the registry architecture it is, e.g. resnet34 (see ddad_jax/torch_import.py)")
     flags.DEFINE_string("dataset", None, "what it classifies: fashion_mnist, cifar10 or cifar100")
     flags.DEFINE_string("out", None, "the teacher directory to write (then --config.teacher_dir=OUT)")
+    flags.DEFINE_list("mean", None, "the teacher's input mean per channel, of images in [0, 1] (e.g. 0.1307, or "
+                      "0.485,0.456,0.406); default: ddad_jax's for the dataset")
+    flags.DEFINE_list("std", None, "the teacher's input std per channel (e.g. 0.3081); default: ddad_jax's")
+    flags.DEFINE_integer("resize", None, "the teacher saw the images resized bilinearly to this square size")
+    flags.DEFINE_integer("pad", None, "the teacher saw the images zero-padded, centred, to this square size")
     flags.DEFINE_bool("force", False, "replace OUT's teacher/ and teacher.json if OUT exists")
     flags.DEFINE_string("data_dir", None, "tfds data dir holding the prepared test split "
                         "(default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+
+
+def _floats(values, flag: str):
+    """A comma-separated flag's floats (None when not given)."""
+    if values is None:
+        return None
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise UserError(f"{flag} takes numbers separated by commas, got {','.join(values)}") from None
 
 
 def main(argv):
@@ -91,19 +127,21 @@ def main(argv):
         if missing:
             raise UserError(f"{', '.join(missing)} required, e.g. --state_dict=resnet34.pt --model=resnet34 "
                             "--dataset=cifar10 --out=teachers/resnet34")
-        card = import_teacher(FLAGS.state_dict, FLAGS.model, FLAGS.dataset, FLAGS.out, FLAGS.force, FLAGS.data_dir)
+        spec = teacher_spec(FLAGS.dataset, _floats(FLAGS.mean, "--mean"), _floats(FLAGS.std, "--std"),
+                            FLAGS.resize, FLAGS.pad)
+        card = import_teacher(FLAGS.state_dict, FLAGS.model, FLAGS.dataset, FLAGS.out, FLAGS.force, FLAGS.data_dir,
+                              spec)
     except UserError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         sys.exit(2)
-    spec = data.get_spec(FLAGS.dataset)
     acc = card["test_acc"]
     print(f"imported {card['model']} for {card['dataset']}: "
           + (f"test accuracy {acc:.4f} on {card['test_examples']} images" if acc is not None
              else f"test accuracy {card['test_acc_note']}"))
     if acc is not None and acc < NEAR_CHANCE / spec.num_classes:
-        print(f"warning: near chance; was it trained on inputs preprocessed as ddad_jax does for {spec.name} "
-              f"(scaled to [0, 1], {'zero-padded to 32x32, ' if spec.image_size != spec.source_size else ''}"
-              f"standardised with mean {spec.mean}, std {spec.std})?", file=sys.stderr)
+        print(f"warning: near chance; was it trained on inputs preprocessed like this: "
+              f"{data.describe_preprocessing(spec)}? If not, state its own with --mean, --std and --resize or "
+              "--pad", file=sys.stderr)
     print(f"wrote {os.path.join(FLAGS.out, 'teacher')}/ and teacher.json; distil it with "
           f"--config.teacher_dir={FLAGS.out} --config.teacher={card['model']}")
 

@@ -72,11 +72,16 @@ def export(workdir: str, variables, summary: dict) -> None:
 
 
 def card_spec(teacher_dir: str, dataset: str) -> Optional[data.DatasetSpec]:
-    """The spec of ``dataset`` a teacher's card carries (``dataset_spec``), or None: how a run
-    with the teacher and no data at all knows a custom dataset's shape, classes and
-    normalisation. Any problem with the card is left to ``load_teacher`` to report."""
+    """The spec of ``dataset`` a teacher's card carries (``dataset_spec``), or None: the
+    preprocessing the teacher was trained with (an imported teacher's own), and how a run with
+    the teacher and no data at all knows a custom dataset's shape, classes and normalisation. Any problem with the card is left to ``load_teacher`` to report."""
+    if not teacher_dir:
+        return None
     try:
-        meta = json.loads(workdir_lib.path(os.path.join(teacher_dir, TEACHER_META)).read_text())
+        if teacher_dir.startswith(PROVIDED_PREFIX):
+            meta = _PROVIDED.get(teacher_dir[len(PROVIDED_PREFIX):], (None, None, {}))[2]
+        else:
+            meta = json.loads(workdir_lib.path(os.path.join(teacher_dir, TEACHER_META)).read_text())
         if meta.get("dataset") == dataset and isinstance(meta.get("dataset_spec"), dict):
             return data.spec_from_dict(meta["dataset_spec"])
     except (OSError, ValueError, TypeError, AttributeError):

@@ -171,19 +171,20 @@ def _lookup(tree, path):
     return tree
 
 
-def expected_tensors(model_name: str, dataset: str, names=()) -> Dict[str, Tensor]:
-    """The PyTorch tensors a ``model_name`` for ``dataset`` is made of, in the layout's order:
-    name -> (Flax collection, leaf path, kind, PyTorch shape). ``names`` (the state_dict's)
-    only choose between two layouts of one architecture (LeNet-5's named or Sequential)."""
-    return dict(_expected(model_name, dataset, any(n.startswith("features.") for n in names)))
+def expected_tensors(model_name: str, dataset: str, names=(), image_size: Optional[int] = None) -> Dict[str, Tensor]:
+    """The PyTorch tensors a ``model_name`` for ``dataset`` (at ``image_size``, default the
+    dataset's) is made of, in the layout's order: name -> (Flax collection, leaf path, kind,
+    PyTorch shape). ``names`` (the state_dict's) only choose between two layouts of one
+    architecture (LeNet-5's named or Sequential)."""
+    return dict(_expected(model_name, dataset, any(n.startswith("features.") for n in names), image_size))
 
 
 @functools.lru_cache(maxsize=None)
-def _expected(model_name: str, dataset: str, sequential: bool) -> Dict[str, Tensor]:
+def _expected(model_name: str, dataset: str, sequential: bool, image_size: Optional[int]) -> Dict[str, Tensor]:
     spec = data.get_spec(dataset)
+    size = image_size or spec.image_size
     model = models.get_classifier(model_name, spec.num_classes)
-    shapes = jax.eval_shape(model.init, jax.random.key(0),
-                            jnp.zeros((1, spec.image_size, spec.image_size, spec.channels)))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, spec.channels)))
     params, stats = shapes["params"], shapes.get("batch_stats", {})
     out: Dict[str, Tensor] = {}
     for torch_name, path, kind in _LAYOUTS[type(model)](model, params, sequential):
@@ -230,11 +231,11 @@ def _first_misfit(state_dict: Mapping[str, np.ndarray], expected: Dict[str, Tens
     return None
 
 
-def _also_fits(state_dict, model_name: str, dataset: str) -> List[str]:
+def _also_fits(state_dict, model_name: str, dataset: str, image_size: Optional[int] = None) -> List[str]:
     """What else this state_dict fits, for the error message: other registry models for
     ``dataset``, or ``model_name`` for another dataset (classes and input channels differ)."""
     fits = [repr(other) for other in models.CLASSIFIERS if other != model_name
-            and _first_misfit(state_dict, expected_tensors(other, dataset, state_dict)) is None]
+            and _first_misfit(state_dict, expected_tensors(other, dataset, state_dict, image_size)) is None]
     fits += [f"'{model_name}' for {other}" for other in sorted(data.DATASETS) if other != dataset
              and _first_misfit(state_dict, expected_tensors(model_name, other, state_dict)) is None]
     return fits
@@ -277,9 +278,11 @@ def torchvision_model(state_dict: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def convert_state_dict(state_dict: Mapping[str, Any], model_name: str, dataset: str) -> Dict[str, Any]:
+def convert_state_dict(state_dict: Mapping[str, Any], model_name: str, dataset: str,
+                       image_size: Optional[int] = None) -> Dict[str, Any]:
     """The Flax variables ``{"params", "batch_stats"}`` of registry model ``model_name`` (for
-    ``dataset``: classes, channels, image size) from a PyTorch ``state_dict`` in its layout
+    ``dataset``: classes, channels, and ``image_size``, default the dataset's: LeNet-5's dense
+    layers depend on it) from a PyTorch ``state_dict`` in its layout
     (see the module docstring): a mapping of names to arrays (numpy, or anything
     ``np.asarray`` takes, CPU torch tensors included). UserError naming the first tensor
     that does not fit."""
@@ -291,10 +294,10 @@ def convert_state_dict(state_dict: Mapping[str, Any], model_name: str, dataset: 
         if not isinstance(name, str) or not hasattr(value, "shape"):
             raise UserError(f"state_dict entry {name!r} is a {type(value).__name__}, not a tensor")
         arrays[name] = value
-    expected = expected_tensors(model_name, dataset, arrays)
+    expected = expected_tensors(model_name, dataset, arrays, image_size)
     misfit = _first_misfit(arrays, expected)
     if misfit:
-        fits = _also_fits(arrays, model_name, dataset)
+        fits = _also_fits(arrays, model_name, dataset, image_size)
         hint = f" (it fits {', '.join(fits)})" if fits else ""
         if not fits and model_name in ("resnet20", "resnet110") and not any(
                 ".downsample." in n or ".shortcut." in n for n in arrays):

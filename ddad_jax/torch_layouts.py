@@ -149,6 +149,28 @@ def build(name, num_classes=10, channels=3):
     }[name]()
 
 
+# registry name -> (torchvision builder, its keyword arguments)
+TORCHVISION = {"resnet18_imagenet": ("resnet18", {}), "resnet34_imagenet": ("resnet34", {}),
+               "resnet50_imagenet": ("resnet50", {}), "mobilenet_v2": ("mobilenet_v2", {}),
+               "mobilenet_v2_050": ("mobilenet_v2", {"width_mult": 0.5}),
+               "mobilenet_v2_035": ("mobilenet_v2", {"width_mult": 0.35})}
+
+
+def torchvision_net(name, num_classes=10, channels=3):
+    """torchvision's own network for registry model ``name`` (``TORCHVISION``), untrained; for
+    ``channels`` other than 3 its first convolution takes that many (same name and shape
+    otherwise: what an engineer does for grayscale images, and what the import expects)."""
+    import torchvision  # pylint: disable=import-outside-toplevel
+    builder, kwargs = TORCHVISION[name]
+    net = getattr(torchvision.models, builder)(num_classes=num_classes, **kwargs)
+    if channels != 3:
+        parent, attr = (net, "conv1") if builder.startswith("resnet") else (net.features[0], "0")
+        old = getattr(parent, attr)
+        setattr(parent, attr, nn.Conv2d(channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                                        bias=old.bias is not None))
+    return net
+
+
 def randomize(net, seed=0, passes=3, input_shape=(16, 3, 32, 32)):
     """Random weights and non-trivial BatchNorm statistics: random affine parameters, then a
     few train-mode passes over random inputs (momentum 0.5 so they move far from 0 and 1)."""

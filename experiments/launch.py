@@ -130,7 +130,7 @@ def run(dataset) -> None:
             if dataset is not None and config.dataset != dataset:
                 raise UserError(f"this config is for '{config.dataset}', but this is "
                                 f"experiments.{dataset}; pass --config=<file>.py:{dataset}"
-                                + ("" if config.dataset in ("fashion_mnist", "cifar10", "cifar100")
+                                + ("" if config.dataset in ("fashion_mnist", "cifar10", "cifar100", "caltech101")
                                    else " (your own datasets run with python -m experiments.custom)"))
             parallel.split_host_devices(config)
             parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

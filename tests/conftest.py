@@ -5,7 +5,19 @@ import os
 import subprocess
 import sys
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# XLA flags for every JAX process of the suite (tests/run_all.sh sets them: a lower LLVM
+# optimisation level, as compiling, not running, is most of the suite's time).
+TEST_XLA_FLAGS = os.environ.get("DDAD_TEST_XLA_FLAGS", "").strip()
+
+
+def xla_flags(devices=None) -> str:
+    """``XLA_FLAGS`` for a process of the suite: the suite's flags, and ``devices`` CPU devices
+    when given (else the process decides: one, or its launcher's split)."""
+    count = f" --xla_force_host_platform_device_count={devices}" if devices else ""
+    return (TEST_XLA_FLAGS + count).strip()
+
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
@@ -67,7 +79,7 @@ def assert_agreement_counted(summary, workdir, images):
 
 def run_entry(dataset, *args, env=None, timeout=600):
     """Runs ``python -m experiments.<dataset> ARGS`` from the repo root."""
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "", **(env or {})}  # one CPU device unless asked
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags(), **(env or {})}  # one CPU device unless asked
     return subprocess.run([sys.executable, "-m", f"experiments.{dataset}", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

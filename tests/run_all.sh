@@ -20,6 +20,10 @@ if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
 fi
 export JAX_COMPILATION_CACHE_DIR
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
+# XLA:CPU compiles the suite's many small programs at LLVM's -O1 instead of -O2: about half
+# the compile time, which is most of the suite's; the programs compute the same functions
+# (level 0 is not used: it produced NaN losses). One benchmark smoke test compiles at the default.
+export DDAD_TEST_XLA_FLAGS="${DDAD_TEST_XLA_FLAGS---xla_backend_optimization_level=1}"
 # --fast: the tier to run before each commit (every module, no test marked slow or
 # fault_injection; under 4 minutes on 2 cores); CI runs the full suite
 tier=()

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import one_line_error, run_entry
+from conftest import one_line_error, run_entry, xla_flags
 
 
 def _ok(result):
@@ -81,7 +81,7 @@ def test_dataset_not_prepared(tmp_path, dataset):
 
 @pytest.mark.slow
 def test_batch_not_divisible_by_device_count(tmp_path, fmnist_smoke_teacher, fmnist_data_dir):
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env = {"XLA_FLAGS": xla_flags(8)}
     one_line_error(run_entry("fashion_mnist", "--config=configs/ddad.py:fashion_mnist,smoke",
                               f"--workdir={tmp_path / 'w'}", f"--config.teacher_dir={fmnist_smoke_teacher}",
                               f"--config.data_dir={fmnist_data_dir}", "--config.batch_size=12", env=env),

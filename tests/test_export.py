@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, one_line_error
+from conftest import REPO, one_line_error, xla_flags
 from ddad_jax import backends, data, export, models
 from ddad_jax.export import card as card_lib, onnx as export_onnx, run as export_run
 from ddad_jax.errors import UserError
@@ -76,6 +76,22 @@ def test_a_finished_ddad_run_leaves_its_final_student_and_card(ddad_run):
     x = np.pad(pixels * pre["scale"], ((0, 0), (pre["pad"],) * 2, (pre["pad"],) * 2, (0, 0)))
     np.testing.assert_allclose((x - pre["mean"]) / pre["std"], data.normalize(pixels, data.get_spec("fashion_mnist")),
                                atol=1e-5)
+    assert card_lib.card_spec(card) == data.get_spec("fashion_mnist")
+
+
+def test_a_teachers_own_preprocessing_goes_into_the_student_card_and_its_evaluation(fmnist_data_dir):
+    """A student distilled from a teacher that saw Fashion-MNIST resized to 32 with MNIST's
+    statistics: its card says so, and ``--evaluate`` feeds the test split that way."""
+    from ddad_jax.export import evaluate as export_evaluate
+    spec = data.with_preprocessing(data.get_spec("fashion_mnist"), 32, True, (0.1307,), (0.3081,))
+    card = card_lib.student_card({"dataset": "fashion_mnist", "student": "lenet5_half"}, spec)
+    assert card_lib.card_spec(card) == spec
+    assert card["preprocessing"]["resize"] == 32 and card["preprocessing"]["pad"] == 0
+    x, labels, _ = export_evaluate.load_test_split("fashion_mnist", fmnist_data_dir, card_lib.card_spec(card))
+    images, _ = data.load_split(spec, "test", fmnist_data_dir, num_examples=8)
+    assert x.shape == (10000, 32, 32, 1) and len(labels) == 10000
+    np.testing.assert_allclose(x[:8], data.normalize(images, spec), atol=1e-6)
+    assert not np.allclose(x[:8], data.normalize(images, data.get_spec("fashion_mnist")))
 
 
 @pytest.mark.slow
@@ -199,7 +215,7 @@ def test_int8_export_needs_no_trainers(ddad_run, tmp_path):
             "from ddad_jax.export import cli\n"
             f"assert cli.main(['--run={ddad_run}', '--out={out}', '--int8', '--calibration_images=8']) == 0\n"
             "assert not [m for m, v in sys.modules.items() if m.startswith('ddad_jax.trainers') and v is not None]\n")
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -328,7 +344,7 @@ def test_export_benchmark_writes_every_figure(ddad_run, exported, fmnist_data_di
 
 def run_entry_export(*args):
     """``python -m ddad_jax.export ARGS`` as a user runs it (``run_entry``'s environment)."""
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
     return subprocess.run([sys.executable, "-m", "ddad_jax.export", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 

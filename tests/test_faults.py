@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, one_line_error, run_entry
+from conftest import REPO, one_line_error, run_entry, xla_flags
 from ddad_jax import checkpoints, data, models, parallel, workdir as workdir_lib
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import EvalSet, _correct_counts, evaluate
@@ -26,7 +26,7 @@ from ddad_jax.state import init_variables
 
 def _env():
     # as tests/conftest.py's run_entry: the launcher splits the CPU into 4 devices itself
-    return {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    return {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -82,7 +82,7 @@ def test_eval_batch_size_is_checked_and_capped():
 @pytest.mark.slow
 def test_cli_teacher_with_eval_batch_size_8_on_4_cpu_devices(tmp_path, fmnist_data_dir):
     # Aborted with SIGABRT (rc 134) after ~80 s before evaluation became one program.
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {"XLA_FLAGS": xla_flags(4)}
     result = run_entry("fashion_mnist", "--config=configs/teacher.py:fashion_mnist,smoke",
                        f"--workdir={tmp_path / 't'}", f"--config.data_dir={fmnist_data_dir}",
                        "--config.eval_batch_size=8", "--config.eval_examples=2000", env=env, timeout=300)

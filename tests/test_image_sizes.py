@@ -84,3 +84,51 @@ def test_generator_methods_run_at_larger_sizes_on_one_and_eight_devices_alike(me
 def test_ddad_with_dfads_large_generator_at_128():
     metrics, params = _sized_run("ddad", 128, 1, arch="dfad_large")
     assert "ConvTranspose_3" in params and np.isfinite(metrics["gen/loss"])
+
+
+def test_caltech101_crops_and_split_by_hand():
+    """DFAD's input: shorter side to 128, centre 128x128 (grayscale becomes RGB); its split:
+    20 % of each class for test, at least 2, the same draw every time."""
+    from PIL import Image
+    from ddad_jax.data import caltech101
+    image = np.random.default_rng(0).integers(0, 256, (100, 200, 3), np.uint8)  # H x W
+    expected = np.asarray(Image.fromarray(image).resize((256, 128), Image.BILINEAR))[:, 64:192]
+    np.testing.assert_array_equal(caltech101.centre_square(image), expected)
+    assert caltech101.centre_square(image[..., :1]).shape == (128, 128, 3)
+    labels = np.repeat([0, 1, 2], [40, 10, 3])
+    test = caltech101.test_mask(labels)
+    assert [int(test[labels == c].sum()) for c in range(3)] == [8, 2, 2]
+    np.testing.assert_array_equal(test, caltech101.test_mask(labels))
+    with pytest.raises(UserError, match="class 0 has 2 images"):
+        caltech101.test_mask(np.array([0, 0, 1, 1, 1]))
+
+
+@pytest.mark.slow
+def test_caltech101_prepared_from_tfds_then_teacher_and_ddad_at_128(tmp_path):
+    """``data.prepare caltech101`` on a stand-in of tfds's download (102 labels, images of any
+    size): 101 object classes at 128x128; the teacher and DDAD configs run on it."""
+    import json
+    import os
+    from conftest import run_entry
+    from test_own_data import _prepare_cli
+    from ddad_jax.data import standin
+    data_dir = str(tmp_path / "tfds")
+    standin.write_caltech101_standin(data_dir)  # 4 images per label, background included
+    result = _prepare_cli("caltech101", f"--data_dir={data_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    spec = data.get_spec("caltech101")
+    x, y = data.load_split(spec, "test", data_dir)
+    assert x.shape == (202, 128, 128, 3) and np.bincount(y).tolist() == [2] * 101
+    assert data.load_split(spec, "train", data_dir)[0].shape == (202, 128, 128, 3)
+    teacher_dir = str(tmp_path / "teacher")
+    result = run_entry("caltech101", "--config=configs/teacher.py:caltech101,smoke", f"--workdir={teacher_dir}",
+                       f"--config.data_dir={data_dir}", "--config.cpu_devices=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_entry("caltech101", "--config=configs/ddad.py:caltech101,smoke", f"--workdir={tmp_path / 'ddad'}",
+                       f"--config.data_dir={data_dir}", f"--config.teacher_dir={teacher_dir}",
+                       "--config.cpu_devices=1", "--config.num_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.load(open(os.path.join(tmp_path, "ddad", "summary.json")))
+    assert summary["dataset"] == "caltech101" and summary["student_acc"] is not None
+    card = json.load(open(os.path.join(tmp_path, "ddad", "student.json")))
+    assert card["input"]["shape_hwc"] == [128, 128, 3] and card["generator"]["arch"] == "dfad_large"

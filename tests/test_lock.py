@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 from ddad_jax import workdir as workdir_lib
 from ddad_jax.errors import UserError
 
@@ -89,7 +89,7 @@ def test_the_same_command_launched_twice_at_once_runs_once(tmp_path, fmnist_data
     # the lock for many seconds after both have started, so the loser meets it whatever the load
     command = [sys.executable, "-m", "experiments.fashion_mnist", "--config=configs/teacher.py:fashion_mnist,smoke",
                f"--workdir={workdir}", f"--config.data_dir={fmnist_data_dir}", "--config.num_epochs=40"]
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
     procs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     try:

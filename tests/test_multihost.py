@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 
 # a short DDAD run: 3 iterations (one compiled step), checkpointed at the end, a sample grid
 OVERRIDES = {"num_epochs": 1, "iters_per_epoch": 3, "finetune_epochs": 0, "sample_grid": 8}
@@ -46,7 +46,7 @@ def _start_processes(workdir, teacher_dir, data_dir, n=2, devices_each=4):
             f"--config.data_dir={data_dir}", f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
             f"--num_processes={n}"] + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
     env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_each}"}
+           "XLA_FLAGS": xla_flags(devices_each)}
     return [subprocess.Popen([sys.executable, "-m", "experiments.fashion_mnist", *args, f"--process_id={i}"],
                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for i in range(n)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_agreement_counted, one_line_error, run_entry
+from conftest import REPO, assert_agreement_counted, one_line_error, run_entry, xla_flags
 
 CLASSES = ("circle", "cross", "square")  # sorted: label ids 0, 1, 2
 LEVELS = (51, 102, 153)  # every image of class k is one grey level: 0.2, 0.4, 0.6
@@ -27,7 +27,7 @@ def _write_folder(root, train=4, test=2, size=12):
 
 
 def _prepare_cli(*args):
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
     return subprocess.run([sys.executable, "-m", "ddad_jax.data.prepare", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -73,7 +73,7 @@ def test_folder_prepared_spec_by_hand(shapes):
     x, y = data.load_split(spec, "test", data_dir)
     assert x.shape == (6, 12, 12, 1) and sorted(y.tolist()) == [0, 0, 1, 1, 2, 2]
     assert all(np.all(x[i] == LEVELS[y[i]]) for i in range(6))  # each image kept its label
-    with pytest.raises(Exception, match="choose one of cifar10, cifar100, fashion_mnist, shapes, or prepare"):
+    with pytest.raises(Exception, match="choose one of caltech101, cifar10, cifar100, fashion_mnist, shapes, or prepare"):
         data.get_spec("shapez", data_dir)
 
 
@@ -97,6 +97,25 @@ def test_arrays_grayscale_and_resized_rgb(tmp_path):
     assert data.load_split(spec, "train", str(tmp_path / "d"))[0].shape == (4, 16, 16, 3)
 
 
+def test_images_from_32_to_224_keep_their_size_and_models_see_them_so(tmp_path):
+    """48x48 arrays are kept at 48 (no padding: the statistics are the images' own), and
+    --image_size=64 resizes them to 64; a run's models see that size."""
+    from ddad_jax import data
+    from ddad_jax.data import custom
+    x = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 3), np.uint8)
+    np.savez(tmp_path / "big.npz", x_train=x, y_train=np.array([0, 1, 0, 1]))
+    custom.prepare_custom("native", str(tmp_path / "d"), from_arrays=str(tmp_path / "big.npz"))
+    spec = data.get_spec("native", str(tmp_path / "d"))
+    assert (spec.source_size, spec.image_size, spec.resize) == (48, 48, False)
+    assert spec.mean == pytest.approx(tuple((x / 255.0).mean(axis=(0, 1, 2))))
+    assert spec.std == pytest.approx(tuple((x / 255.0).std(axis=(0, 1, 2))))
+    assert data.normalize(x, spec).shape == (4, 48, 48, 3)
+    custom.prepare_custom("up", str(tmp_path / "d"), from_arrays=str(tmp_path / "big.npz"), image_size=64)
+    spec = data.get_spec("up", str(tmp_path / "d"))
+    assert (spec.source_size, spec.image_size) == (64, 64)
+    assert data.load_split(spec, "train", str(tmp_path / "d"))[0].shape == (4, 64, 64, 3)
+
+
 def _bad_input(tmp_path, case):
     """The source of one bad input, written under ``tmp_path``: (flag, path)."""
     arrays = {"x_train": np.zeros((4, 8, 8), np.uint8), "y_train": np.array([0, 1, 0, 1])}
@@ -113,7 +132,9 @@ def _bad_input(tmp_path, case):
             (tmp_path / "mixed" / name).mkdir(parents=True)
             Image.fromarray(np.zeros((size, size), np.uint8)).save(tmp_path / "mixed" / name / "0.png")
         return "--from_folder", tmp_path / "mixed"
-    if case == "float_images":
+    if case == "too_large":
+        arrays["x_train"] = np.zeros((4, 226, 226), np.uint8)
+    elif case == "float_images":
         arrays["x_train"] = arrays["x_train"].astype(np.float32)
     elif case == "wrong_shape":
         arrays["x_train"] = np.zeros((4, 8, 8, 5), np.uint8)
@@ -130,6 +151,7 @@ def _bad_input(tmp_path, case):
     ("new", "mixed_sizes", "images differ in size"), ("new", "float_images", "must be uint8 images"),
     ("new", "wrong_shape", "must be NHWC with 1 or 3 channels"), ("new", "label_out_of_range", "labels must be 0..1"),
     ("new", "length_mismatch", "y_train has 3 labels for 4 images"), ("shapes", "one_class", "pass --force"),
+    ("new", "too_large", "built for at most 224x224: pass --image_size=N"),
 ])
 def test_bad_input_is_one_line_and_leaves_the_data_dir(tmp_path, shapes, name, case, match):
     _, data_dir = shapes
@@ -231,3 +253,14 @@ def test_generator_agreement_counts_every_batch_by_hand():
     teacher_top1 = np.argmax(np.asarray(z).reshape(15, 4) @ np.asarray(t_vars["params"]["Dense_0"]["kernel"]), -1)
     assert agreement == pytest.approx(np.mean(teacher_top1 == 0), abs=1e-6)
     assert 0 < np.mean(teacher_top1 == 0) < 1  # the case distinguishes 'all' and 'none'
+
+
+@pytest.mark.parametrize("args, match", [
+    (("own", "--image_size=300"), "built for at most 224x224"),
+    (("fashion_mnist", "--image_size=64"), "apply to your own images"),
+])
+def test_image_size_outside_what_models_take_is_one_line(tmp_path, args, match):
+    np.savez(tmp_path / "a.npz", x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.array([0, 1, 0, 1]))
+    extra = (f"--from_arrays={tmp_path / 'a.npz'}",) if args[0] == "own" else ()
+    one_line_error(_prepare_cli(*args, *extra, f"--data_dir={tmp_path / 'd'}"), match)
+    assert not (tmp_path / "d").exists()

@@ -21,7 +21,7 @@ import sys
 import jax
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 from ddad_jax import teacher, workdir as workdir_lib
 from ddad_jax.export import run as export_run
 
@@ -40,7 +40,7 @@ def cpu_burner():
 
 def launch(args, workdir):
     """``python -m experiments.fashion_mnist ARGS --workdir=WORKDIR`` as the README launches it."""
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}  # the launcher splits the CPU into 4 devices
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}  # the launcher splits the CPU into 4 devices
     result = subprocess.run([sys.executable, "-m", "experiments.fashion_mnist", *args, f"--workdir={workdir}"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from ddad_jax import torch_layouts
-from conftest import REPO, one_line_error
+from conftest import REPO, one_line_error, xla_flags
 from ddad_jax import data, models, teacher, torch_import
 from ddad_jax.models import bn_stats
 from ddad_jax.errors import UserError
@@ -32,7 +32,7 @@ def _numpy_state_dict(net):
 
 
 def _run_cli(*args):
-    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""}
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
     return subprocess.run([sys.executable, "-m", "ddad_jax.import_teacher", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -65,17 +65,11 @@ def test_imported_teacher_computes_what_the_pytorch_one_does(tmp_path, name, dat
         assert got, f"{last}.running_var not among the imported statistics"
 
 
-TORCHVISION = {"resnet18_imagenet": ("resnet18", {}), "resnet34_imagenet": ("resnet34", {}),
-               "resnet50_imagenet": ("resnet50", {}), "mobilenet_v2": ("mobilenet_v2", {}),
-               "mobilenet_v2_050": ("mobilenet_v2", {"width_mult": 0.5})}
-
-
 def _torchvision_net(name, size, seed=0):
     """torchvision's own network (its key layout, its padding) with random weights and
     non-trivial BatchNorm statistics, 10 classes."""
-    builder, kwargs = TORCHVISION[name]
     torch.manual_seed(seed)
-    net = getattr(torchvision.models, builder)(num_classes=10, **kwargs)
+    net = torch_layouts.torchvision_net(name, 10, 3)
     return torch_layouts.randomize(net, seed, passes=2, input_shape=(4, 3, size, size))
 
 
@@ -119,6 +113,19 @@ def test_torchvision_teacher_imports_with_its_logits_and_statistics(name, size):
             got = got[key]
         np.testing.assert_allclose(got["mean"], torch_stats[torch_name][0], rtol=1e-4, atol=1e-4, err_msg=torch_name)
         np.testing.assert_allclose(got["var"], torch_stats[torch_name][1], rtol=1e-4, atol=1e-4, err_msg=torch_name)
+
+
+@pytest.mark.parametrize("name", ["resnet18_imagenet", "mobilenet_v2_035"])
+def test_a_grayscale_torchvision_net_imports_at_its_own_size(name):
+    """torchvision's network with a one-channel first convolution (Fashion-MNIST), imported
+    at 64x64 (``import_teacher --resize=64``): PyTorch's logits."""
+    net = torch_layouts.randomize(torch_layouts.torchvision_net(name, 10, 1), 0, passes=2, input_shape=(4, 1, 64, 64))
+    variables = torch_import.convert_state_dict(_numpy_state_dict(net), name, "fashion_mnist", 64)
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 1)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    model = models.get_classifier(name, 10)
+    np.testing.assert_allclose(jax.jit(model.apply)(variables, x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_unsupported_torchvision_model_is_named_in_one_line():
@@ -225,3 +232,89 @@ def test_safetensors_file_is_read_without_torch(tmp_path):
     a = torch_import.convert_state_dict(torch_import.read_state_dict(path), "lenet5_bn", "fashion_mnist")
     b = torch_import.convert_state_dict(state_dict, "lenet5_bn", "fashion_mnist")
     jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def _resized_normalised(images, size=32, mean=0.1307, std=0.3081):
+    """What torchvision's Resize(size) + ToTensor() + Normalize(mean, std) give Fashion-MNIST's
+    uint8 images (PIL's bilinear upscaling is F.interpolate's with half-pixel centres), NCHW."""
+    x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x - mean) / std
+
+
+def test_resize_in_normalize_is_pytorchs_bilinear_resize():
+    spec = data.with_preprocessing(data.get_spec("fashion_mnist"), image_size=32, resize=True, mean=(0.1307,),
+                                   std=(0.3081,))
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
+    np.testing.assert_allclose(np.asarray(data.normalize(images, spec)).transpose(0, 3, 1, 2),
+                               _resized_normalised(images).numpy(), atol=2e-5)
+
+
+@pytest.mark.slow
+def test_teacher_trained_on_its_own_preprocessing_imports_at_its_pytorch_accuracy(tmp_path, fmnist_data_dir):
+    """DFAD's Fashion-MNIST LeNet-5 recipe (images resized 28 -> 32, MNIST's 0.1307/0.3081),
+    trained here briefly in PyTorch: imported with that preprocessing stated, its accuracy on
+    the 10 000 test images is PyTorch's; runs with the teacher take the card's preprocessing."""
+    from configs import ddad
+    from ddad_jax.trainers.common import dataset_spec
+    spec = data.get_spec("fashion_mnist")
+    train_x, train_y = data.load_split(spec, "train", fmnist_data_dir, num_examples=6000)
+    test_x, test_y = data.load_split(spec, "test", fmnist_data_dir)
+    torch.manual_seed(0)
+    net = torch_layouts.build("lenet5", 10, 1)
+    optimizer = torch.optim.Adam(net.parameters(), 2e-3)
+    x, y = _resized_normalised(train_x), torch.from_numpy(train_y).long()
+    for epoch in range(2):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, len(x), 64):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[order[i:i + 64]]), y[order[i:i + 64]]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        torch_acc = float((net.eval()(_resized_normalised(test_x)).argmax(-1).numpy() == test_y).mean())
+    assert torch_acc > 0.7  # a teacher worth importing
+    path = str(tmp_path / "lenet5.pt")
+    torch.save(net.state_dict(), path)
+
+    out = str(tmp_path / "teacher")
+    own = ("--resize=32", "--mean=0.1307", "--std=0.3081")
+    result = _run_cli(f"--state_dict={path}", "--model=lenet5", "--dataset=fashion_mnist", f"--out={out}",
+                      f"--data_dir={fmnist_data_dir}", *own)
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.load(open(os.path.join(out, teacher.TEACHER_META)))
+    assert card["test_examples"] == 10000 and card["test_acc"] == pytest.approx(torch_acc, abs=3e-4)
+    assert "resized bilinearly to 32x32" in card["preprocessing"]
+    # a run with this teacher sees Fashion-MNIST as the teacher did
+    config = ddad.get_config("fashion_mnist,smoke")
+    config.teacher, config.teacher_dir, config.data_dir = "lenet5", out, fmnist_data_dir
+    assert dataset_spec(config) == data.with_preprocessing(spec, 32, True, (0.1307,), (0.3081,))
+    # the same file with ddad_jax's Fashion-MNIST preprocessing (zero-padded, its own
+    # statistics) is a worse teacher: what stating its own is for
+    from ddad_jax.import_teacher import import_teacher
+    plain = import_teacher(path, "lenet5", "fashion_mnist", str(tmp_path / "plain"), data_dir=fmnist_data_dir)
+    assert plain["test_acc"] < torch_acc - 0.02
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mean": (0.5, 0.5)}, "1 channel\\(s\\): give one mean and one std per channel"),
+    ({"std": (0.0,)}, "std must be positive"),
+    ({"resize": 300}, "outside 4..224"),
+    ({"resize": 32, "pad": 32}, "one of --resize and --pad"),
+    ({"pad": 31}, "cannot be zero-padded to 31x31"),
+    ({"pad": 16}, "cannot be zero-padded to 16x16"),
+])
+def test_a_teachers_preprocessing_that_cannot_be_computed_is_refused(kwargs, match):
+    from ddad_jax.import_teacher import teacher_spec
+    with pytest.raises(UserError, match=match):
+        teacher_spec("fashion_mnist", **kwargs)
+    assert teacher_spec("fashion_mnist", pad=36).image_size == 36
+    assert teacher_spec("cifar10", resize=64, mean=(0.5,) * 3, std=(0.25,) * 3).resize
+
+
+def test_cli_mean_of_the_wrong_channel_count_is_one_line_and_writes_nothing(tmp_path):
+    path = str(tmp_path / "lenet5.pt")
+    torch.save(_torch_net("lenet5", "fashion_mnist").state_dict(), path)
+    result = _run_cli(f"--state_dict={path}", "--model=lenet5", "--dataset=fashion_mnist",
+                      f"--out={tmp_path / 'teacher'}", "--mean=0.485,0.456,0.406", "--std=0.3")
+    one_line_error(result, "give one mean and one std per channel")
+    assert not (tmp_path / "teacher").exists()

@@ -19,6 +19,9 @@ import numpy as np
 from ddad_jax.data import classes
 from ddad_jax.errors import UserError
 
+MAX_IMAGE_SIZE = 224  # the largest input the models and generators here are built for (ImageNet's)
+MIN_MODEL_SIZE = 32  # smaller stored images are zero-padded to this, centred (DAFL's Fashion-MNIST)
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -33,6 +36,9 @@ class DatasetSpec:
     augment: bool  # random crop + flip for supervised training
     prepare_hint: str
     class_names: Tuple[str, ...] = ()  # in label order; () when unknown
+    # source_size -> image_size: False zero-pads, centred; True resizes bilinearly (a teacher
+    # trained on resized images, e.g. DFAD's Fashion-MNIST LeNet-5 at 32x32)
+    resize: bool = False
 
 
 DATASETS = {
@@ -49,7 +55,46 @@ DATASETS = {
     "cifar100": DatasetSpec(
         "cifar100", "cifar100", 100, 3, 32, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
         "prepare it with `python -m ddad_jax.data.prepare cifar100` (needs network and tensorflow)", classes.CIFAR100),
+    # DFAD's Caltech101 (ddad_jax/data/caltech101.py): 101 object classes, 128x128 centre
+    # crops, normalised to [-1, 1] as DFAD's Normalize((0.5,), (0.5,)).
+    "caltech101": DatasetSpec(
+        "caltech101", "ddad_caltech101_128", 101, 3, 128, 128, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), True,
+        "prepare it with `python -m ddad_jax.data.prepare caltech101` (downloads tfds's caltech101 once: needs "
+        "network and tensorflow)"),
 }
+
+
+def with_preprocessing(spec: DatasetSpec, image_size: Optional[int] = None, resize: Optional[bool] = None,
+                       mean: Optional[Tuple[float, ...]] = None, std: Optional[Tuple[float, ...]] = None) -> DatasetSpec:
+    """``spec`` with a teacher's own preprocessing (what is not given stays ``spec``'s): the size
+    models see, reached by bilinear ``resize`` or zero-padding, and the per-channel mean and std
+    of the images in [0, 1]. UserError when the combination cannot be computed."""
+    image_size = spec.image_size if image_size is None else int(image_size)
+    resize = spec.resize if resize is None else bool(resize)
+    mean = spec.mean if mean is None else tuple(float(m) for m in mean)
+    std = spec.std if std is None else tuple(float(s) for s in std)
+    if len(mean) != spec.channels or len(std) != spec.channels:
+        raise UserError(f"{spec.name} images have {spec.channels} channel(s): give one mean and one std per channel, "
+                        f"got mean={mean}, std={std}")
+    if min(std) <= 0:
+        raise UserError(f"std must be positive, got {std}")
+    if not 4 <= image_size <= MAX_IMAGE_SIZE:
+        raise UserError(f"image size {image_size} is outside 4..{MAX_IMAGE_SIZE}, the sizes models and generators "
+                        "here are built for")
+    if not resize and (image_size < spec.source_size or (image_size - spec.source_size) % 2):
+        raise UserError(f"{spec.name}'s {spec.source_size}x{spec.source_size} images cannot be zero-padded to "
+                        f"{image_size}x{image_size} (equal padding on both sides needs a size >= {spec.source_size} "
+                        "and of the same parity); resize them instead")
+    return dataclasses.replace(spec, image_size=image_size, resize=resize, mean=mean, std=std)
+
+
+def describe_preprocessing(spec: DatasetSpec) -> str:
+    """One line: how raw pixels become the model's input."""
+    size = f"{spec.source_size}x{spec.source_size}"
+    if spec.image_size != spec.source_size:
+        how = "resized bilinearly" if spec.resize else "zero-padded, centred,"
+        size += f" {how} to {spec.image_size}x{spec.image_size}"
+    return f"pixels / 255 ({size}), standardised with mean {spec.mean}, std {spec.std}"
 
 
 def default_data_dir() -> str:
@@ -232,10 +277,15 @@ def _pass_order(num_examples: int, seed: int, index: int) -> np.ndarray:
 
 
 def normalize(images: jnp.ndarray, spec: DatasetSpec) -> jnp.ndarray:
-    """uint8 NHWC -> float32, zero-padded to ``spec.image_size``, standardised per channel."""
+    """uint8 NHWC -> float32 in [0, 1], brought to ``spec.image_size`` (zero-padded, centred, or
+    with ``spec.resize`` resized bilinearly with half-pixel centres, as PIL's and PyTorch's
+    ``interpolate(..., align_corners=False)`` resize, antialiased when shrinking), then
+    standardised per channel."""
     x = images.astype(jnp.float32) / 255.0
-    pad = (spec.image_size - spec.source_size) // 2
-    if pad:
+    if spec.image_size != x.shape[1] and spec.resize:
+        x = jax.image.resize(x, (x.shape[0], spec.image_size, spec.image_size, x.shape[3]), "bilinear")
+    elif spec.image_size != x.shape[1]:
+        pad = (spec.image_size - x.shape[1]) // 2
         x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     return (x - jnp.asarray(spec.mean)) / jnp.asarray(spec.std)
 

@@ -9,10 +9,11 @@ no TensorFlow) and its card ``card.json`` (classes, channels, size, normalisatio
 built in a temporary folder beside it and renamed into place, so a half-written dataset is
 never found. ``data.get_spec(NAME)`` reads the card.
 
-Models see 32x32 images: smaller (even-sized) images are zero-padded, centred, as
-Fashion-MNIST's 28x28 are; ``--image_size`` resizes every image first (needed for images of
-mixed or non-square sizes, or larger than 32). The normalisation is computed on the
-training images as the models see them (padded), like Fashion-MNIST's.
+Images of 32x32 up to 224x224 are kept at their size and models see them so; smaller
+(even-sized) images are zero-padded to 32x32, centred, as Fashion-MNIST's 28x28 are.
+``--image_size=N`` resizes every image to NxN first (needed for images of mixed or
+non-square sizes, or larger than 224). The normalisation is computed on the training images
+as the models see them (padded), like Fashion-MNIST's.
 """
 
 import json
@@ -27,7 +28,7 @@ import numpy as np
 from ddad_jax import data
 from ddad_jax.errors import UserError
 
-MODEL_SIZE = 32  # what every model and generator here is built for
+MIN_MODEL_SIZE, MAX_IMAGE_SIZE = data.MIN_MODEL_SIZE, data.MAX_IMAGE_SIZE
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 GRAY_MODES = ("1", "L", "LA")  # PIL modes read as one channel when --channels is not given
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}$")
@@ -47,11 +48,19 @@ def check_name(name: str, data_dir: str, force: bool) -> None:
 
 
 def check_image_size(size: int, what: str) -> None:
-    """Models see 32x32: a smaller image is padded equally on both sides, so its size is even."""
-    if size > MODEL_SIZE or size % 2 or size < 2:
-        raise UserError(f"{what} is {size}x{size}; models here see {MODEL_SIZE}x{MODEL_SIZE} images (smaller ones "
-                        f"are zero-padded, so the size must be even and at most {MODEL_SIZE}); "
-                        f"pass --image_size={MODEL_SIZE} to resize")
+    """Models see 32x32 to 224x224 images: a smaller one is padded equally on both sides to
+    32x32, so its size is even."""
+    if size > MAX_IMAGE_SIZE:
+        raise UserError(f"{what} is {size}x{size}; models and generators here are built for at most "
+                        f"{MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE}: pass --image_size=N (N <= {MAX_IMAGE_SIZE}) to resize")
+    if size < 2 or (size < MIN_MODEL_SIZE and size % 2):
+        raise UserError(f"{what} is {size}x{size}; images under {MIN_MODEL_SIZE}x{MIN_MODEL_SIZE} are zero-padded "
+                        f"to it equally on both sides, so their size must be even: pass --image_size=N to resize")
+
+
+def model_size(size: int) -> int:
+    """The size models see for stored images of ``size``: theirs, or 32 for smaller ones (padded)."""
+    return max(size, MIN_MODEL_SIZE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +132,7 @@ def read_folder(root: str, image_size: Optional[int] = None, channels: Optional[
         if len(sizes) > 1:
             (s1, p1), (s2, p2) = list(sizes.items())[:2]
             raise UserError(f"images differ in size ({p1} is {s1[0]}x{s1[1]}, {p2} is {s2[0]}x{s2[1]}); "
-                            f"pass --image_size=N to resize them all to NxN (N even, at most {MODEL_SIZE})")
+                            f"pass --image_size=N to resize them all to NxN (N at most {MAX_IMAGE_SIZE})")
         (width, height), path = next(iter(sizes.items()))
         if width != height:
             raise UserError(f"images are {width}x{height}, not square ({path}); pass --image_size=N to resize them")
@@ -230,15 +239,16 @@ def read_arrays(path: str, image_size: Optional[int] = None,
 # statistics, card, writing
 
 def statistics(images: np.ndarray) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """Per-channel mean and (population) std of uint8 images scaled to [0, 1] and zero-padded
-    to 32x32, as ``data.normalize`` feeds them to the models; summed in float64, in chunks."""
+    """Per-channel mean and (population) std of uint8 images scaled to [0, 1] and, if smaller,
+    zero-padded to 32x32, as ``data.normalize`` feeds them to the models; summed in float64, in
+    chunks."""
     n, size, _, channels = images.shape
     total, squares = np.zeros(channels), np.zeros(channels)
     for start in range(0, n, 4096):
         x = images[start:start + 4096].astype(np.float64) / 255.0
         total += x.sum(axis=(0, 1, 2))
         squares += (x * x).sum(axis=(0, 1, 2))
-    count = n * MODEL_SIZE * MODEL_SIZE  # the padding adds zeros: to the count only
+    count = n * model_size(size) ** 2  # the padding adds zeros: to the count only
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
     if np.any(std == 0):
@@ -251,8 +261,9 @@ def make_card(name: str, splits: Splits, class_names: List[str], source: str) ->
     mean, std = statistics(x)
     return {"name": name, "tfds_name": data.CUSTOM_PREFIX + name, "num_classes": len(class_names),
             "class_names": list(class_names), "channels": int(x.shape[-1]), "source_size": int(x.shape[1]),
-            "image_size": MODEL_SIZE, "mean": list(mean), "std": list(std),
-            "statistics": f"per channel over the training images in [0, 1], zero-padded to {MODEL_SIZE}x{MODEL_SIZE}",
+            "image_size": model_size(int(x.shape[1])), "mean": list(mean), "std": list(std),
+            "statistics": "per channel over the training images in [0, 1]"
+                          + (f", zero-padded to {MIN_MODEL_SIZE}x{MIN_MODEL_SIZE}" if x.shape[1] < MIN_MODEL_SIZE else ""),
             "splits": {s: int(len(y)) for s, (_, y) in splits.items()}, "source": source}
 
 
@@ -289,8 +300,9 @@ def _builder_class(card: dict, splits: Splits):
 
 def write(card: dict, splits: Splits, data_dir: str, force: bool) -> str:
     """Writes the dataset and its card in a temporary folder of ``data_dir``, then renames it
-    into place (replacing an earlier one only with ``force``); returns its folder."""
-    final = data.custom_dir(card["name"], data_dir)
+    into place, ``data_dir/card['tfds_name']`` (replacing an earlier one only with ``force``);
+    returns its folder."""
+    final = os.path.join(data_dir, card["tfds_name"])
     os.makedirs(data_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{card['tfds_name']}.", dir=data_dir)
     try:

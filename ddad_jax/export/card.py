@@ -32,14 +32,18 @@ GENERATOR_KEYS = tuple(f"generator.{k}" for k in (  # what drawing the run's gen
 
 def preprocessing(spec: data.DatasetSpec) -> Dict[str, Any]:
     """How raw uint8 pixels become the model's input, as ``data.normalize`` computes it."""
-    pad = (spec.image_size - spec.source_size) // 2
+    resize = spec.resize and spec.image_size != spec.source_size
+    pad = 0 if spec.resize else (spec.image_size - spec.source_size) // 2
     steps = [f"x = pixels / 255 (uint8 {spec.source_size}x{spec.source_size}x{spec.channels} -> float32 in [0, 1])"]
     if pad:
         steps.append(f"zero-pad {pad} pixels on every side, in [0, 1] space: "
                      f"{spec.source_size}x{spec.source_size} -> {spec.image_size}x{spec.image_size}")
+    if resize:
+        steps.append(f"resize bilinearly (half-pixel centres, antialiased when shrinking), in [0, 1] space: "
+                     f"{spec.source_size}x{spec.source_size} -> {spec.image_size}x{spec.image_size}")
     steps.append("x = (x - mean) / std, per channel (last axis)")
-    return {"source_size": spec.source_size, "pad": pad, "scale": 1.0 / 255.0, "mean": list(spec.mean),
-            "std": list(spec.std), "steps": steps}
+    return {"source_size": spec.source_size, "pad": pad, "resize": spec.image_size if resize else None,
+            "scale": 1.0 / 255.0, "mean": list(spec.mean), "std": list(spec.std), "steps": steps}
 
 
 def code_version() -> Dict[str, Optional[str]]:
@@ -97,6 +101,7 @@ def student_card(summary: dict, spec: Optional[data.DatasetSpec] = None) -> Dict
         "input": {"shape_hwc": [spec.image_size, spec.image_size, spec.channels], "layout": "NHWC",
                   "dtype": "float32"},
         "preprocessing": preprocessing(spec),
+        "dataset_spec": data.spec_to_dict(spec),  # the same, as ``data.normalize`` reads it
         "num_classes": spec.num_classes,
         "class_names": list(spec.class_names) or None,
         "output": "logits (num_classes), no softmax",
@@ -105,6 +110,12 @@ def student_card(summary: dict, spec: Optional[data.DatasetSpec] = None) -> Dict
         "teacher": teacher,
         "ddad_jax": code_version(),
     }
+
+
+def card_spec(card: dict) -> Optional[data.DatasetSpec]:
+    """The preprocessing a student card records (``dataset_spec``; None in older cards)."""
+    entry = card.get("dataset_spec")
+    return data.spec_from_dict(entry) if isinstance(entry, dict) else None
 
 
 def save_student(workdir: str, variables, summary: dict, spec: Optional[data.DatasetSpec] = None,

@@ -2,7 +2,7 @@
 each ONNX file, after the fact -- a run that had no data is scored by whoever has the split."""
 
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import numpy as np
@@ -12,10 +12,12 @@ from ddad_jax.errors import UserError
 from ddad_jax.export import card as card_lib, onnx as onnx_lib
 
 
-def load_test_split(dataset: str, data_dir: str) -> Tuple[np.ndarray, np.ndarray, str]:
+def load_test_split(dataset: str, data_dir: str,
+                    spec: Optional[data.DatasetSpec] = None) -> Tuple[np.ndarray, np.ndarray, str]:
     """(normalised float32 test images, labels, where) of ``dataset``'s prepared test split in
-    ``data_dir`` ('' = tfds's default); UserError, naming what prepares it, when it is not there."""
-    spec = data.get_spec(dataset, data_dir or None)
+    ``data_dir`` ('' = tfds's default), preprocessed as ``spec`` says (the student card's; default:
+    the dataset's own); UserError, naming what prepares it, when it is not there."""
+    spec = spec or data.get_spec(dataset, data_dir or None)
     try:
         images, labels = data.load_split(spec, "test", data_dir or None)
     except UserError as e:  # ours: names the dataset, the directory and the command that prepares it

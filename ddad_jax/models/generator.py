@@ -21,9 +21,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ddad_jax.data import MAX_IMAGE_SIZE  # pylint: disable=unused-import  (models.MAX_IMAGE_SIZE)
 from ddad_jax.models.layers import ModuleDef, UpsampleConv, batch_norm, conv3x3
-
-MAX_IMAGE_SIZE = 224
 
 
 def upsamplings(image_size: int) -> int:

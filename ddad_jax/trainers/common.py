@@ -135,15 +135,26 @@ def make_generator(config, spec: data.DatasetSpec, bn_axis_name=None, dtype=jnp.
 
 
 def dataset_spec(config) -> data.DatasetSpec:
-    """The run's dataset: a built-in one, a custom one's card in ``data_dir`` or, for a run with
-    a teacher and no data at all, the spec the teacher's card carries."""
+    """The run's dataset, preprocessed as its teacher was trained: a built-in one, a custom
+    one's card in ``data_dir`` or, for a run with a teacher and no data at all, the spec the
+    teacher's card carries. A teacher card's preprocessing (size, resize or pad, mean, std:
+    ``import_teacher --resize --mean --std``) wins over the dataset's own."""
+    from_card = teacher_lib.card_spec(config.get("teacher_dir", ""), config.dataset)
     try:
-        return data.get_spec(config.dataset, config.data_dir or None)
+        spec = data.get_spec(config.dataset, config.data_dir or None)
     except UserError:
-        spec = teacher_lib.card_spec(config.get("teacher_dir", ""), config.dataset)
-        if spec is None:
+        if from_card is None:
             raise
+        return from_card
+    if from_card is None:
         return spec
+    if (from_card.source_size, from_card.channels, from_card.num_classes) != \
+            (spec.source_size, spec.channels, spec.num_classes):
+        raise UserError(f"the teacher in {config.teacher_dir} was trained on {from_card.source_size}x"
+                        f"{from_card.source_size}x{from_card.channels} images of {from_card.num_classes} classes, "
+                        f"but dataset '{spec.name}' has {spec.source_size}x{spec.source_size}x{spec.channels} "
+                        f"images of {spec.num_classes}")
+    return data.with_preprocessing(spec, from_card.image_size, from_card.resize, from_card.mean, from_card.std)
 
 
 def eval_set(config, spec, mesh, optional: bool = False, evaluated: Optional[Dict[str, Any]] = None) -> Optional[EvalSet]:

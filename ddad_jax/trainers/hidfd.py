@@ -7,7 +7,7 @@ import optax
 from ddad_jax import config_fields, data, models, parallel, state as state_lib, synthesis, workdir as workdir_lib
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.trainers import sizes
-from ddad_jax.trainers.common import Run, eval_set as make_eval_set, grid_sampler, identity, make_generator, train_subset
+from ddad_jax.trainers.common import Run, dataset_spec, eval_set as make_eval_set, grid_sampler, identity, make_generator, train_subset
 from ddad_jax.errors import UserError
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import hidfd
@@ -24,7 +24,7 @@ def real_per_batch(config, num_real: int, num_devices: int) -> int:
 
 
 def build_hidfd(config) -> Run:
-    spec = data.get_spec(config.dataset, config.data_dir or None)
+    spec = dataset_spec(config)  # preprocessed as the teacher's card says
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     if config.batch_size < 2 * mesh.size:

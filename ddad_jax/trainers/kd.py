@@ -7,13 +7,13 @@ from ddad_jax import augment, data, models, parallel, state as state_lib, workdi
 from ddad_jax import teacher as teacher_lib
 from ddad_jax.export import card as card_lib
 from ddad_jax.trainers import sizes
-from ddad_jax.trainers.common import Run, eval_set as make_eval_set, identity, kd_params, train_subset
+from ddad_jax.trainers.common import Run, dataset_spec, eval_set as make_eval_set, identity, kd_params, train_subset
 from ddad_jax.evaluation import evaluate
 from ddad_jax.methods import kd
 
 
 def build_kd(config) -> Run:
-    spec = data.get_spec(config.dataset, config.data_dir or None)
+    spec = dataset_spec(config)  # preprocessed as the teacher's card says
     mesh = parallel.make_mesh(config.num_devices or None)
     parallel.check_batch_size(config.batch_size, mesh)
     hp = kd.KDHyper(student_objective=config.student_objective, kd=kd_params(config),
