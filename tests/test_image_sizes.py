@@ -104,9 +104,10 @@ def test_caltech101_crops_and_split_by_hand():
 
 
 @pytest.mark.slow
-def test_caltech101_prepared_from_tfds_then_teacher_and_ddad_at_128(tmp_path):
+def test_caltech101_prepared_from_tfds_then_its_teacher_trains_at_128(tmp_path):
     """``data.prepare caltech101`` on a stand-in of tfds's download (102 labels, images of any
-    size): 101 object classes at 128x128; the teacher and DDAD configs run on it."""
+    size): 101 object classes at 128x128, and the teacher config trains on it. (DDAD and DFAD
+    at 128 with DFAD's generator run in the tests above; their Caltech101 configs below.)"""
     import json
     import os
     from conftest import run_entry
@@ -120,15 +121,25 @@ def test_caltech101_prepared_from_tfds_then_teacher_and_ddad_at_128(tmp_path):
     x, y = data.load_split(spec, "test", data_dir)
     assert x.shape == (202, 128, 128, 3) and np.bincount(y).tolist() == [2] * 101
     assert data.load_split(spec, "train", data_dir)[0].shape == (202, 128, 128, 3)
+    again = _prepare_cli("caltech101", f"--data_dir={data_dir}")
+    assert again.returncode == 2 and "pass --force" in again.stderr
     teacher_dir = str(tmp_path / "teacher")
     result = run_entry("caltech101", "--config=configs/teacher.py:caltech101,smoke", f"--workdir={teacher_dir}",
                        f"--config.data_dir={data_dir}", "--config.cpu_devices=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_entry("caltech101", "--config=configs/ddad.py:caltech101,smoke", f"--workdir={tmp_path / 'ddad'}",
-                       f"--config.data_dir={data_dir}", f"--config.teacher_dir={teacher_dir}",
-                       "--config.cpu_devices=1", "--config.num_epochs=1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.load(open(os.path.join(tmp_path, "ddad", "summary.json")))
-    assert summary["dataset"] == "caltech101" and summary["student_acc"] is not None
-    card = json.load(open(os.path.join(tmp_path, "ddad", "student.json")))
-    assert card["input"]["shape_hwc"] == [128, 128, 3] and card["generator"]["arch"] == "dfad_large"
+    card = json.load(open(os.path.join(teacher_dir, "teacher.json")))
+    assert card["dataset"] == "caltech101" and card["dataset_spec"]["image_size"] == 128
+
+
+def test_caltech101_configs_are_dfads_protocol():
+    """ResNet-34 -> ResNet-18 at 128 (DFAD's generator, latent 256), batch 64, 300 x 50
+    iterations, 5 student steps a generator step, SGD 0.1 / Adam 1e-3, x0.1 at 100 and 200."""
+    from configs import dfad, ddad, teacher as teacher_config
+    for config in (ddad.get_config("caltech101"), dfad.get_config("caltech101")):
+        assert (config.dataset, config.teacher, config.student) == ("caltech101", "resnet34_imagenet",
+                                                                    "resnet18_imagenet")
+        assert (config.generator_arch, config.latent_dim, config.batch_size) == ("dfad_large", 256, 64)
+        assert (config.num_epochs, config.iters_per_epoch, config.student_steps_per_generator_step) == (300, 50, 5)
+        assert (config.student_lr, config.generator_lr, tuple(config.lr_milestones)) == (0.1, 1e-3, (100, 200))
+    assert dict(dfad.get_config("caltech101").generator_terms) == {"adversarial": 1.0}
+    assert teacher_config.get_config("caltech101").model == "resnet34_imagenet"
