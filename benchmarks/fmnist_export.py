@@ -70,12 +70,12 @@ def measure(run_dir: str, export_dir: str, data_dir, calibration_images: int, re
     import numpy as np  # pylint: disable=import-outside-toplevel
     import onnxruntime  # pylint: disable=import-outside-toplevel
     from ddad_jax import data, export  # pylint: disable=import-outside-toplevel
-    from ddad_jax.export import evaluate, onnx as export_onnx  # pylint: disable=import-outside-toplevel
+    from ddad_jax.export import card as card_lib, evaluate, onnx as export_onnx  # pylint: disable=import-outside-toplevel
 
     result = export.export_student(run_dir, export_dir, int8=True, calibration_images=calibration_images,
                                    force=True)
     card = result["card"]
-    spec = data.get_spec(card["dataset"])
+    spec = card_lib.card_spec(card) or data.get_spec(card["dataset"])  # the teacher's preprocessing
     images, labels = data.load_split(spec, "test", data_dir)
     if eval_examples > 0:
         images, labels = images[:eval_examples], labels[:eval_examples]

@@ -35,12 +35,13 @@ FLAGS = flags.FLAGS
 NEAR_CHANCE = 1.5  # a test accuracy under 1.5x chance suggests other input preprocessing
 
 
-def _measure(model, variables, spec, data_dir):
+def _measure(model, variables, spec, data_dir, test_examples=None):
     """(test accuracy, number of test examples, note): accuracy None with a note when the
-    test split cannot be read."""
+    test split cannot be read. ``test_examples``: the split's first N only (default all)."""
     from ddad_jax import evaluation  # pylint: disable=import-outside-toplevel
     try:
-        images, labels = data.load_split(spec, "test", data_dir, shard_index=0, shard_count=1)
+        images, labels = data.load_split(spec, "test", data_dir, shard_index=0, shard_count=1,
+                                         num_examples=test_examples)
     except UserError as e:
         return None, 0, f"not measured: {e}"
     acc = evaluation.evaluate(model, variables, evaluation.EvalSet.build(images, labels, spec, 500))
@@ -58,7 +59,7 @@ def teacher_spec(dataset: str, mean=None, std=None, resize=None, pad=None) -> da
 
 
 def import_teacher(state_dict_path: str, model_name: str, dataset: str, out: str, force: bool = False,
-                   data_dir=None, spec: Optional[data.DatasetSpec] = None) -> dict:
+                   data_dir=None, spec: Optional[data.DatasetSpec] = None, test_examples: Optional[int] = None) -> dict:
     """Converts, measures and writes the teacher; returns its card. ``spec``: the teacher's
     preprocessing (``teacher_spec``; default the dataset's own). Nothing is written when
     anything is wrong with the input (UserError)."""
@@ -76,7 +77,7 @@ def import_teacher(state_dict_path: str, model_name: str, dataset: str, out: str
     state_dict = torch_import.read_state_dict(state_dict_path)
     variables = torch_import.convert_state_dict(state_dict, model_name, dataset, spec.image_size)
     model = models.get_classifier(model_name, spec.num_classes)
-    acc, examples, note = _measure(model, variables, spec, data_dir or data.default_data_dir())
+    acc, examples, note = _measure(model, variables, spec, data_dir or data.default_data_dir(), test_examples)
     card = {"model": model_name, "dataset": dataset, "test_acc": acc, "test_examples": examples,
             "source": "pytorch", "state_dict": os.path.abspath(state_dict_path),
             "sha256": torch_import.file_sha256(state_dict_path),
@@ -103,6 +104,7 @@ def define_flags():
     flags.DEFINE_list("std", None, "the teacher's input std per channel (e.g. 0.3081); default: ddad_jax's")
     flags.DEFINE_integer("resize", None, "the teacher saw the images resized bilinearly to this square size")
     flags.DEFINE_integer("pad", None, "the teacher saw the images zero-padded, centred, to this square size")
+    flags.DEFINE_integer("test_examples", None, "measure the accuracy on the test split's first N images (default all)")
     flags.DEFINE_bool("force", False, "replace OUT's teacher/ and teacher.json if OUT exists")
     flags.DEFINE_string("data_dir", None, "tfds data dir holding the prepared test split "
                         "(default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
@@ -129,8 +131,10 @@ def main(argv):
                             "--dataset=cifar10 --out=teachers/resnet34")
         spec = teacher_spec(FLAGS.dataset, _floats(FLAGS.mean, "--mean"), _floats(FLAGS.std, "--std"),
                             FLAGS.resize, FLAGS.pad)
+        if FLAGS.test_examples is not None and FLAGS.test_examples < 1:
+            raise UserError(f"--test_examples must be at least 1, got {FLAGS.test_examples}")
         card = import_teacher(FLAGS.state_dict, FLAGS.model, FLAGS.dataset, FLAGS.out, FLAGS.force, FLAGS.data_dir,
-                              spec)
+                              spec, FLAGS.test_examples)
     except UserError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         sys.exit(2)

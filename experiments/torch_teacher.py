@@ -1,13 +1,13 @@
 """A teacher trained elsewhere: a network trained on Fashion-MNIST in plain PyTorch, saved as a
 ``state_dict`` -- the first step of the README's worked example (PyTorch teacher in, int8 ONNX
-student out) and of ``benchmarks/fmnist64_torchvision.py``. Needs torch (``pip install -e
-.[torch]``; torchvision for its networks) and Debian's ``dataset-fashion-mnist``; no ddad_jax
-training code runs here.
+student out). Needs torch (``pip install -e .[torch]``; torchvision for its networks) and
+Debian's ``dataset-fashion-mnist``; no ddad_jax training code runs here.
 
     python -m experiments.torch_teacher --out=runs/torch_lenet5_bn.pt
     python -m experiments.torch_teacher --model=mobilenet_v2_050 --resize=64 --out=runs/torch_mnv2.pt
 
-``--model`` is ``lenet5_bn`` (``ddad_jax.torch_layouts.LeNet5``) or a torchvision network
+Beside ``--out`` goes ``OUT.json``: the model, its PyTorch test accuracy on the 10 000 test
+images and how it was trained. ``--model`` is ``lenet5_bn`` (``ddad_jax.torch_layouts.LeNet5``) or a torchvision network
 (``resnet18_imagenet``, ``mobilenet_v2_050``, ...: torchvision's own, its first convolution
 taking one channel). Without ``--resize`` the input is ddad_jax's own ``fashion_mnist``
 preprocessing (zero-padded 28 -> 32, standardised with 0.2190/0.3318); with ``--resize=N``
@@ -17,6 +17,7 @@ printed at the end says how).
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -72,6 +73,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--train_examples", type=int, default=0, help="the first N training images (0 = all)")
+    parser.add_argument("--test_examples", type=int, default=0, help="measure on the first N test images (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--source_dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -91,6 +93,8 @@ def main():
                                             for s in ("train", "test"))
     if args.train_examples:
         train_x, train_y = train_x[:args.train_examples], train_y[:args.train_examples]
+    if args.test_examples:
+        test_x, test_y = test_x[:args.test_examples], test_y[:args.test_examples]
     train_x, train_y = torch.from_numpy(train_x), torch.from_numpy(train_y)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     b = args.batch_size
@@ -114,6 +118,12 @@ def main():
     tmp = args.out + ".tmp"
     torch.save(net.state_dict(), tmp)
     os.replace(tmp, args.out)  # a failing run never leaves a half-written file under --out
+    record = {"model": args.model, "test_acc": acc, "test_examples": len(test_y), "train_examples": len(train_y),
+              "epochs": args.epochs, "seed": args.seed, "train_s": round(time.time() - t0, 1), "resize": args.resize,
+              "mean": None if args.resize is None else args.mean, "std": None if args.resize is None else args.std}
+    with open(args.out + ".json.tmp", "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(args.out + ".json.tmp", args.out + ".json")  # what was trained, beside the weights
     own = "" if args.resize is None else f" --resize={args.resize} --mean={args.mean} --std={args.std}"
     print(f"[torch teacher] saved {args.out} ({args.model}, test accuracy {acc:.4f}); import it with "
           f"python -m ddad_jax.import_teacher --state_dict={args.out} --model={args.model} --dataset=fashion_mnist"

@@ -19,9 +19,7 @@ if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
   trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
 fi
 export JAX_COMPILATION_CACHE_DIR
-# every program, small ones too: the many op-by-op programs (initialisation, metrics) recur in
-# most of the suite's processes
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
 # XLA:CPU compiles the suite's many small programs at LLVM's -O1 instead of -O2: about half
 # the compile time, which is most of the suite's; the programs compute the same functions
 # (level 0 is not used: it produced NaN losses). One benchmark smoke test compiles at the default.
@@ -33,5 +31,4 @@ if [ "${1:-}" = "--fast" ]; then
   shift
   tier=(-m "not slow and not fault_injection")
 fi
-# worksteal: a worker that runs out of tests takes some of the other's, so both end together
-python3 -m pytest -q -n 2 --dist worksteal --durations=20 "${tier[@]}" tests "$@"
+python3 -m pytest -q -n 2 --durations=20 "${tier[@]}" tests "$@"

@@ -318,3 +318,28 @@ def test_cli_mean_of_the_wrong_channel_count_is_one_line_and_writes_nothing(tmp_
                       f"--out={tmp_path / 'teacher'}", "--mean=0.485,0.456,0.406", "--std=0.3")
     one_line_error(result, "give one mean and one std per channel")
     assert not (tmp_path / "teacher").exists()
+
+
+@pytest.mark.slow
+def test_the_teacher_script_trains_torchvision_and_lenet_teachers_that_import(tmp_path, fmnist_data_dir):
+    """``experiments/torch_teacher.py`` (the README's worked example's first step): LeNet-5 (BN)
+    on ddad_jax's own preprocessing, and torchvision's MobileNetV2 on resized images with its own
+    normalisation, each saved with a record of its PyTorch accuracy; the MobileNetV2 imports with
+    the same preprocessing, measured on the same first test images."""
+    env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags()}
+    runs = {"lenet5_bn": [], "mobilenet_v2_035": ["--resize=32", "--mean=0.5", "--std=0.5"]}
+    for model, own in runs.items():
+        out = str(tmp_path / f"{model}.pt")
+        result = subprocess.run([sys.executable, "-m", "experiments.torch_teacher", f"--model={model}", f"--out={out}",
+                                 "--epochs=1", "--train_examples=512", "--test_examples=300", *own],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        record = json.load(open(out + ".json"))
+        assert (record["model"], record["test_examples"], record["train_examples"]) == (model, 300, 512)
+        assert f"--model={model} --dataset=fashion_mnist {' '.join(own)}".strip() in result.stdout
+    result = _run_cli(f"--state_dict={tmp_path / 'mobilenet_v2_035.pt'}", "--model=mobilenet_v2_035",
+                      "--dataset=fashion_mnist", *runs["mobilenet_v2_035"], f"--out={tmp_path / 'teacher'}",
+                      f"--data_dir={fmnist_data_dir}", "--test_examples=300")
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.load(open(tmp_path / "teacher" / teacher.TEACHER_META))
+    assert card["test_examples"] == 300 and card["dataset_spec"]["image_size"] == 32 and card["dataset_spec"]["resize"]
