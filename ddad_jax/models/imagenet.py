@@ -102,13 +102,20 @@ class ResNet(nn.Module):
                 x = block(64 * 2**i, stride if j == 0 else 1, previous if j == 0 else dilation,
                           self.bn_axis_name, self.dtype, self.conv)(x, train)
             sow_feature(self, f"attention{i + 1}", x)
-        if self.dense_features:
-            return x
-        x = jnp.mean(x, axis=(1, 2))
-        sow_feature(self, "penultimate", x)
-        if self.penultimate:
-            return x.astype(jnp.float32)
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+        return _head(self, x)
+
+
+def _head(module: nn.Module, x: jnp.ndarray) -> jnp.ndarray:
+    """The end both backbones share, called inside their compact ``__call__``: the last feature
+    map as it is (``dense_features``, for a segmentation head), else global average pooling, the
+    sown ``penultimate`` features and the linear classifier (or those features, ``penultimate``)."""
+    if module.dense_features:
+        return x
+    x = jnp.mean(x, axis=(1, 2))
+    sow_feature(module, "penultimate", x)
+    if module.penultimate:
+        return x.astype(jnp.float32)
+    return nn.Dense(module.num_classes, dtype=module.dtype)(x).astype(jnp.float32)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -183,10 +190,4 @@ class MobileNetV2(nn.Module):
         x = _conv(self.conv, make_divisible(1280 * max(1.0, self.width)), 1, dtype=self.dtype)(x)
         x = nn.relu6(bn()(x))
         sow_feature(self, f"attention{level + 1}", x)
-        if self.dense_features:
-            return x
-        x = jnp.mean(x, axis=(1, 2))
-        sow_feature(self, "penultimate", x)
-        if self.penultimate:
-            return x.astype(jnp.float32)
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+        return _head(self, x)
