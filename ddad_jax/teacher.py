@@ -74,7 +74,8 @@ def export(workdir: str, variables, summary: dict) -> None:
 def card_spec(teacher_dir: str, dataset: str) -> Optional[data.DatasetSpec]:
     """The spec of ``dataset`` a teacher's card carries (``dataset_spec``), or None: the
     preprocessing the teacher was trained with (an imported teacher's own), and how a run with
-    the teacher and no data at all knows a custom dataset's shape, classes and normalisation. Any problem with the card is left to ``load_teacher`` to report."""
+    the teacher and no data at all knows a custom dataset's shape, classes and normalisation.
+    Any problem with the card is left to ``load_teacher`` to report."""
     if not teacher_dir:
         return None
     try:

@@ -99,6 +99,9 @@ def prepare(data_dir: str, force: bool = False) -> str:
                             "this step needs network and tensorflow") from None
     sources = tfds.data_source(SOURCE, data_dir=data_dir)
     names = list(tfds.builder(SOURCE, data_dir=data_dir).info.features["label"].names)
+    if len(set(names) - {BACKGROUND}) != spec.num_classes:  # before minutes of decoding, not after
+        raise UserError(f"tfds's caltech101 has {len(set(names) - {BACKGROUND})} object classes, "
+                        f"expected {spec.num_classes}")
 
     def records():
         for split in sorted(sources):
@@ -114,6 +117,4 @@ def prepare(data_dir: str, force: bool = False) -> str:
             "splits": {s: int(len(y)) for s, (_, y) in splits.items()},
             "source": f"tfds {SOURCE} in {data_dir}: background dropped, shorter side {SIZE}, centre crop, "
                       f"{TEST_SHARE:.0%} of each class for test (seed {SPLIT_SEED})"}
-    if len(classes) != spec.num_classes:
-        raise UserError(f"tfds's caltech101 has {len(classes)} object classes, expected {spec.num_classes}")
     return custom.write(card, splits, data_dir, force)

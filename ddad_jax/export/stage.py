@@ -77,10 +77,10 @@ def export_student(run_dir: str, out_dir: str, onnx: bool = False, int8: bool = 
     identity, summary = run_lib.read_run(run_dir)
     if int8:  # the generator the card describes, before anything is written
         run_lib.calibration_generator(run_dir, identity)
+    test_set = None
     if test_data_dir is not None:  # preprocessed as the student's card says (a teacher's own, if it had one)
         saved = run_lib.saved_card(run_dir)
-        spec = card_lib.card_spec(saved) if saved else None
-    test_set = None if test_data_dir is None else evaluate.load_test_split(summary["dataset"], test_data_dir, spec)
+        test_set = evaluate.load_test_split(summary["dataset"], test_data_dir, saved and card_lib.card_spec(saved))
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=os.path.dirname(out_dir))
